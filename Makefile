@@ -1,0 +1,49 @@
+# mrinode — the contracts: setup, test, demo, bench, lint (see ../shared/DESIGN.md).
+# `make demo` and `make test` each do their own setup on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mrinode-installed
+export TCP_NODELAY := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup system-deps test lint typecheck pytest demo demo-stop bench clean
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@bash deploy/install-system-deps.sh
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel on disk. A bare `torch` pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[ml,dev]'
+	# deepmriprep ships the CAT12 templates; its own dependencies are not needed here.
+	$(BIN)/pip install -q --no-deps deepmriprep
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	TCP_NODELAY=1 tests/netns.sh $(BIN)/pytest -q
+
+test: setup lint typecheck pytest
+
+demo: setup
+	$(BIN)/python -m dicom_node.demo run
+
+demo-stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m dicom_node.demo stop; else echo "nothing to stop"; fi
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""Networks, model bundles and the inference engine (torch and MONAI only)."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""The Orthanc Python plugin (stdlib and Orthanc's ``orthanc`` module only)."""
