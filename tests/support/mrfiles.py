@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 __all__ = ["make_mr_dataset", "write_mr_series"]
 
@@ -50,10 +50,10 @@ def make_mr_dataset(
     Dataset
         A dataset ready for ``save_as(..., enforce_file_format=True)``.
     """
-    sop_uid = sop_uid or str(generate_uid())
+    sop_uid = sop_uid if sop_uid is not None else str(generate_uid())
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = Dataset()
@@ -81,6 +81,7 @@ def make_mr_dataset(
     ds.SeriesDescription = series_description
     ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
     ds.PatientPosition = "HFS"
+    ds.BodyPartExamined = "BRAIN"
     ds.ScanningSequence = "SE"
     ds.SequenceVariant = "NONE"
     ds.ScanOptions = ""
