@@ -347,7 +347,8 @@ def _format_errors(exc: ValidationError, data: Any, source: str) -> str:
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not a setting; check the spelling against deploy/node.example.toml)"
-        lines.append(f"config key '{_key_of(loc, data)}': {msg.rstrip(".")}.")
+        msg = msg.rstrip(".")
+        lines.append(f"config key '{_key_of(loc, data)}': {msg}.")
     return f"{source}: " + " ".join(lines)
 
 
