@@ -1,0 +1,186 @@
+"""From frames to volumes: split 4-D series, sort along the normal, check, build the affine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+
+import numpy as np
+
+from dicom_node.io.errors import SeriesReadError
+from dicom_node.io.frames import Frame
+from dicom_node.io.volume import LPS_TO_RAS
+
+__all__ = ["SplitKey", "split_frames", "stack_frames"]
+
+#: Tolerances: orientation cosines, relative spacing, positions (mm).
+ORIENTATION_TOL = 1e-4
+SPACING_REL_TOL = 1e-3
+POSITION_TOL = 1e-3
+
+#: A split key: a name and a function giving each frame its group value (None = absent).
+SplitKey = tuple[str, Callable[[Frame], Hashable]]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def _b_label(b: Hashable) -> str:
+    return f"b{_fmt(float(b))}" if isinstance(b, int | float) else "b?"  # type: ignore[arg-type]
+
+
+SPLIT_KEYS: tuple[SplitKey, ...] = (
+    ("b-value", lambda f: None if f.b_value is None else round(f.b_value, 1)),
+    (
+        "b-value and gradient direction",
+        lambda f: None if f.b_value is None else (round(f.b_value, 1), f.b_vector and tuple(round(x, 4) for x in f.b_vector)),
+    ),
+    ("temporal position", lambda f: f.temporal),
+    ("echo", lambda f: f.echo),
+    ("acquisition number", lambda f: f.acquisition),
+    ("trigger time", lambda f: f.trigger),
+)
+
+
+def _position_keys(frames: Sequence[Frame]) -> list[tuple[float, ...]]:
+    return [tuple(np.round(f.ipp / POSITION_TOL).astype(np.int64).tolist()) for f in frames]
+
+
+def _has_duplicates(frames: Sequence[Frame]) -> bool:
+    keys = _position_keys(frames)
+    return len(set(keys)) != len(keys)
+
+
+def _label(name: str, value: Hashable, index: int) -> str:
+    if name == "b-value":
+        return _b_label(value)
+    if name == "b-value and gradient direction":
+        b = value[0] if isinstance(value, tuple) else value
+        return f"{_b_label(b)}_d{index}"
+    prefix = {"temporal position": "t", "echo": "e", "acquisition number": "a", "trigger time": "tt"}[name]
+    return f"{prefix}{_fmt(float(value))}" if isinstance(value, int | float) else f"{prefix}{index}"  # type: ignore[arg-type]
+
+
+def split_frames(frames: Sequence[Frame], *, describe: object = None) -> list[tuple[str | None, list[Frame]]]:
+    """Split the frames of a series into 3-D groups.
+
+    A series with one frame per position is one group (key ``None``). When positions
+    repeat, the first key (b-value; b-value and direction; temporal position; echo;
+    acquisition number; trigger time) that leaves no repeated position inside any group
+    splits it.
+
+    Parameters
+    ----------
+    frames : sequence of Frame
+        Every frame of the series.
+    describe : object, optional
+        Unused; kept for call-site symmetry.
+
+    Returns
+    -------
+    list of (str or None, list of Frame)
+        ``(split label, frames)`` in ascending key order.
+
+    Raises
+    ------
+    SeriesReadError
+        Positions repeat and no key separates them.
+    """
+    if not _has_duplicates(frames):
+        return [(None, list(frames))]
+    for name, key in SPLIT_KEYS:
+        values = [key(f) for f in frames]
+        if any(v is None for v in values):
+            continue
+        groups: dict[Hashable, list[Frame]] = {}
+        for v, f in zip(values, frames, strict=True):
+            groups.setdefault(v, []).append(f)
+        if len(groups) < 2 or any(_has_duplicates(g) for g in groups.values()):
+            continue
+        ordered = sorted(groups.items(), key=lambda kv: repr(kv[0]) if not isinstance(kv[0], int | float) else kv[0])  # type: ignore[arg-type,return-value]
+        if all(isinstance(k, int | float) for k, _ in ordered):
+            ordered = sorted(groups.items(), key=lambda kv: float(kv[0]))  # type: ignore[arg-type]
+        return [(_label(name, k, i + 1), g) for i, (k, g) in enumerate(ordered)]
+    raise SeriesReadError(
+        frames[0].header,
+        "several slices share a position and neither b-value, temporal position, echo, acquisition number "
+        "nor trigger time separates them (duplicate instances?)",
+    )
+
+
+def stack_frames(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, list[Frame]]:
+    """Sort frames along the slice normal, check the geometry, and stack them.
+
+    Parameters
+    ----------
+    frames : sequence of Frame
+        One 3-D group (no repeated position).
+
+    Returns
+    -------
+    data : numpy.ndarray
+        float32, shape ``(columns, rows, slices)`` (i, j, k).
+    affine : numpy.ndarray
+        4x4 voxel to RAS+ mm.
+    ordered : list of Frame
+        The frames in ``k`` order.
+
+    Raises
+    ------
+    SeriesReadError
+        Differing orientation, pixel spacing or matrix size; gantry tilt (slices sheared
+        along the normal); missing slices; uneven slice spacing.
+    """
+    first = frames[0]
+    hdr = first.header
+    for f in frames[1:]:
+        if np.max(np.abs(f.iop - first.iop)) > ORIENTATION_TOL:
+            raise SeriesReadError(hdr, "its slices have different orientations (ImageOrientationPatient)")
+        if f.shape != first.shape:
+            raise SeriesReadError(hdr, f"its slices have different matrix sizes ({f.shape} and {first.shape})")
+        if any(abs(a - b) > SPACING_REL_TOL * max(abs(b), 1e-6) for a, b in zip(f.pixel_spacing, first.pixel_spacing, strict=True)):
+            raise SeriesReadError(hdr, f"its slices have different pixel spacings ({f.pixel_spacing} and {first.pixel_spacing})")
+    row_dir, col_dir = first.iop[:3], first.iop[3:]
+    normal = first.normal if first.normal is not None else np.cross(row_dir, col_dir)
+    if abs(np.linalg.norm(row_dir) - 1) > 1e-2 or abs(np.linalg.norm(col_dir) - 1) > 1e-2 or abs(np.dot(row_dir, col_dir)) > 1e-2:
+        raise SeriesReadError(hdr, "its ImageOrientationPatient is not two orthogonal unit vectors")
+    normal = normal / np.linalg.norm(normal)
+    dist = np.array([float(np.dot(f.ipp, normal)) for f in frames])
+    order = np.argsort(dist, kind="stable")
+    ordered = [frames[int(i)] for i in order]
+    dist = dist[order]
+    nk = len(ordered)
+    row_sp, col_sp = first.pixel_spacing
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * col_sp
+    affine[:3, 1] = col_dir * row_sp
+    affine[:3, 3] = ordered[0].ipp
+    if nk == 1:
+        affine[:3, 2] = normal * (first.thickness or 1.0)
+    else:
+        steps = np.diff(dist)
+        step = float(np.median(steps))
+        if step < POSITION_TOL:
+            raise SeriesReadError(hdr, "several slices share a position")
+        if np.max(np.abs(steps - step)) > max(SPACING_REL_TOL * step * 10, POSITION_TOL * 10):
+            worst = float(steps[np.argmax(np.abs(steps - step))])
+            ratio = worst / step
+            if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
+                missing = round(float(np.sum(np.round(steps / step) - 1)))
+                raise SeriesReadError(
+                    hdr, f"{missing} slice(s) are missing (a gap of {worst:.3g} mm where slices are {step:.3g} mm apart)"
+                )
+            raise SeriesReadError(hdr, f"its slice spacing is uneven ({steps.min():.4g} to {steps.max():.4g} mm)")
+        span = ordered[-1].ipp - ordered[0].ipp
+        along = float(np.dot(span, normal))
+        shear = span - along * normal
+        if np.linalg.norm(shear) > max(POSITION_TOL * 10, 1e-3 * abs(along)):
+            angle = float(np.degrees(np.arctan2(np.linalg.norm(shear), abs(along))))
+            raise SeriesReadError(
+                hdr, f"its slices are sheared by {angle:.2f} degrees against their normal (gantry tilt), which is not supported"
+            )
+        affine[:3, 2] = span / (nk - 1)
+    data = np.empty((first.shape[1], first.shape[0], nk), dtype=np.float32)
+    for k, f in enumerate(ordered):
+        data[:, :, k] = f.pixels().T
+    return data, LPS_TO_RAS @ affine, ordered
