@@ -1,0 +1,399 @@
+"""Unlabelled multi-sequence MRI for pretraining.
+
+Subjects come from any mix of
+
+* folders of subject folders as the synthetic engine writes them
+  (``<root>/<subject>/<SEQ>.nii.gz`` and optionally ``params.json``),
+* a single subject folder, or a folder of NIfTI files named by sequence (``mrinode convert``
+  output),
+* a JSON manifest (``{"subjects": [{"subject_id": ..., "sequences": {...}}]}``; each sequence
+  entry is a path or ``{"path": ..., "tr": ..., "te": ..., "flip": ...}``),
+* the synthetic engine itself, in memory (``{"synth": {"subjects": N, "seed": S}}``).
+
+Every subject may have any subset of sequences. Samples use one fixed channel layout
+(``sequences``); a missing sequence is a zero channel with ``present = 0``, which is how the
+segmenters are fine-tuned too (sequence dropout). Volumes are put in RAS, resampled to
+``voxel_mm``, z-scored over the head and cached in memory; a sample is a random crop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dicom_node.sequences import SequenceLabel, parse_sequence_label
+
+__all__ = [
+    "PARAM_NAMES",
+    "PretrainDataset",
+    "UnlabelledSubject",
+    "collect_subjects",
+    "normalise_params",
+]
+
+#: Acquisition parameters PRISM regresses, in this order.
+PARAM_NAMES: tuple[str, ...] = ("tr", "te", "flip")
+_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "tr": ("tr", "tr_ms", "repetition_time", "repetitiontime"),
+    "te": ("te", "te_ms", "echo_time", "echotime"),
+    "flip": ("flip", "flip_deg", "flip_angle", "flipangle"),
+}
+
+
+@dataclass
+class UnlabelledSubject:
+    """One subject: a path or an in-memory array per sequence, and acquisition parameters.
+
+    Attributes
+    ----------
+    subject_id : str
+        Identifier (never a patient name).
+    images : dict
+        Sequence label value -> NIfTI path or ``(array, voxel_mm)`` already in RAS.
+    params : dict
+        Sequence label value -> ``{"tr": ms, "te": ms, "flip": degrees}`` (any may be missing).
+    """
+
+    subject_id: str
+    images: dict[str, Any]
+    params: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _find_param(entry: Mapping[str, Any], name: str) -> float | None:
+    lowered = {str(k).lower(): v for k, v in entry.items()}
+    for key in _PARAM_KEYS[name]:
+        value = lowered.get(key)
+        if isinstance(value, int | float) and math.isfinite(float(value)):
+            return float(value)
+    return None
+
+
+def _params_from(entry: Any) -> dict[str, float]:
+    if not isinstance(entry, Mapping):
+        return {}
+    out = {}
+    for name in PARAM_NAMES:
+        value = _find_param(entry, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _sequence_params(params_json: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Per-sequence TR/TE/flip from a synthetic ``params.json`` (layout-tolerant)."""
+    pools: list[Mapping[str, Any]] = [params_json]
+    for key in ("sequences", "acquisition", "protocols", "protocol"):
+        sub = params_json.get(key)
+        if isinstance(sub, Mapping):
+            pools.append(sub)
+    out: dict[str, dict[str, float]] = {}
+    for pool in pools:
+        for key, entry in pool.items():
+            try:
+                label = parse_sequence_label(str(key)).value
+            except ValueError:
+                continue
+            found = _params_from(entry)
+            if found:
+                out[label] = found
+    return out
+
+
+def _subject_from_folder(folder: Path) -> UnlabelledSubject | None:
+    images: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.nii*")):
+        stem = path.name.split(".nii")[0]
+        try:
+            label = parse_sequence_label(stem)
+        except ValueError:
+            continue
+        if label not in (SequenceLabel.LOCALIZER, SequenceLabel.OTHER, SequenceLabel.UNKNOWN):
+            images[label.value] = path
+    if not images:
+        return None
+    params: dict[str, dict[str, float]] = {}
+    pj = folder / "params.json"
+    if pj.is_file():
+        params = _sequence_params(json.loads(pj.read_text()))
+    return UnlabelledSubject(folder.name, images, params)
+
+
+def _subjects_from_manifest(path: Path) -> list[UnlabelledSubject]:
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"pretraining manifest {path} is not valid JSON ({exc}).") from exc
+    entries = doc.get("subjects") if isinstance(doc, Mapping) else doc
+    if not isinstance(entries, list):
+        raise ValueError(f"pretraining manifest {path} has no list of 'subjects'.")
+    out = []
+    for i, entry in enumerate(entries):
+        sid = str(entry.get("subject_id") or entry.get("id") or f"subject-{i:04d}")
+        seqs = entry.get("sequences") or entry.get("images") or {}
+        if isinstance(seqs, list):  # [{"sequence": "T1", "path": ...}, ...]
+            seqs = {str(s.get("sequence") or s.get("label")): s for s in seqs}
+        images: dict[str, Any] = {}
+        params: dict[str, dict[str, float]] = {}
+        for key, value in seqs.items():
+            label = parse_sequence_label(str(key)).value
+            p = value if isinstance(value, str) else value.get("path")
+            if not p:
+                raise ValueError(f"pretraining manifest {path}: subject {sid} sequence {label} has no path.")
+            full = Path(p) if Path(p).is_absolute() else path.parent / p
+            images[label] = full
+            found = _params_from(value if isinstance(value, Mapping) else {})
+            found.update(_params_from((value.get("acquisition") or {}) if isinstance(value, Mapping) else {}))
+            if found:
+                params[label] = found
+        if images:
+            out.append(UnlabelledSubject(sid, images, params))
+    return out
+
+
+def _subjects_from_synth(spec: Mapping[str, Any], voxel_mm: float) -> list[UnlabelledSubject]:
+    import importlib
+
+    generate_subject = importlib.import_module("training.synth").generate_subject  # heavy: on demand
+
+    n = int(spec.get("subjects", 8))
+    seed = int(spec.get("seed", 0))
+    kwargs = {k: v for k, v in spec.items() if k not in ("subjects", "seed")}
+    if "sequences" in kwargs:
+        kwargs["sequences"] = [parse_sequence_label(s) for s in kwargs["sequences"]]
+    kwargs.setdefault("voxel_mm", voxel_mm)
+    out = []
+    for i in range(n):
+        subj = generate_subject(seed + i, **kwargs)
+        vox = float(kwargs["voxel_mm"])
+        images = {str(k): (np.asarray(v, dtype=np.float32), vox) for k, v in subj.images.items()}
+        out.append(UnlabelledSubject(subj.subject_id, images, _sequence_params(subj.params)))
+    return out
+
+
+def collect_subjects(sources: Iterable[Any], voxel_mm: float = 2.0) -> list[UnlabelledSubject]:
+    """Gather subjects from folders, manifests and in-memory synthetic specs.
+
+    Parameters
+    ----------
+    sources : iterable
+        Each a path (folder of subjects, a subject folder, or a ``.json`` manifest) or a
+        mapping ``{"synth": {...generate_subject keywords, "subjects": N, "seed": S}}``.
+    voxel_mm : float
+        Voxel size for in-memory synthetic subjects.
+
+    Returns
+    -------
+    list of UnlabelledSubject
+        In a stable order.
+
+    Raises
+    ------
+    ValueError
+        If a source does not exist or holds no usable subject.
+    """
+    subjects: list[UnlabelledSubject] = []
+    for src in sources:
+        if isinstance(src, Mapping):
+            if "synth" not in src:
+                raise ValueError(f"pretraining data source {dict(src)!r} is neither a path nor a synth spec.")
+            found = _subjects_from_synth(src["synth"], voxel_mm)
+        else:
+            path = Path(src)
+            if not path.exists():
+                raise ValueError(f"pretraining data source {path} does not exist.")
+            if path.is_file():
+                found = _subjects_from_manifest(path)
+            else:
+                single = _subject_from_folder(path)
+                if single is not None:
+                    found = [single]
+                else:
+                    found = [s for d in sorted(path.iterdir()) if d.is_dir() if (s := _subject_from_folder(d))]
+        if not found:
+            raise ValueError(f"pretraining data source {src} holds no NIfTI volume named by a sequence.")
+        subjects.extend(found)
+    return subjects
+
+
+def normalise_params(values: Mapping[str, float]) -> tuple[list[float], list[float]]:
+    """Map TR/TE (ms, log scale) and flip (degrees) to roughly unit range, with a mask.
+
+    Parameters
+    ----------
+    values : mapping
+        Any of ``tr``, ``te``, ``flip``.
+
+    Returns
+    -------
+    tuple of list of float
+        The normalised values (0 where missing) and a 0/1 mask, in :data:`PARAM_NAMES` order.
+    """
+    centre = {"tr": (math.log(2000.0), 1.5), "te": (math.log(40.0), 1.5), "flip": (60.0, 60.0)}
+    vals, mask = [], []
+    for name in PARAM_NAMES:
+        v = values.get(name)
+        if v is None or (name in ("tr", "te") and v <= 0):
+            vals.append(0.0)
+            mask.append(0.0)
+            continue
+        c, s = centre[name]
+        x = math.log(v) if name in ("tr", "te") else v
+        vals.append((x - c) / s)
+        mask.append(1.0)
+    return vals, mask
+
+
+def _load_volume(ref: Any, voxel_mm: float) -> np.ndarray:
+    from scipy import ndimage
+
+    if isinstance(ref, tuple):
+        arr, vox = ref
+        zooms: tuple[float, ...] = (float(vox),) * 3
+    else:
+        import nibabel as nib
+
+        try:
+            img = nib.as_closest_canonical(nib.load(str(ref)))
+        except Exception as exc:  # nibabel raises many types; the file is named in the message
+            raise ValueError(f"cannot read NIfTI volume {ref}: {exc}") from exc
+        arr = np.asarray(img.dataobj, dtype=np.float32)
+        if arr.ndim == 4:
+            arr = arr[..., 0]
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    factors = [z / voxel_mm for z in zooms]
+    if any(abs(f - 1.0) > 0.01 for f in factors):
+        arr = ndimage.zoom(arr, factors, order=1)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _zscore(arr: np.ndarray) -> np.ndarray:
+    hi = float(np.percentile(arr, 99.5)) if arr.size else 0.0
+    fg = arr > 0.1 * hi if hi > 0 else np.zeros(arr.shape, dtype=bool)
+    if fg.sum() < 10:
+        return np.zeros_like(arr)
+    mean, std = float(arr[fg].mean()), float(arr[fg].std()) + 1e-6
+    out = (arr - mean) / std
+    out[~fg] = 0.0
+    return out.astype(np.float32)
+
+
+class PretrainDataset(Dataset[dict[str, torch.Tensor]]):
+    """Random crops of unlabelled subjects on a fixed channel layout.
+
+    Parameters
+    ----------
+    subjects : sequence of UnlabelledSubject
+        From :func:`collect_subjects`.
+    sequences : sequence of str
+        Channel layout, e.g. ``["T1", "T1C", "T2", "FLAIR"]``.
+    patch : sequence of int
+        Crop size (3 values); for ``slice_2d`` the first two are used.
+    voxel_mm : float
+        Grid spacing the volumes are resampled to.
+    slice_2d : bool
+        Return one axial slice ``(C, H, W)`` instead of a 3D crop.
+    min_sequences : int
+        Subjects with fewer of the layout's sequences are left out (2 for cross-sequence).
+    seed : int
+        Base seed of the crop positions (combined with ``rank`` and a call counter).
+    rank : int
+        Process rank in distributed runs.
+
+    Raises
+    ------
+    ValueError
+        If no subject has enough of the layout's sequences.
+    """
+
+    def __init__(
+        self,
+        subjects: Sequence[UnlabelledSubject],
+        sequences: Sequence[str],
+        patch: Sequence[int],
+        voxel_mm: float = 2.0,
+        *,
+        slice_2d: bool = False,
+        min_sequences: int = 1,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        self.sequences = [parse_sequence_label(s).value for s in sequences]
+        self.subjects = [s for s in subjects if sum(q in s.images for q in self.sequences) >= min_sequences]
+        if not self.subjects:
+            raise ValueError(
+                f"no pretraining subject has {min_sequences} or more of the sequences {self.sequences}."
+            )
+        self.patch = [int(p) for p in patch]
+        self.voxel_mm = float(voxel_mm)
+        self.slice_2d = slice_2d
+        self._rng = np.random.default_rng([int(seed), int(rank)])
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        """Return the number of subjects."""
+        return len(self.subjects)
+
+    def volumes(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return the cached ``(image (C,X,Y,Z), present (C,), params (C,3), param_mask (C,3))``."""
+        if index not in self._cache:
+            subj = self.subjects[index]
+            vols: dict[str, np.ndarray] = {
+                q: _zscore(_load_volume(subj.images[q], self.voxel_mm)) for q in self.sequences if q in subj.images
+            }
+            shape = next(iter(vols.values())).shape
+            from scipy import ndimage
+
+            for q, v in vols.items():
+                if v.shape != shape:  # sequences on slightly different grids: match the first
+                    vols[q] = ndimage.zoom(v, [a / b for a, b in zip(shape, v.shape, strict=True)], order=1)[
+                        : shape[0], : shape[1], : shape[2]
+                    ]
+            image = np.zeros((len(self.sequences), *shape), dtype=np.float32)
+            present = np.zeros(len(self.sequences), dtype=np.float32)
+            params = np.zeros((len(self.sequences), len(PARAM_NAMES)), dtype=np.float32)
+            pmask = np.zeros_like(params)
+            for c, q in enumerate(self.sequences):
+                if q in vols:
+                    v = vols[q]
+                    image[c, : v.shape[0], : v.shape[1], : v.shape[2]] = v
+                    present[c] = 1.0
+                    params[c], pmask[c] = normalise_params(subj.params.get(q, {}))
+            self._cache[index] = (image, present, params, pmask)
+        return self._cache[index]
+
+    def _crop(self, image: np.ndarray) -> np.ndarray:
+        size = self.patch if not self.slice_2d else [*self.patch[:2], 1]
+        pad = [(0, 0)] + [(max(0, (p - s + 1) // 2), max(0, p - s - (p - s + 1) // 2)) for s, p in
+                          zip(image.shape[1:], size, strict=True)]
+        if any(a or b for a, b in pad):
+            image = np.pad(image, pad)
+        fg = np.argwhere(np.abs(image).sum(0) > 0)
+        starts = []
+        centre = fg[self._rng.integers(len(fg))] if len(fg) and self._rng.random() < 0.9 else None
+        for axis, (s, p) in enumerate(zip(image.shape[1:], size, strict=True)):
+            if centre is not None:
+                lo = int(np.clip(centre[axis] - p // 2, 0, s - p))
+            else:
+                lo = int(self._rng.integers(0, s - p + 1))
+            starts.append(lo)
+        crop = image[:, starts[0] : starts[0] + size[0], starts[1] : starts[1] + size[1], starts[2] : starts[2] + size[2]]
+        return crop[..., 0] if self.slice_2d else crop
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """Return ``image``, ``present``, ``params``, ``param_mask`` and ``index`` tensors."""
+        image, present, params, pmask = self.volumes(index)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(self._crop(image))),
+            "present": torch.from_numpy(present.copy()),
+            "params": torch.from_numpy(params.copy()),
+            "param_mask": torch.from_numpy(pmask.copy()),
+            "index": torch.tensor(index, dtype=torch.long),
+        }
