@@ -1,0 +1,343 @@
+"""Model bundles: ``weights.safetensors`` + ``card.json`` in one folder.
+
+The card says what the model is (name, version, task, labels with SNOMED CT codes and
+colours), what it needs (required and optional sequences, preprocessing), how it was made
+(network config, training data, metrics) and the SHA-256 of its weights. Loading checks the
+hash and refuses a bundle whose card and weights disagree.
+
+Bundles are found by name in ``models/bundles/<name>/`` (shipped with the package), in the
+folders passed as ``search_paths``, and in ``$MRINODE_MODELS_DIR`` (read at call time).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "Card",
+    "LabelInfo",
+    "bundle_dirs",
+    "list_bundles",
+    "load_bundle",
+    "save_bundle",
+    "sha256_file",
+]
+
+CARD_FILE = "card.json"
+WEIGHTS_FILE = "weights.safetensors"
+NOT_CLINICAL = "Demonstration model trained on synthetic data; not for clinical use."
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be found or used, with a sentence saying why."""
+
+
+@dataclass
+class LabelInfo:
+    """One output label.
+
+    Attributes
+    ----------
+    value : int
+        The label value in the model's label map.
+    name : str
+        Human-readable name (``"necrotic core"``).
+    category : tuple of (code, scheme, meaning)
+        SNOMED CT segmented property category.
+    type : tuple of (code, scheme, meaning)
+        SNOMED CT segmented property type.
+    colour : tuple of int
+        Display colour as sRGB 0-255.
+    """
+
+    value: int
+    name: str
+    category: tuple[str, str, str]
+    type: tuple[str, str, str]
+    colour: tuple[int, int, int]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabelInfo:
+        """Build from the card's JSON form."""
+        return cls(
+            value=int(d["value"]),
+            name=str(d["name"]),
+            category=tuple(d["category"]),  # type: ignore[arg-type]
+            type=tuple(d["type"]),  # type: ignore[arg-type]
+            colour=tuple(int(c) for c in d["colour"]),  # type: ignore[arg-type]
+        )
+
+
+@dataclass
+class Card:
+    """The model card stored as ``card.json``.
+
+    Attributes
+    ----------
+    name, version, task : str
+        Identity; ``task`` is ``"segmentation"`` for the tumour models.
+    labels : list of LabelInfo
+        Output labels (background 0 is implicit).
+    required_sequences, optional_sequences : list of str
+        Sequence labels (``dicom_node.sequences.SequenceLabel`` values). The model runs when
+        at least one required sequence is present; ``channels`` gives the input order.
+    channels : list of str
+        The sequence fed to each input channel.
+    preprocessing : dict
+        ``spacing_mm`` (model grid), ``orientation`` (``"RAS"``), ``normalize``
+        (``"zscore_foreground"``), ``roi_size`` and ``overlap`` for sliding windows.
+    network : dict
+        The :func:`models.segmenter.build_segmenter` config.
+    training : dict
+        Training data description, config, manifest hash.
+    metrics : dict
+        Evaluation figures.
+    intended_use : str
+        Plain words on what the model is for.
+    weights_sha256 : str
+        SHA-256 of ``weights.safetensors``.
+    """
+
+    name: str
+    version: str
+    task: str
+    labels: list[LabelInfo]
+    channels: list[str]
+    required_sequences: list[str]
+    optional_sequences: list[str] = field(default_factory=list)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    network: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    intended_use: str = NOT_CLINICAL
+    weights_sha256: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "card") -> Card:
+        """Build from the JSON form.
+
+        Raises
+        ------
+        BundleError
+            If a required key is missing.
+        """
+        need = ("name", "version", "task", "labels", "channels", "required_sequences", "network")
+        missing = [k for k in need if k not in d]
+        if missing:
+            raise BundleError(f"{where} lacks the key(s) {', '.join(missing)}.")
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs["labels"] = [LabelInfo.from_dict(x) for x in d["labels"]]
+        return cls(**kwargs)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its folder and card (weights are read by :meth:`build_network`)."""
+
+    path: Path
+    card: Card
+
+    @property
+    def name(self) -> str:
+        """The card's name."""
+        return self.card.name
+
+    @property
+    def weights_path(self) -> Path:
+        """The weights file."""
+        return self.path / WEIGHTS_FILE
+
+    def build_network(self, device: str = "cpu") -> Any:
+        """Build the network from the card and load the weights (eval mode).
+
+        Parameters
+        ----------
+        device : str
+            Where to put the weights.
+
+        Returns
+        -------
+        torch.nn.Module
+            The network.
+
+        Raises
+        ------
+        BundleError
+            If the weights do not fit the network config.
+        """
+        from safetensors.torch import load_file
+
+        from models.segmenter import build_segmenter
+
+        net = build_segmenter(self.card.network)
+        state = load_file(str(self.weights_path), device="cpu")
+        state = {k: v.float() for k, v in state.items()}
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise BundleError(f"bundle {self.name!r}: weights do not fit the card's network config ({exc}).") from exc
+        return net.to(device).eval()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bundle_dirs(search_paths: list[str | Path] | None = None) -> list[Path]:
+    """Return the folders searched for bundles, in order.
+
+    Parameters
+    ----------
+    search_paths : list of str or Path, optional
+        Extra folders (for example the node's configured models dir), searched first.
+    """
+    dirs = [Path(p) for p in (search_paths or [])]
+    env = os.environ.get("MRINODE_MODELS_DIR")
+    if env:
+        dirs.append(Path(env))
+    dirs.append(Path(__file__).resolve().parent / "bundles")
+    return dirs
+
+
+def _read_card(folder: Path) -> Card:
+    card_path = folder / CARD_FILE
+    if not card_path.is_file():
+        raise BundleError(f"bundle folder {folder} has no {CARD_FILE}.")
+    try:
+        data = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle card {card_path} is not valid JSON ({exc}).") from None
+    return Card.from_dict(data, where=f"bundle card {card_path}")
+
+
+def list_bundles(search_paths: list[str | Path] | None = None) -> list[Bundle]:
+    """List the bundles found (cards read, weights not checked).
+
+    Parameters
+    ----------
+    search_paths : list of str or Path, optional
+        Extra folders, see :func:`bundle_dirs`.
+
+    Returns
+    -------
+    list of Bundle
+        First occurrence of each name wins.
+    """
+    found: dict[str, Bundle] = {}
+    for root in bundle_dirs(search_paths):
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if (folder / CARD_FILE).is_file():
+                try:
+                    card = _read_card(folder)
+                except BundleError:
+                    continue
+                found.setdefault(card.name, Bundle(folder, card))
+    return list(found.values())
+
+
+def load_bundle(path_or_name: str | Path, search_paths: list[str | Path] | None = None) -> Bundle:
+    """Load a bundle by folder path or by name, checking the weights' SHA-256.
+
+    Parameters
+    ----------
+    path_or_name : str or Path
+        A bundle folder, or a name looked up in :func:`bundle_dirs`.
+    search_paths : list of str or Path, optional
+        Extra folders for name look-up.
+
+    Returns
+    -------
+    Bundle
+        The bundle.
+
+    Raises
+    ------
+    BundleError
+        If no bundle has that name (with a did-you-mean hint), a file is missing, or the
+        weights' SHA-256 differs from the card's.
+    """
+    candidate = Path(path_or_name)
+    if candidate.is_dir():
+        folder = candidate
+    else:
+        name = str(path_or_name)
+        folder_opt = next((b.path for b in list_bundles(search_paths) if b.name == name), None)
+        if folder_opt is None:
+            for root in bundle_dirs(search_paths):
+                if (root / name / CARD_FILE).is_file():
+                    folder_opt = root / name
+                    break
+        if folder_opt is None:
+            names = [b.name for b in list_bundles(search_paths)]
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            listed = ", ".join(names) or "none"
+            raise BundleError(f"no model bundle named {name!r} is installed (installed: {listed}).{hint}")
+        folder = folder_opt
+    card = _read_card(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"bundle {card.name!r} in {folder} has no {WEIGHTS_FILE}.")
+    actual = sha256_file(weights)
+    if actual != card.weights_sha256:
+        raise BundleError(
+            f"bundle {card.name!r} in {folder} is refused: its weights' SHA-256 is {actual[:12]}… but its card "
+            f"says {card.weights_sha256[:12] or '(none)'}…, so card and weights do not belong together."
+        )
+    return Bundle(folder, card)
+
+
+def save_bundle(folder: str | Path, card: Card, state_dict: dict[str, Any], half: bool = False) -> Bundle:
+    """Write a bundle: weights, then the card with their SHA-256.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The bundle folder (created if missing).
+    card : Card
+        The card; its ``weights_sha256`` is set here.
+    state_dict : dict
+        The network's state dict.
+    half : bool
+        Store floating-point tensors as float16 (halves the size; loading casts back).
+
+    Returns
+    -------
+    Bundle
+        The written bundle (loaded back through :func:`load_bundle`).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in state_dict.items():
+        t = v.detach().cpu().contiguous()
+        if half and t.is_floating_point():
+            t = t.to(torch.float16)
+        tensors[k] = t
+    save_file(tensors, str(out / WEIGHTS_FILE))
+    card.weights_sha256 = sha256_file(out / WEIGHTS_FILE)
+    (out / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    return load_bundle(out)

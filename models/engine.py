@@ -1,0 +1,233 @@
+"""The inference engine: a bundle's preprocessing, sliding-window inference, labels back on the reference grid.
+
+Input is every available sequence already on one reference grid (the reference series'
+voxels, voxel-to-RAS affine). The engine resamples them to the card's model grid (RAS,
+``spacing_mm``), z-scores each channel over the foreground, feeds missing sequences as zero
+channels (the models are trained with sequence dropout), runs MONAI's
+``sliding_window_inference`` (bf16 autocast and optional ``torch.compile`` on CUDA; on CPU
+the thread count follows ``os.sched_getaffinity``), resamples the class probabilities back
+to the reference grid and takes the argmax.
+
+:func:`get_engine` keeps engines warm per (bundle folder, weights SHA-256, device).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.bundle import Bundle, BundleError, load_bundle
+from models.preprocess import ras_grid, resample, zscore_foreground
+
+__all__ = ["InferenceEngine", "Prediction", "get_engine", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Return ``"cuda"`` or ``"cpu"`` for ``"auto" | "cpu" | "cuda"``.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is unknown, or ``"cuda"`` is asked for where none is available.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not one of auto, cpu, cuda.")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
+    return device
+
+
+@dataclass
+class Prediction:
+    """The engine's result.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        uint8 label map on the reference grid.
+    channels_used : list of str
+        Sequences that were present (the others were zero channels).
+    seconds : dict
+        Seconds per stage: ``preprocess``, ``inference``, ``postprocess``.
+    device : str
+        Where the network ran.
+    model_grid : tuple of int
+        The model grid's shape.
+    """
+
+    labels: np.ndarray
+    channels_used: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    model_grid: tuple[int, ...] = ()
+
+
+class InferenceEngine:
+    """Run one bundle on volumes; holds the network warm.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        A loaded bundle (task ``segmentation``).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    overlap : float, optional
+        Sliding-window overlap; the card's ``preprocessing.overlap`` when omitted.
+    compile : bool
+        ``torch.compile`` the network (CUDA only).
+    threads : int, optional
+        CPU threads; ``len(os.sched_getaffinity(0))`` when omitted.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        overlap: float | None = None,
+        compile: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        if bundle.card.task != "segmentation":
+            raise BundleError(f"bundle {bundle.name!r} has task {bundle.card.task!r}; the engine runs segmentation.")
+        self.bundle = bundle
+        self.device = resolve_device(device)
+        if self.device == "cpu":
+            n = threads or len(os.sched_getaffinity(0))
+            torch.set_num_threads(max(1, n))
+        pre = bundle.card.preprocessing
+        self.spacing = [float(s) for s in pre.get("spacing_mm", [1.0, 1.0, 1.0])]
+        self.roi_size = [int(s) for s in pre.get("roi_size", [96, 96, 96])]
+        self.overlap = float(overlap if overlap is not None else pre.get("overlap", 0.25))
+        self.net: Any = bundle.build_network(self.device)
+        if compile and self.device == "cuda":
+            self.net = torch.compile(self.net)
+
+    @property
+    def channels(self) -> list[str]:
+        """The sequence of each input channel."""
+        return list(self.bundle.card.channels)
+
+    def prepare(self, images: Mapping[str, np.ndarray], affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+        """Stack, resample to the model grid and normalise.
+
+        Returns
+        -------
+        tuple
+            ``(x, model_affine, present)``: ``x`` is ``(C, *model_grid)``.
+        """
+        present = [c for c in self.channels if c in images]
+        if not present:
+            raise ValueError(
+                f"model {self.bundle.name!r} needs at least one of {', '.join(self.channels)}; "
+                f"got {', '.join(images) or 'none'}."
+            )
+        shape = next(iter(images.values())).shape
+        for name, img in images.items():
+            if img.shape != shape:
+                raise ValueError(f"sequence {name} has shape {img.shape}, not the reference grid's {shape}.")
+        stack = np.zeros((len(self.channels), *shape), dtype=np.float32)
+        for c, name in enumerate(self.channels):
+            if name in images:
+                stack[c] = images[name]
+        grid_shape, grid_affine = ras_grid(shape, affine, self.spacing)
+        on_grid = resample(stack, affine, grid_shape, grid_affine).numpy()
+        x = zscore_foreground(on_grid, [c in images for c in self.channels])
+        return torch.from_numpy(x), grid_affine, present
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Sliding-window logits ``(K, *grid)`` for a prepared ``(C, *grid)`` input."""
+        from monai.inferers import sliding_window_inference
+
+        batch = x[None].to(self.device)
+        with torch.inference_mode():
+            if self.device == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = sliding_window_inference(batch, self.roi_size, 1, self.net, overlap=self.overlap, mode="gaussian")
+            else:
+                out = sliding_window_inference(batch, self.roi_size, 1, self.net, overlap=self.overlap, mode="gaussian")
+        assert isinstance(out, torch.Tensor)
+        return out[0].float()
+
+    def predict(self, images: Mapping[str, np.ndarray], affine: np.ndarray) -> Prediction:
+        """Segment volumes that share one reference grid.
+
+        Parameters
+        ----------
+        images : mapping of str to numpy.ndarray
+            Sequence label (``"T1"``, ``"T1C"``, ``"T2"``, ``"FLAIR"``) to its ``(i, j, k)``
+            volume on the reference grid. Sequences the model does not take are ignored.
+        affine : numpy.ndarray
+            The reference grid's voxel-to-RAS affine.
+
+        Returns
+        -------
+        Prediction
+            Labels on the reference grid, channels used and seconds per stage.
+        """
+        t0 = time.perf_counter()
+        ref_shape = next(iter(images.values())).shape if images else ()
+        x, grid_affine, present = self.prepare(images, affine)
+        t1 = time.perf_counter()
+        probs = torch.softmax(self.logits(x), dim=0)
+        t2 = time.perf_counter()
+        back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
+        # Outside the model grid every probability is 0: argmax gives background there.
+        labels = torch.argmax(back, dim=0).to(torch.uint8).numpy()
+        t3 = time.perf_counter()
+        return Prediction(
+            labels=labels,
+            channels_used=present,
+            seconds={"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2},
+            device=self.device,
+            model_grid=tuple(x.shape[1:]),
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(folder: str, sha: str, device: str, overlap: float | None) -> InferenceEngine:
+    bundle = load_bundle(Path(folder))
+    return InferenceEngine(bundle, device=device, overlap=overlap)
+
+
+def get_engine(
+    name_or_path: str | Path,
+    device: str = "auto",
+    overlap: float | None = None,
+    search_paths: list[str | Path] | None = None,
+) -> InferenceEngine:
+    """Return a warm engine for a bundle, loading it on first use.
+
+    Engines are cached by bundle folder, weights SHA-256 (so a replaced bundle is reloaded),
+    device and overlap.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        Bundle name or folder.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    overlap : float, optional
+        Sliding-window overlap; the card's when omitted.
+    search_paths : list of str or Path, optional
+        Extra bundle folders.
+
+    Returns
+    -------
+    InferenceEngine
+        The engine.
+    """
+    bundle = load_bundle(name_or_path, search_paths)
+    return _cached(str(bundle.path.resolve()), bundle.card.weights_sha256, resolve_device(device), overlap)

@@ -1,0 +1,169 @@
+"""Preprocessing shared by training and inference: RAS model grids, resampling, z-score.
+
+Training (:mod:`training.datasets`) and the inference engine (:mod:`models.engine`) both go
+through these functions, so a model sees the same intensities and geometry in both.
+Arrays are in nibabel index order ``(i, j, k)`` with a 4x4 voxel-to-RAS affine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["foreground_mask", "ras_grid", "resample", "zscore_foreground"]
+
+
+def ras_grid(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float]) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Return an axis-aligned RAS grid of ``spacing`` mm covering a volume.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The volume's ``(ni, nj, nk)``.
+    affine : numpy.ndarray
+        Its voxel-to-RAS affine.
+    spacing : sequence of float
+        The model grid's voxel size in mm along R, A, S.
+
+    Returns
+    -------
+    tuple
+        ``(shape, affine)`` of the model grid (axes R, A, S; centred on the volume).
+    """
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+    )
+    world = (np.asarray(affine, dtype=np.float64) @ corners.T).T[:, :3]
+    lo, hi = world.min(axis=0), world.max(axis=0)
+    sp = np.asarray(spacing, dtype=np.float64)
+    n = np.maximum(1, np.ceil((hi - lo) / sp - 1e-6).astype(int) + 1)
+    centre = (lo + hi) / 2.0
+    origin = centre - (n - 1) * sp / 2.0
+    out = np.eye(4)
+    out[:3, :3] = np.diag(sp)
+    out[:3, 3] = origin
+    return (int(n[0]), int(n[1]), int(n[2])), out
+
+
+def resample(
+    data: np.ndarray | torch.Tensor,
+    src_affine: np.ndarray,
+    dst_shape: Sequence[int],
+    dst_affine: np.ndarray,
+    mode: str = "bilinear",
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Resample channels onto another grid (zeros outside the source).
+
+    Parameters
+    ----------
+    data : numpy.ndarray or torch.Tensor
+        ``(C, ni, nj, nk)`` source channels.
+    src_affine, dst_affine : numpy.ndarray
+        Voxel-to-world affines of source and destination.
+    dst_shape : sequence of int
+        Destination ``(ni, nj, nk)``.
+    mode : str
+        ``"bilinear"`` (trilinear) or ``"nearest"``.
+    device : str or torch.device
+        Where to compute.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(C, *dst_shape)`` float32.
+    """
+    src = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data)
+    src = src.to(device=device, dtype=torch.float32)
+    if src.ndim != 4:
+        raise ValueError(f"resample expects (C, i, j, k) data; got shape {tuple(src.shape)}.")
+    m = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(dst_affine, dtype=np.float64)
+    src_shape = src.shape[1:]
+    # Normalised coordinates for align_corners=True: -1 at index 0, +1 at index n-1.
+    norm = np.diag([2.0 / max(s - 1, 1) for s in src_shape] + [1.0])
+    norm[:3, 3] = -1.0
+    m = norm @ m
+    mt = torch.as_tensor(m, dtype=torch.float32, device=device)
+    axes = [torch.arange(int(s), dtype=torch.float32, device=device) for s in dst_shape]
+    gi, gj, gk = torch.meshgrid(*axes, indexing="ij")
+    coords = (
+        mt[:3, 0, None, None, None] * gi + mt[:3, 1, None, None, None] * gj + mt[:3, 2, None, None, None] * gk
+        + mt[:3, 3, None, None, None]
+    )  # (3, *dst) in (i, j, k) order
+    grid = torch.stack([coords[2], coords[1], coords[0]], dim=-1)[None]  # grid_sample wants (x=k, y=j, z=i)
+    del coords, gi, gj, gk
+    out = F.grid_sample(src[None], grid, mode=mode, padding_mode="zeros", align_corners=True)
+    return out[0]
+
+
+def _otsu(values: np.ndarray) -> float:
+    hist, edges = np.histogram(values, bins=256)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    w0 = np.cumsum(hist).astype(np.float64)
+    w1 = w0[-1] - w0
+    s0 = np.cumsum(hist * centres)
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def foreground_mask(x: np.ndarray, present: Sequence[bool]) -> np.ndarray:
+    """Return the head/brain foreground: voxels above Otsu's threshold in any present channel.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(C, ...)`` channels (raw intensities).
+    present : sequence of bool
+        Which channels hold an image.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of shape ``x.shape[1:]``.
+    """
+    mask = np.zeros(x.shape[1:], dtype=bool)
+    for c, ok in enumerate(present):
+        if not ok:
+            continue
+        ch = x[c]
+        pos = ch[ch > 0]
+        if pos.size < 16:
+            continue
+        sample = pos[:: max(1, pos.size // 200_000)]
+        mask |= ch > _otsu(sample)
+    return mask
+
+
+def zscore_foreground(x: np.ndarray, present: Sequence[bool], clip: float = 6.0) -> np.ndarray:
+    """Z-score each present channel over the foreground; absent channels become zeros.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(C, ...)`` channels.
+    present : sequence of bool
+        Which channels hold an image.
+    clip : float
+        Normalised values are clipped to ``[-clip, clip]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the same shape.
+    """
+    out = np.zeros(x.shape, dtype=np.float32)
+    mask = foreground_mask(x, present)
+    if not mask.any():
+        mask = np.ones(x.shape[1:], dtype=bool)
+    for c, ok in enumerate(present):
+        if not ok:
+            continue
+        vals = x[c][mask]
+        mean, std = float(vals.mean()), float(vals.std())
+        out[c] = np.clip((x[c] - mean) / max(std, 1e-6), -clip, clip)
+    return out
