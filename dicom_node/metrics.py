@@ -1,0 +1,61 @@
+"""Prometheus metrics of one node (own registry; no module-level state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["NodeMetrics"]
+
+
+class _QueueDepth(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("mrinode_jobs", "Jobs by state (queue depth = queued)", labels=["state"])
+        for state, n in self._counts().items():
+            g.add_metric([state], n)
+        yield g
+
+
+class NodeMetrics:
+    """The node's counters and histograms.
+
+    Parameters
+    ----------
+    job_counts : callable, optional
+        Returns ``{state: count}``; read at each scrape for the ``mrinode_jobs`` gauge.
+    """
+
+    def __init__(self, job_counts: Callable[[], dict[str, int]] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.instances_received = Counter("mrinode_instances_received", "Instances stored", registry=r)
+        self.bytes_received = Counter("mrinode_bytes_received", "Bytes of instances stored", registry=r)
+        self.store_failures = Counter(
+            "mrinode_store_failures", "C-STORE requests answered with a failure status", ["status"], registry=r
+        )
+        self.associations_accepted = Counter("mrinode_associations_accepted", "Associations accepted", registry=r)
+        self.associations_refused = Counter(
+            "mrinode_associations_refused", "Associations refused", ["reason"], registry=r
+        )
+        self.studies_completed = Counter("mrinode_studies_completed", "Studies completed", ["how"], registry=r)
+        self.job_stage_seconds = Histogram(
+            "mrinode_job_stage_seconds", "Seconds per job stage", ["stage"], registry=r,
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+        )
+        self.jobs_finished = Counter("mrinode_jobs_finished", "Jobs finished", ["state"], registry=r)
+        self.objects_sent = Counter("mrinode_objects_sent", "Result objects delivered", ["destination"], registry=r)
+        self.export_failures = Counter(
+            "mrinode_export_failures", "Failed export attempts", ["destination"], registry=r
+        )
+        if job_counts is not None:
+            r.register(_QueueDepth(job_counts))
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,122 @@
+"""The spool: received instances as Part 10 files, written atomically and durably.
+
+Layout: ``<spool>/<study>/<sop>.dcm`` where ``<study>`` and ``<sop>`` are the UIDs when
+they are plain UIDs (digits and dots) and a SHA-256 name otherwise, so no received
+value can steer a path. A write goes to a temporary file in the same folder, is
+fsynced, renamed over the final name (a repeated SOP Instance UID replaces the earlier
+copy; there are never two), and the folder is fsynced so the rename itself is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["Spool", "safe_name"]
+
+_UID_RE = re.compile(r"^[0-9][0-9.]{0,63}$")
+
+
+def safe_name(uid: str) -> str:
+    """Return a file-system name for a UID (the UID itself when it is a plain UID)."""
+    if _UID_RE.match(uid) and ".." not in uid:
+        return uid
+    return "h" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
+
+
+class Spool:
+    """Atomic, durable instance files.
+
+    Parameters
+    ----------
+    root : Path
+        The spool folder (created if missing).
+    fsync : bool
+        fsync each file and its folder before the write returns (default ``True``).
+    """
+
+    def __init__(self, root: Path, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self._known_dirs: set[str] = set()
+        self._lock = threading.Lock()
+
+    def path_for(self, study_uid: str, sop_uid: str) -> Path:
+        """The final path of an instance."""
+        return self.root / safe_name(study_uid) / (safe_name(sop_uid) + ".dcm")
+
+    def _ensure_dir(self, d: Path) -> None:
+        key = str(d)
+        if key in self._known_dirs:
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        if self.fsync:
+            self._fsync_dir(d.parent)
+        with self._lock:
+            self._known_dirs.add(key)
+
+    @staticmethod
+    def _fsync_dir(d: Path) -> None:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write(self, study_uid: str, sop_uid: str, chunks: Sequence[bytes]) -> tuple[Path, int]:
+        """Write one instance atomically.
+
+        Parameters
+        ----------
+        study_uid, sop_uid : str
+            Where it goes.
+        chunks : sequence of bytes
+            The file content in pieces (preamble, file meta, dataset), written in order.
+
+        Returns
+        -------
+        tuple
+            The final path and the number of bytes written.
+
+        Raises
+        ------
+        OSError
+            If the disk is full or the file cannot be written; no partial file is left.
+        """
+        final = self.path_for(study_uid, sop_uid)
+        self._ensure_dir(final.parent)
+        tmp = final.parent / f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        size = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                        size += n
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if self.fsync:
+            self._fsync_dir(final.parent)
+        return final, size
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files left by a crash (call at start-up). Returns how many."""
+        n = 0
+        for p in self.root.glob("*/.*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n

@@ -1,0 +1,251 @@
+"""The store database: one SQLite file (WAL mode) holding instances, studies and jobs.
+
+Every thread gets its own connection (pynetdicom serves each association in a thread).
+Durability: the spool file is fsynced and renamed (and its folder fsynced) before the
+instance row is committed, and the commit happens before the C-STORE is answered.
+The database runs with ``journal_mode=WAL`` and ``synchronous=NORMAL``: a committed
+transaction survives a crash or ``kill -9`` of the node (the WAL is in the OS page
+cache and is replayed on the next open); only a power loss or kernel crash can lose
+the last transactions (the instance files themselves are already on disk).
+``synchronous=FULL`` would add an fsync of the WAL to every C-STORE.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["InstanceRecord", "Store", "StudyRow"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid     TEXT PRIMARY KEY,
+    study_uid   TEXT NOT NULL,
+    series_uid  TEXT NOT NULL,
+    sop_class   TEXT NOT NULL,
+    modality    TEXT NOT NULL DEFAULT '',
+    series_desc TEXT NOT NULL DEFAULT '',
+    transfer_syntax TEXT NOT NULL DEFAULT '',
+    path        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    calling_ae  TEXT NOT NULL DEFAULT '',
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid    TEXT PRIMARY KEY,
+    calling_ae   TEXT NOT NULL DEFAULT '',
+    state        TEXT NOT NULL DEFAULT 'open',
+    first_at     REAL NOT NULL,
+    last_at      REAL NOT NULL,
+    completed_at REAL,
+    reopened     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS studies_state ON studies(state, last_at);
+CREATE TABLE IF NOT EXISTS jobs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid       TEXT NOT NULL,
+    calling_ae      TEXT NOT NULL DEFAULT '',
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    export_attempts INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    started_at      REAL,
+    finished_at     REAL,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    result_dir      TEXT,
+    outputs         TEXT NOT NULL DEFAULT '[]',
+    summary         TEXT NOT NULL DEFAULT '{}',
+    durations       TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS jobs_study ON jobs(study_uid);
+"""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One received instance, as indexed."""
+
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    sop_class: str
+    modality: str
+    series_desc: str
+    transfer_syntax: str
+    path: str
+    size: int
+    calling_ae: str
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """A study as the tracker sees it."""
+
+    study_uid: str
+    calling_ae: str
+    state: str
+    first_at: float
+    last_at: float
+    completed_at: float | None
+    reopened: int
+    n_instances: int
+
+
+class Store:
+    """The SQLite store database (thread-safe: one connection per thread).
+
+    Parameters
+    ----------
+    path : Path
+        The database file (created with its schema if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        conn = self.conn()
+        conn.executescript(_SCHEMA)
+
+    def conn(self) -> sqlite3.Connection:
+        """Return this thread's connection (autocommit mode; use :meth:`transaction`)."""
+        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = c
+            with self._lock:
+                self._all.append(c)
+        return c
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error)."""
+        c = self.conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            c.close()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------ instances
+    def add_instance(self, rec: InstanceRecord, now: float | None = None) -> tuple[bool, str | None]:
+        """Index one instance and touch its study, in one committed transaction.
+
+        A repeated SOP Instance UID replaces the earlier row (the caller has already
+        replaced the file). A study that was complete is re-opened.
+
+        Parameters
+        ----------
+        rec : InstanceRecord
+            The instance.
+        now : float, optional
+            The receive time (``time.time()`` by default).
+
+        Returns
+        -------
+        tuple
+            ``(new_study, old_path)``: whether the study was first seen now, and the path
+            of an earlier copy of this SOP Instance UID stored elsewhere (to delete), if any.
+        """
+        now = time.time() if now is None else now
+        with self.transaction() as c:
+            old = c.execute("SELECT path FROM instances WHERE sop_uid=?", (rec.sop_uid,)).fetchone()
+            c.execute(
+                "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.sop_uid, rec.study_uid, rec.series_uid, rec.sop_class, rec.modality, rec.series_desc,
+                 rec.transfer_syntax, rec.path, rec.size, rec.calling_ae, now),
+            )
+            st = c.execute("SELECT state FROM studies WHERE study_uid=?", (rec.study_uid,)).fetchone()
+            if st is None:
+                c.execute(
+                    "INSERT INTO studies(study_uid, calling_ae, state, first_at, last_at) VALUES (?,?,?,?,?)",
+                    (rec.study_uid, rec.calling_ae, "open", now, now),
+                )
+            elif st["state"] == "complete":
+                c.execute(
+                    "UPDATE studies SET state='open', last_at=?, reopened=reopened+1, calling_ae=? WHERE study_uid=?",
+                    (now, rec.calling_ae, rec.study_uid),
+                )
+            else:
+                c.execute("UPDATE studies SET last_at=? WHERE study_uid=?", (now, rec.study_uid))
+        old_path = old["path"] if old is not None and old["path"] != rec.path else None
+        return st is None, old_path
+
+    def instance_paths(self, study_uid: str) -> list[Path]:
+        """The spool paths of a study's instances, by series then receive time."""
+        rows = self.conn().execute(
+            "SELECT path FROM instances WHERE study_uid=? ORDER BY series_uid, received_at", (study_uid,)
+        ).fetchall()
+        return [Path(r["path"]) for r in rows]
+
+    def count_instances(self) -> int:
+        """How many instances are indexed."""
+        return int(self.conn().execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+
+    def has_instance(self, sop_uid: str) -> bool:
+        """Whether this SOP Instance UID is indexed."""
+        return self.conn().execute("SELECT 1 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone() is not None
+
+    # -------------------------------------------------------------- studies
+    def _study_rows(self, where: str, args: tuple[Any, ...]) -> list[StudyRow]:
+        rows = self.conn().execute(
+            "SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid=s.study_uid) AS n "
+            f"FROM studies s {where}",
+            args,
+        ).fetchall()
+        return [
+            StudyRow(r["study_uid"], r["calling_ae"], r["state"], r["first_at"], r["last_at"], r["completed_at"],
+                     r["reopened"], r["n"])
+            for r in rows
+        ]
+
+    def study(self, study_uid: str) -> StudyRow | None:
+        """One study, or ``None``."""
+        rows = self._study_rows("WHERE s.study_uid=?", (study_uid,))
+        return rows[0] if rows else None
+
+    def studies(self, limit: int = 200) -> list[StudyRow]:
+        """The most recently active studies first."""
+        return self._study_rows("ORDER BY s.last_at DESC LIMIT ?", (limit,))
+
+    def series_summary(self, study_uid: str) -> list[dict[str, Any]]:
+        """Per series: UID, modality, description, SOP class and instance count."""
+        rows = self.conn().execute(
+            "SELECT series_uid, modality, series_desc, sop_class, COUNT(*) AS n FROM instances "
+            "WHERE study_uid=? GROUP BY series_uid ORDER BY MIN(received_at)",
+            (study_uid,),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def stable_open_studies(self, last_before: float) -> list[str]:
+        """Open studies whose last instance arrived before ``last_before``."""
+        rows = self.conn().execute(
+            "SELECT study_uid FROM studies WHERE state='open' AND last_at < ?", (last_before,)
+        ).fetchall()
+        return [r["study_uid"] for r in rows]
