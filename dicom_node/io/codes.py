@@ -1,0 +1,140 @@
+"""Coded segment and algorithm descriptions for the result objects (SEG, SR).
+
+Segment property codes are SNOMED CT (DICOM CID 7150/7151 style): the BraTS tumour
+sub-regions are *Morphologically Altered Structure* (SCT 49755003) with types Necrosis
+(6574001), Edema (79654002) and Neoplasm (108369006, labelled "Enhancing tumour", as the
+DICOM context groups have no "enhancing" type); the brain is an *Anatomical Structure*
+(91723000) of type Brain (12738006). Colours are sRGB values that highdicom converts to
+CIELab for RecommendedDisplayCIELabValue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydicom.sr.coding import Code
+
+__all__ = [
+    "BRAIN",
+    "BRATS_SEGMENTS",
+    "CATEGORY_ANATOMICAL_STRUCTURE",
+    "CATEGORY_MORPHOLOGICALLY_ALTERED",
+    "ENHANCING_TUMOUR",
+    "NECROTIC_CORE",
+    "OEDEMA",
+    "AlgorithmSpec",
+    "SegmentSpec",
+    "segment_by_name",
+]
+
+CATEGORY_MORPHOLOGICALLY_ALTERED = Code("49755003", "SCT", "Morphologically Altered Structure")
+CATEGORY_ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
+AI_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """One label value of a label map and how a viewer should present it.
+
+    Attributes
+    ----------
+    label_value : int
+        The value in the label volume (> 0).
+    label : str
+        SegmentLabel, e.g. ``"Necrotic core"``.
+    category : pydicom.sr.coding.Code
+        SegmentedPropertyCategoryCodeSequence (SNOMED CT).
+    type : pydicom.sr.coding.Code
+        SegmentedPropertyTypeCodeSequence (SNOMED CT).
+    rgb : tuple of int
+        Display colour in sRGB 0-255 (stored as CIELab).
+    tracking_id : str
+        A human-readable tracking identifier (the SR reuses it).
+    anatomic_region : pydicom.sr.coding.Code or None
+        AnatomicRegionSequence (defaults to the brain).
+    """
+
+    label_value: int
+    label: str
+    category: Code
+    type: Code
+    rgb: tuple[int, int, int]
+    tracking_id: str = ""
+    anatomic_region: Code | None = field(default_factory=lambda: Code("12738006", "SCT", "Brain"))
+
+    def __post_init__(self) -> None:
+        if int(self.label_value) <= 0:
+            raise ValueError(f"Segment {self.label!r}: label_value must be a positive integer, got {self.label_value}.")
+        if any(not 0 <= c <= 255 for c in self.rgb):
+            raise ValueError(f"Segment {self.label!r}: rgb values must lie in 0..255, got {self.rgb}.")
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """The algorithm that made a result (AlgorithmIdentificationSequence, SR device).
+
+    Attributes
+    ----------
+    name : str
+        AlgorithmName, e.g. the model bundle name.
+    version : str
+        AlgorithmVersion, e.g. the bundle version.
+    family : pydicom.sr.coding.Code
+        AlgorithmFamilyCodeSequence (default DCM "Artificial Intelligence").
+    source : str or None
+        AlgorithmSource (e.g. an institution or repository).
+    parameters : dict of str to str
+        AlgorithmParameters.
+    """
+
+    name: str
+    version: str
+    family: Code = AI_FAMILY
+    source: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or not self.version.strip():
+            raise ValueError("AlgorithmSpec needs a non-empty name and version.")
+
+
+NECROTIC_CORE = SegmentSpec(
+    1, "Necrotic core", CATEGORY_MORPHOLOGICALLY_ALTERED, Code("6574001", "SCT", "Necrosis"), (220, 40, 40), "NCR"
+)
+OEDEMA = SegmentSpec(
+    2, "Oedema", CATEGORY_MORPHOLOGICALLY_ALTERED, Code("79654002", "SCT", "Edema"), (60, 200, 80), "ED"
+)
+ENHANCING_TUMOUR = SegmentSpec(
+    3, "Enhancing tumour", CATEGORY_MORPHOLOGICALLY_ALTERED, Code("108369006", "SCT", "Neoplasm"), (250, 210, 30), "ET"
+)
+BRAIN = SegmentSpec(
+    1, "Brain", CATEGORY_ANATOMICAL_STRUCTURE, Code("12738006", "SCT", "Brain"), (120, 160, 220), "BRAIN", None
+)
+
+#: The BraTS tumour sub-regions with label values 1, 2, 3 (BraTS 2021+ uses 4 for
+#: enhancing tumour in its files; remap with :func:`dataclasses.replace` if needed).
+BRATS_SEGMENTS: tuple[SegmentSpec, ...] = (NECROTIC_CORE, OEDEMA, ENHANCING_TUMOUR)
+
+
+def segment_by_name(name: str) -> SegmentSpec:
+    """Return a predefined segment by tracking id or label (case-insensitive).
+
+    Parameters
+    ----------
+    name : str
+        ``"NCR"``, ``"ED"``, ``"ET"``, ``"BRAIN"`` or a label such as ``"oedema"``.
+
+    Returns
+    -------
+    SegmentSpec
+
+    Raises
+    ------
+    ValueError
+        If no predefined segment matches.
+    """
+    key = name.strip().lower()
+    for spec in (*BRATS_SEGMENTS, BRAIN):
+        if key in (spec.tracking_id.lower(), spec.label.lower()):
+            return spec
+    raise ValueError(f"{name!r} is not a predefined segment; use one of NCR, ED, ET, BRAIN.")
