@@ -71,7 +71,9 @@ def _loader(stage: Stage, objective: Objective, seed: int, rank: int, world: int
         seed=seed,
         rank=rank,
     )
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    sampler: DistributedSampler[dict[str, torch.Tensor]] = DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False
+    )
     workers = int(data["workers"])
     loader = DataLoader(
         dataset,
