@@ -1,0 +1,302 @@
+"""The DICOM SCP: C-ECHO and C-STORE into the spool and the store database.
+
+Every C-STORE is checked on the wire (:func:`dicom_node.wire.scan_dataset`), written
+as received (original transfer syntax, no pixel decoding) to the spool atomically, and
+indexed in the store database before the success status is answered. Failures answer
+a failure status with an error comment and leave the association usable:
+
+* ``0xA700`` — out of resources (the file or the index could not be written);
+* ``0xA900`` — the dataset does not match the SOP class or instance of the request;
+* ``0xC000`` — cannot understand (empty, truncated or mis-encoded dataset, missing UIDs).
+
+Associations are admitted by calling AE title and host (``[[dicom.allowed_callers]]``)
+and, optionally, by called AE title; refusals are logged with the reason and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dicom_node.logs import uid_tag
+from dicom_node.store import InstanceRecord
+from dicom_node.wire import DatasetError, scan_dataset
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    from dicom_node.audit import AuditLog
+    from dicom_node.config import NodeConfig
+    from dicom_node.metrics import NodeMetrics
+    from dicom_node.spool import Spool
+    from dicom_node.store import Store
+
+__all__ = ["StoreSCP", "set_nodelay"]
+
+log = logging.getLogger(__name__)
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+# A-ASSOCIATE-RJ (result permanent, source service-user, diagnostic).
+_RJ_CALLING = (0x01, 0x01, 0x03)
+_RJ_CALLED = (0x01, 0x01, 0x07)
+_RJ_BUSY = (0x02, 0x03, 0x02)  # transient, service-provider (presentation), local limit exceeded
+
+
+def set_nodelay(event: Event) -> None:
+    """``EVT_CONN_OPEN`` handler: switch Nagle's algorithm off on the association socket."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _status(code: int, comment: str) -> Any:
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+class StoreSCP:
+    """The node's association acceptor.
+
+    Parameters
+    ----------
+    cfg : NodeConfig
+        The node configuration.
+    store : Store
+        The store database.
+    spool : Spool
+        The spool.
+    metrics : NodeMetrics
+        Counters to update.
+    audit : AuditLog
+        Receives ``study_received`` events.
+    on_instance : callable, optional
+        Called with the Study Instance UID after each stored instance.
+    """
+
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        store: Store,
+        spool: Spool,
+        metrics: NodeMetrics,
+        audit: AuditLog,
+        on_instance: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.spool = spool
+        self.metrics = metrics
+        self.audit = audit
+        self.on_instance = on_instance
+        self._server: ThreadedAssociationServer | None = None
+        self._ae: Any = None
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._stopping = False
+
+    # --------------------------------------------------------------- set-up
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        tls = self.cfg.dicom.tls
+        if not tls.enabled:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        assert tls.cert is not None and tls.key is not None
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        if tls.ca is not None:
+            ctx.load_verify_locations(str(tls.ca))
+        if tls.verify_client:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def start(self) -> None:
+        """Bind the port and start serving in background threads.
+
+        Raises
+        ------
+        OSError
+            If the port cannot be bound (the message names host and port).
+        """
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+        d = self.cfg.dicom
+        ae = AE(ae_title=self.cfg.node.ae_title)
+        ae.maximum_pdu_size = d.max_pdu
+        ae.network_timeout = d.network_timeout_s
+        ae.acse_timeout = d.network_timeout_s
+        ae.dimse_timeout = d.network_timeout_s
+        ae.maximum_associations = d.max_associations
+        ae.require_called_aet = False  # checked in _on_requested, with logging
+        ae.require_calling_aet = []
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        try:
+            server = ae.start_server(
+                (d.host, d.port), block=False, evt_handlers=handlers, ssl_context=self._ssl_context()
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen for DICOM on {d.host}:{d.port} ({exc.strerror or exc})") from exc
+        self._ae, self._server = ae, server
+        log.info("DICOM SCP %s listening on %s:%d%s", self.cfg.node.ae_title, d.host, self.port,
+                 " (TLS)" if d.tls.enabled else "")
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured as 0)."""
+        if self._server is None:
+            return self.cfg.dicom.port
+        return int(self._server.server_address[1])
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stop accepting, let C-STOREs in flight finish (up to ``grace_s``), then close."""
+        if self._server is None:
+            return
+        server, ae = self._server, self._ae
+        with self._cond:
+            self._stopping = True
+        # Stop the accept loop and close the listening socket; live associations continue.
+        import socketserver
+
+        socketserver.BaseServer.shutdown(server)
+        with contextlib.suppress(OSError, AttributeError):
+            server.socket.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + grace_s
+        with self._cond:
+            while self._inflight and time.monotonic() < deadline:
+                self._cond.wait(timeout=0.1)
+        for assoc in list(server.active_associations):
+            assoc.abort()
+        ae.shutdown()
+        self._server = None
+        log.info("DICOM SCP stopped")
+
+    # ------------------------------------------------------------- handlers
+    def _refuse(self, event: Event, reason: str, rsd: tuple[int, int, int], why: str) -> None:
+        rq = event.assoc.requestor
+        prim: Any = rq.primitive
+        log.warning("association refused (%s): calling AE %r from %s, called AE %r", why,
+                    (prim.calling_ae_title or "").strip(), rq.address, (prim.called_ae_title or "").strip())
+        self.metrics.associations_refused.labels(reason=reason).inc()
+        event.assoc.acse.send_reject(*rsd)
+        event.assoc.kill()
+
+    def _on_requested(self, event: Event) -> None:
+        d = self.cfg.dicom
+        rq = event.assoc.requestor
+        prim: Any = rq.primitive
+        calling = (prim.calling_ae_title or "").strip()
+        called = (prim.called_ae_title or "").strip()
+        host = rq.address
+        if self._stopping:
+            self._refuse(event, "shutting_down", _RJ_BUSY, "the node is shutting down")
+            return
+        if d.check_called_ae and called != self.cfg.node.ae_title:
+            self._refuse(event, "called_ae", _RJ_CALLED, f"called AE title is not {self.cfg.node.ae_title!r}")
+            return
+        if d.allow_any_caller:
+            self.metrics.associations_accepted.inc()
+            return
+        for c in d.allowed_callers:
+            if c.ae_title == calling and (c.host is None or c.host == host):
+                self.metrics.associations_accepted.inc()
+                return
+        known = any(c.ae_title == calling for c in d.allowed_callers)
+        if known:
+            self._refuse(event, "host", _RJ_CALLING, f"calling AE {calling!r} is not allowed from host {host}")
+        else:
+            self._refuse(event, "calling_ae", _RJ_CALLING, f"calling AE {calling!r} is not in dicom.allowed_callers")
+
+    def _on_echo(self, event: Event) -> int:
+        return 0x0000
+
+    def _on_store(self, event: Event) -> Any:
+        with self._cond:
+            self._inflight += 1
+        try:
+            return self._store(event)
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    def _fail(self, code: int, comment: str, detail: str) -> Any:
+        self.metrics.store_failures.labels(status=f"0x{code:04X}").inc()
+        log.warning("C-STORE failed with 0x%04X: %s", code, detail)
+        return _status(code, comment)
+
+    def _store(self, event: Event) -> Any:
+        from pynetdicom.dsutils import encode_file_meta
+
+        req: Any = event.request
+        stream: bytes = req.DataSet.getvalue() if req.DataSet is not None else b""
+        ts = str(event.context.transfer_syntax)
+        rq_sop = str(req.AffectedSOPInstanceUID or "")
+        rq_class = str(req.AffectedSOPClassUID or "")
+        calling = (event.assoc.requestor.ae_title or "").strip()
+        try:
+            info = scan_dataset(stream, ts)
+        except DatasetError as exc:
+            return self._fail(0xC000, "Cannot understand: " + str(exc), f"instance {uid_tag(rq_sop)}: {exc}")
+        if not info.sop_uid:
+            return self._fail(0xC000, "Dataset has no SOP Instance UID",
+                              f"instance {uid_tag(rq_sop)}: the dataset has no SOP Instance UID")
+        if not info.study_uid:
+            return self._fail(0xC000, "Dataset has no Study Instance UID",
+                              f"instance {uid_tag(rq_sop)}: the dataset has no Study Instance UID")
+        if info.sop_uid != rq_sop:
+            return self._fail(0xA900, "SOP Instance UID differs from the request",
+                              f"instance {uid_tag(rq_sop)}: dataset SOP Instance UID {uid_tag(info.sop_uid)} differs")
+        if info.sop_class and info.sop_class != rq_class:
+            return self._fail(0xA900, "SOP Class UID differs from the presentation context",
+                              f"instance {uid_tag(rq_sop)}: dataset SOP Class {info.sop_class} is not {rq_class}")
+        meta = event.file_meta
+        meta.SourceApplicationEntityTitle = calling or "UNKNOWN"
+        meta_bytes = encode_file_meta(meta)
+        try:
+            path, size = self.spool.write(info.study_uid, info.sop_uid, (_PREAMBLE, meta_bytes, stream))
+        except OSError as exc:
+            return self._fail(0xA700, "Out of resources: cannot write the instance",
+                              f"instance {uid_tag(rq_sop)}: spool write failed ({exc.strerror or exc})")
+        rec = InstanceRecord(
+            sop_uid=info.sop_uid, study_uid=info.study_uid, series_uid=info.series_uid, sop_class=info.sop_class or rq_class,
+            modality=info.modality, series_desc=info.series_desc, transfer_syntax=ts, path=str(path), size=size,
+            calling_ae=calling,
+        )
+        try:
+            new_study, old_path = self.store.add_instance(rec)
+        except sqlite3.Error as exc:
+            return self._fail(0xA700, "Out of resources: cannot index the instance",
+                              f"instance {uid_tag(rq_sop)}: store database write failed ({exc})")
+        if old_path:
+            with contextlib.suppress(OSError):
+                os.unlink(old_path)
+        self.metrics.instances_received.inc()
+        self.metrics.bytes_received.inc(size)
+        if new_study:
+            log.info("study %s: first instance from %s", uid_tag(info.study_uid), calling)
+            self.audit.record("study_received", study=uid_tag(info.study_uid), calling_ae=calling)
+        if self.on_instance is not None:
+            self.on_instance(info.study_uid)
+        return 0x0000
