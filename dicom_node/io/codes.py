@@ -22,9 +22,16 @@ __all__ = [
     "ENHANCING_TUMOUR",
     "NECROTIC_CORE",
     "OEDEMA",
+    "PRIVATE_SCHEME",
+    "SR_ANALYSIS_STATUS",
+    "SR_IDENTIFICATION_CONFIDENCE",
+    "SR_IDENTIFIED_SEQUENCE",
+    "SR_MISSING_SEQUENCE",
+    "SR_NOT_PERFORMED",
     "AlgorithmSpec",
     "SegmentSpec",
     "segment_by_name",
+    "sequence_code",
 ]
 
 CATEGORY_MORPHOLOGICALLY_ALTERED = Code("49755003", "SCT", "Morphologically Altered Structure")
@@ -138,3 +145,51 @@ def segment_by_name(name: str) -> SegmentSpec:
         if key in (spec.tracking_id.lower(), spec.label.lower()):
             return spec
     raise ValueError(f"{name!r} is not a predefined segment; use one of NCR, ED, ET, BRAIN.")
+
+
+#: The private coding scheme for concepts DICOM has no code for (declared in every SR).
+PRIVATE_SCHEME = "99MRINODE"
+
+SR_IDENTIFIED_SEQUENCE = Code("SEQ-ID", PRIVATE_SCHEME, "Identified MR sequence")
+SR_IDENTIFICATION_CONFIDENCE = Code("SEQ-CONF", PRIVATE_SCHEME, "Sequence identification confidence")
+SR_ANALYSIS_STATUS = Code("ANALYSIS-STATUS", PRIVATE_SCHEME, "Analysis status")
+SR_NOT_PERFORMED = Code("NOT-PERFORMED", PRIVATE_SCHEME, "Not performed: required sequences missing")
+SR_MISSING_SEQUENCE = Code("SEQ-MISSING", PRIVATE_SCHEME, "Missing required sequence")
+
+#: Standard DICOM codes (CID 7180 / 6311) where one exists; private codes otherwise.
+_SEQUENCE_CODES: dict[str, Code] = {
+    "T1": Code("110804", "DCM", "T1 Weighted MR Signal Intensity"),
+    "T2": Code("110805", "DCM", "T2 Weighted MR Signal Intensity"),
+    "PD": Code("110803", "DCM", "Proton Density Weighted MR Signal Intensity"),
+    "SWI": Code("110806", "DCM", "T2* Weighted MR Signal Intensity"),
+    "DWI": Code("113043", "DCM", "Diffusion weighted"),
+    "ADC": Code("113041", "DCM", "Apparent Diffusion Coefficient"),
+    "LOCALIZER": Code("121311", "DCM", "Localizer"),
+    "T1C": Code("T1C", PRIVATE_SCHEME, "T1 weighted post-contrast"),
+    "FLAIR": Code("FLAIR", PRIVATE_SCHEME, "Fluid attenuated T2 weighted (FLAIR)"),
+    "OTHER": Code("OTHER", PRIVATE_SCHEME, "Other MR sequence"),
+    "UNKNOWN": Code("UNKNOWN", PRIVATE_SCHEME, "Unknown MR sequence (not confident)"),
+}
+
+
+def sequence_code(label: str) -> Code:
+    """The coded concept for a sequence label of :class:`dicom_node.sequences.SequenceLabel`.
+
+    Parameters
+    ----------
+    label : str
+        ``"T1"``, ``"T1C"``, ``"FLAIR"`` ... (a ``SequenceLabel`` is a ``str``).
+
+    Returns
+    -------
+    pydicom.sr.coding.Code
+
+    Raises
+    ------
+    ValueError
+        If ``label`` is not a sequence label.
+    """
+    key = str(label).strip().upper()
+    if key not in _SEQUENCE_CODES:
+        raise ValueError(f"{label!r} is not a sequence label; expected one of {', '.join(_SEQUENCE_CODES)}.")
+    return _SEQUENCE_CODES[key]
