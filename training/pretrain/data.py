@@ -6,14 +6,15 @@ Subjects come from any mix of
   (``<root>/<subject>/<SEQ>.nii.gz`` and optionally ``params.json``),
 * a single subject folder, or a folder of NIfTI files named by sequence (``mrinode convert``
   output),
-* a JSON manifest (``{"subjects": [{"subject_id": ..., "sequences": {...}}]}``; each sequence
-  entry is a path or ``{"path": ..., "tr": ..., "te": ..., "flip": ...}``),
+* a JSON manifest (:mod:`training.manifest` format: ``{"subjects": [{"id": ..., "sequences":
+  {"T1": {"path": ..., "meta": {"tr": ..., "te": ..., "flip": ...}}}}]}``; a sequence entry
+  may also be a bare path),
 * the synthetic engine itself, in memory (``{"synth": {"subjects": N, "seed": S}}``).
 
 Every subject may have any subset of sequences. Samples use one fixed channel layout
 (``sequences``); a missing sequence is a zero channel with ``present = 0``, which is how the
 segmenters are fine-tuned too (sequence dropout). Volumes are put in RAS, resampled to
-``voxel_mm``, z-scored over the head and cached in memory; a sample is a random crop.
+``voxel_mm``, z-scored over the head (the engine's own preprocessing) and cached in memory; a sample is a random crop.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "PretrainDataset",
     "UnlabelledSubject",
     "collect_subjects",
+    "load_subject",
     "normalise_params",
 ]
 
@@ -57,7 +59,7 @@ class UnlabelledSubject:
     subject_id : str
         Identifier (never a patient name).
     images : dict
-        Sequence label value -> NIfTI path or ``(array, voxel_mm)`` already in RAS.
+        Sequence label value -> NIfTI path or an in-memory ``(array, affine)`` pair.
     params : dict
         Sequence label value -> ``{"tr": ms, "te": ms, "flip": degrees}`` (any may be missing).
     """
@@ -150,7 +152,9 @@ def _subjects_from_manifest(path: Path) -> list[UnlabelledSubject]:
             full = Path(p) if Path(p).is_absolute() else path.parent / p
             images[label] = full
             found = _params_from(value if isinstance(value, Mapping) else {})
-            found.update(_params_from((value.get("acquisition") or {}) if isinstance(value, Mapping) else {}))
+            if isinstance(value, Mapping):
+                for sub in ("acquisition", "meta"):
+                    found.update(_params_from(value.get(sub) or {}))
             if found:
                 params[label] = found
         if images:
@@ -172,8 +176,8 @@ def _subjects_from_synth(spec: Mapping[str, Any], voxel_mm: float) -> list[Unlab
     out = []
     for i in range(n):
         subj = generate_subject(seed + i, **kwargs)
-        vox = float(kwargs["voxel_mm"])
-        images = {str(k): (np.asarray(v, dtype=np.float32), vox) for k, v in subj.images.items()}
+        affine = np.asarray(subj.affine, dtype=np.float64)
+        images = {str(k): (np.asarray(v, dtype=np.float32), affine) for k, v in subj.images.items()}
         out.append(UnlabelledSubject(subj.subject_id, images, _sequence_params(subj.params)))
     return out
 
@@ -251,38 +255,58 @@ def normalise_params(values: Mapping[str, float]) -> tuple[list[float], list[flo
     return vals, mask
 
 
-def _load_volume(ref: Any, voxel_mm: float) -> np.ndarray:
-    from scipy import ndimage
-
+def _load_volume(ref: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(data, affine)`` of a NIfTI path or an in-memory ``(array, affine)`` pair."""
     if isinstance(ref, tuple):
-        arr, vox = ref
-        zooms: tuple[float, ...] = (float(vox),) * 3
-    else:
-        import nibabel as nib
+        arr, affine = ref
+        return np.asarray(arr, dtype=np.float32), np.asarray(affine, dtype=np.float64)
+    import nibabel as nib
 
-        try:
-            img = nib.as_closest_canonical(nib.load(str(ref)))
-        except Exception as exc:  # nibabel raises many types; the file is named in the message
-            raise ValueError(f"cannot read NIfTI volume {ref}: {exc}") from exc
+    try:
+        img: Any = nib.load(str(ref))
         arr = np.asarray(img.dataobj, dtype=np.float32)
-        if arr.ndim == 4:
-            arr = arr[..., 0]
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    factors = [z / voxel_mm for z in zooms]
-    if any(abs(f - 1.0) > 0.01 for f in factors):
-        arr = ndimage.zoom(arr, factors, order=1)
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    except Exception as exc:  # nibabel raises many types; the file is named in the message
+        raise ValueError(f"cannot read NIfTI volume {ref}: {exc}") from exc
+    if arr.ndim == 4:
+        arr = arr[..., 0]
+    return arr, np.asarray(img.affine, dtype=np.float64)
 
 
-def _zscore(arr: np.ndarray) -> np.ndarray:
-    hi = float(np.percentile(arr, 99.5)) if arr.size else 0.0
-    fg = arr > 0.1 * hi if hi > 0 else np.zeros(arr.shape, dtype=bool)
-    if fg.sum() < 10:
-        return np.zeros_like(arr)
-    mean, std = float(arr[fg].mean()), float(arr[fg].std()) + 1e-6
-    out = (arr - mean) / std
-    out[~fg] = 0.0
-    return out.astype(np.float32)
+def load_subject(subject: UnlabelledSubject, sequences: Sequence[str], voxel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Put a subject's sequences on one RAS grid, as the inference engine does.
+
+    The grid, resampling and foreground z-score are :mod:`models.preprocess`'s, so that
+    pretraining sees the intensities fine-tuning and inference see.
+
+    Parameters
+    ----------
+    subject : UnlabelledSubject
+        The subject.
+    sequences : sequence of str
+        Channel layout.
+    voxel_mm : float
+        Grid spacing.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``image`` ``(C, X, Y, Z)`` float32 (zeros for missing sequences) and ``present`` ``(C,)``.
+    """
+    from models.preprocess import ras_grid, resample, zscore_foreground
+
+    loaded = {q: _load_volume(subject.images[q]) for q in sequences if q in subject.images}
+    if not loaded:
+        raise ValueError(f"subject {subject.subject_id} has none of the sequences {list(sequences)}.")
+    ref_data, ref_affine = next(iter(loaded.values()))
+    shape, affine = ras_grid(ref_data.shape[:3], ref_affine, [voxel_mm] * 3)
+    stack = np.zeros((len(sequences), *shape), dtype=np.float32)
+    present = np.zeros(len(sequences), dtype=bool)
+    for c, q in enumerate(sequences):
+        if q in loaded:
+            data, aff = loaded[q]
+            stack[c] = resample(data[None], aff, shape, affine)[0].numpy()
+            present[c] = True
+    return zscore_foreground(stack, list(present)).astype(np.float32), present
 
 
 class PretrainDataset(Dataset[dict[str, torch.Tensor]]):
@@ -345,26 +369,12 @@ class PretrainDataset(Dataset[dict[str, torch.Tensor]]):
         """Return the cached ``(image (C,X,Y,Z), present (C,), params (C,3), param_mask (C,3))``."""
         if index not in self._cache:
             subj = self.subjects[index]
-            vols: dict[str, np.ndarray] = {
-                q: _zscore(_load_volume(subj.images[q], self.voxel_mm)) for q in self.sequences if q in subj.images
-            }
-            shape = next(iter(vols.values())).shape
-            from scipy import ndimage
-
-            for q, v in vols.items():
-                if v.shape != shape:  # sequences on slightly different grids: match the first
-                    vols[q] = ndimage.zoom(v, [a / b for a, b in zip(shape, v.shape, strict=True)], order=1)[
-                        : shape[0], : shape[1], : shape[2]
-                    ]
-            image = np.zeros((len(self.sequences), *shape), dtype=np.float32)
-            present = np.zeros(len(self.sequences), dtype=np.float32)
+            image, avail = load_subject(subj, self.sequences, self.voxel_mm)
+            present = avail.astype(np.float32)
             params = np.zeros((len(self.sequences), len(PARAM_NAMES)), dtype=np.float32)
             pmask = np.zeros_like(params)
             for c, q in enumerate(self.sequences):
-                if q in vols:
-                    v = vols[q]
-                    image[c, : v.shape[0], : v.shape[1], : v.shape[2]] = v
-                    present[c] = 1.0
+                if avail[c]:
                     params[c], pmask[c] = normalise_params(subj.params.get(q, {}))
             self._cache[index] = (image, present, params, pmask)
         return self._cache[index]
