@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from pydicom import Dataset
@@ -28,7 +29,9 @@ def _csa_values(ds: Dataset) -> tuple[int | None, np.ndarray | None, float | Non
     if elem is None or not isinstance(elem.value, bytes):
         return None, None, None
     try:
-        from nibabel.nicom import csareader
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nibabel.nicom warns that it is experimental on import
+            from nibabel.nicom import csareader
 
         csa = csareader.read(elem.value)
         n = csareader.get_n_mosaic(csa)

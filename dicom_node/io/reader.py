@@ -142,6 +142,10 @@ def read_series(paths: Iterable[str | Path]) -> list[Volume]:
     meta = series_meta(first)
     frames: list[Frame] = []
     for ds in datasets:
+        if not ds.get("SOPClassUID", None) and hasattr(ds, "file_meta"):
+            ds.SOPClassUID = ds.file_meta.get("MediaStorageSOPClassUID", None)
+        if not ds.get("SOPClassUID", None) or not ds.get("SOPInstanceUID", None):
+            raise SeriesReadError(ds, "an instance has no SOPClassUID or SOPInstanceUID")
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             raise SeriesReadError(ds, "it is not an image series (an instance has no pixel data)")
         frames.extend(_frames_of(ds))
