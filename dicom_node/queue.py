@@ -187,6 +187,15 @@ class JobQueue:
         attempts = (job.export_attempts if job else 0) + 1
         self._update(job_id, state="done", finished_at=time.time(), export_attempts=attempts, last_error=None, **extra)
 
+    def requeue_job(self, job_id: int) -> None:
+        """Put an interrupted ``running`` job back to ``queued`` without counting the run."""
+        with self.store.transaction() as c:
+            c.execute(
+                "UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), next_attempt_at=0, updated_at=? "
+                "WHERE id=? AND state='running'",
+                (time.time(), job_id),
+            )
+
     def requeue_running(self) -> int:
         """On start-up: ``running`` jobs (interrupted) go back to ``queued``; park-times reset.
 

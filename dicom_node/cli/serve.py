@@ -1,19 +1,48 @@
-"""``mrinode serve`` — not implemented yet (placeholder registered so ``--help`` lists it)."""
+"""``mrinode serve --config FILE``: run the node (SCP, tracker, workers, export, REST API)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    print("mrinode serve: not implemented yet", file=sys.stderr)
-    return 2
+    from dicom_node.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"mrinode serve: {exc}", file=sys.stderr)
+        return 2
+    if args.log_level.upper() == "INFO" and cfg.logging.level.upper() != "INFO":
+        from dicom_node.logs import configure_logging
+
+        try:
+            configure_logging(cfg.logging.level)
+        except ValueError as exc:
+            print(f"mrinode serve: config key 'logging.level': {exc}", file=sys.stderr)
+            return 2
+    from dicom_node.service import NodeService
+
+    try:
+        service = NodeService(cfg)
+        service.serve_forever()
+    except OSError as exc:
+        logging.getLogger("dicom_node.serve").error("cannot start: %s", exc)
+        print(f"mrinode serve: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``serve`` sub-command (placeholder)."""
-    p = subparsers.add_parser("serve", help="(not implemented yet)")
+    """Add the ``serve`` sub-command."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run the DICOM node (SCP, study tracker, workers, export, REST API)",
+        description="Run the DICOM node until SIGTERM/SIGINT. See deploy/node.example.toml for every setting.",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="node configuration (TOML)")
     p.set_defaults(func=_run)

@@ -1,0 +1,151 @@
+"""The node service: SCP, tracker, workers, exporter and REST API in one process.
+
+:class:`NodeService` wires the parts together from one :class:`~dicom_node.config.NodeConfig`.
+:meth:`NodeService.serve_forever` is what ``mrinode serve`` runs: on SIGTERM or SIGINT
+it stops accepting associations, lets C-STOREs in flight finish, interrupts running
+pipeline processes (their jobs go back to ``queued``) and leaves queued jobs for the
+next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from dicom_node.audit import AuditLog
+from dicom_node.config import NodeConfig
+from dicom_node.export import Exporter
+from dicom_node.metrics import NodeMetrics
+from dicom_node.queue import JobQueue
+from dicom_node.scp import StoreSCP
+from dicom_node.spool import Spool
+from dicom_node.store import Store
+from dicom_node.tracker import Tracker
+from dicom_node.worker import WorkerPool
+
+__all__ = ["NodeService"]
+
+log = logging.getLogger(__name__)
+
+
+class NodeService:
+    """Everything ``mrinode serve`` runs.
+
+    Parameters
+    ----------
+    cfg : NodeConfig
+        The validated configuration.
+    """
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(cfg.db_path)
+        self.queue = JobQueue(self.store)
+        self.metrics = NodeMetrics(job_counts=self.queue.counts)
+        self.audit = AuditLog(cfg.audit_log_path)
+        self.spool = Spool(cfg.spool_dir)
+        self.tracker = Tracker(cfg, self.store, self.metrics, self.audit)
+        self.workers = WorkerPool(cfg, self.store, self.queue, self.metrics)
+        self.exporter = Exporter(cfg, self.queue, self.metrics, self.audit)
+        self.scp = StoreSCP(cfg, self.store, self.spool, self.metrics, self.audit)
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._api_server: Any = None
+        self.started_at = time.time()
+
+    def complete_study(self, study_uid: str) -> int | None:
+        """Complete a study now (REST); wakes the workers. See :meth:`Tracker.complete`."""
+        job = self.tracker.complete(study_uid, how="api")
+        self.workers.wake.set()
+        return job
+
+    def retry_job(self, job_id: int, rerun: bool = False) -> Any:
+        """Re-send or re-run a job (REST); wakes the workers and the exporter."""
+        job = self.queue.retry(job_id, rerun=rerun)
+        self.workers.wake.set()
+        self.exporter.wake.set()
+        return job
+
+    def _thread(self, name: str, target: Any) -> None:
+        t = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def start(self) -> None:
+        """Resume unfinished jobs, then start the SCP, the background threads and the API.
+
+        Raises
+        ------
+        OSError
+            If the DICOM or HTTP port cannot be bound.
+        """
+        removed = self.spool.remove_stale_temporaries()
+        resumed = self.queue.requeue_running()
+        counts = self.queue.counts()
+        log.info("store %s: %d instances; jobs %s; %d interrupted job(s) re-queued; %d temporary file(s) removed",
+                 self.cfg.db_path, self.store.count_instances(), counts, resumed, removed)
+        self.scp.start()
+        self._thread("tracker", self.tracker.run)
+        for i in range(self.cfg.workers.count):
+            self._thread(f"worker-{i}", self.workers.run)
+        self._thread("exporter", self.exporter.run)
+        if self.cfg.api.enabled:
+            self._start_api()
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        from dicom_node.api import create_app
+
+        app = create_app(self)
+        config = uvicorn.Config(app, host=self.cfg.api.host, port=self.cfg.api.port, log_level="warning",
+                                access_log=False, lifespan="off")
+        server = uvicorn.Server(config)
+        t = threading.Thread(target=server.run, name="api", daemon=True)
+        t.start()
+        deadline = time.monotonic() + 20
+        while not server.started and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not server.started:
+            raise OSError(f"the REST API could not listen on {self.cfg.api.host}:{self.cfg.api.port} "
+                          "(is the port in use? see the log above)")
+        self._api_server = server
+        log.info("REST API on http://%s:%d", self.cfg.api.host, self.cfg.api.port)
+
+    def stop(self) -> None:
+        """Stop everything (idempotent); queued jobs stay queued for the next start."""
+        if self.stop_event.is_set():
+            return
+        log.info("stopping: finishing C-STOREs in flight")
+        self.scp.stop()
+        self.stop_event.set()
+        self.workers.wake.set()
+        self.exporter.wake.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        self.workers.kill_all()
+        if self._api_server is not None:
+            self._api_server.should_exit = True
+        self.store.close()
+        log.info("stopped")
+
+    def serve_forever(self) -> None:
+        """Start, then block until SIGTERM or SIGINT, then stop."""
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            self.start()
+            while not done.wait(1.0):
+                pass
+        finally:
+            self.stop()
