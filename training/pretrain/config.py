@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PretrainConfig", "Stage", "load_config"]
+__all__ = ["PretrainConfig", "Stage", "load_config", "parse_config"]
 
 _TOP = {"objective", "seed", "encoder", "options", "data", "optim", "run", "stages"}
 _DATA = {"sources", "synth", "sequences", "voxel_mm", "patch", "batch_size", "workers"}
@@ -117,8 +117,6 @@ def load_config(path: str | Path) -> PretrainConfig:
         If the file is missing, is not TOML, or has an unknown or invalid key; the message
         names the file and the key.
     """
-    from training.pretrain.registry import objective_class
-
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"pretraining config {p} does not exist.")
@@ -126,6 +124,32 @@ def load_config(path: str | Path) -> PretrainConfig:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"pretraining config {p} is not valid TOML ({exc}).") from exc
+    return parse_config(raw, p)
+
+
+def parse_config(raw: dict[str, Any], path: str | Path = "<dict>") -> PretrainConfig:
+    """Check a pretraining config given as a dict (the parsed TOML).
+
+    Parameters
+    ----------
+    raw : dict
+        The config tables.
+    path : str or Path
+        Where it came from, for messages.
+
+    Returns
+    -------
+    PretrainConfig
+        With defaults filled in.
+
+    Raises
+    ------
+    ValueError
+        If a key is unknown or invalid.
+    """
+    from training.pretrain.registry import objective_class
+
+    p = Path(path)
     _check_keys(raw, _TOP, "the top level", p)
     if "objective" not in raw:
         raise ValueError(f"pretraining config {p} lacks 'objective'.")

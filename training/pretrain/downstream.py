@@ -1,0 +1,190 @@
+"""Small supervised fine-tuning and held-out evaluation for the label-efficiency evidence.
+
+The evidence run needs many short fine-tunings (objectives × label fractions × repeats) on
+exact subject subsets with one fixed held-out set, so it drives its own loop here rather than
+``mrinode train finetune``. The parts are the project's own: the segmenter
+(:func:`models.segmenter.build_segmenter`, which loads a saved encoder exactly as fine-tuning
+does), the fine-tuning datasets and transforms (:mod:`training.datasets`: engine
+preprocessing, label-biased crops, flips, intensity jitter, sequence dropout) and the BraTS
+region metrics (:mod:`training.regions`: Dice and HD95 for WT, TC, ET).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+__all__ = ["evaluate_segmenter", "finetune_segmenter", "load_items"]
+
+
+def load_items(subject_dirs: Sequence[str], channels: Sequence[str]) -> list[dict[str, Any]]:
+    """Dataset items (see :func:`training.datasets.subject_items`) for synthetic subject folders.
+
+    Parameters
+    ----------
+    subject_dirs : sequence of str
+        Folders ``<subject>/`` holding ``<SEQ>.nii.gz`` and ``labels.nii.gz``.
+    channels : sequence of str
+        Channel layout.
+
+    Returns
+    -------
+    list of dict
+        One item per folder.
+
+    Raises
+    ------
+    ValueError
+        If a folder has no label map or none of the channels.
+    """
+    from pathlib import Path
+
+    items = []
+    for d in subject_dirs:
+        folder = Path(d)
+        labels = folder / "labels.nii.gz"
+        if not labels.is_file():
+            raise ValueError(f"subject folder {folder} has no labels.nii.gz; fine-tuning needs one.")
+        seqs = {c: str(folder / f"{c}.nii.gz") for c in channels if (folder / f"{c}.nii.gz").is_file()}
+        if not seqs:
+            raise ValueError(f"subject folder {folder} has none of the sequences {list(channels)}.")
+        items.append({"id": folder.name, "sequences": seqs, "labels": str(labels), "label_map": {}})
+    return items
+
+
+def finetune_segmenter(
+    seg_cfg: dict[str, Any],
+    items: list[dict[str, Any]],
+    channels: Sequence[str],
+    *,
+    spacing_mm: float,
+    roi: Sequence[int],
+    steps: int,
+    lr: float = 1e-3,
+    batch_size: int = 2,
+    sequence_dropout: float = 0.0,
+    seed: int = 0,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Fine-tune a segmenter on labelled items for a fixed number of steps.
+
+    Parameters
+    ----------
+    seg_cfg : dict
+        :func:`models.segmenter.build_segmenter` config (``encoder_checkpoint`` for a
+        pretrained start).
+    items : list of dict
+        From :func:`load_items`.
+    channels : sequence of str
+        Channel layout.
+    spacing_mm : float
+        Model grid spacing.
+    roi : sequence of int
+        Training crop size.
+    steps : int
+        Optimiser steps.
+    lr : float
+        AdamW learning rate (cosine decay).
+    batch_size : int
+        Crops per step.
+    sequence_dropout : float
+        Probability of dropping a random subset of sequences per crop.
+    seed : int
+        Seed of the weights' random parts and of the crops.
+
+    Returns
+    -------
+    tuple
+        The trained network (eval mode) and ``{"losses": [...], "seconds": s}``.
+    """
+    from monai.losses import DiceCELoss
+    from monai.utils import set_determinism
+
+    from models.segmenter import build_segmenter
+    from training.datasets import make_dataset, train_transforms
+
+    set_determinism(seed=seed)
+    torch.manual_seed(seed)
+    net = build_segmenter(seg_cfg)
+    data = make_dataset(items, channels, [spacing_mm] * 3, train_transforms(roi, sequence_dropout))
+    data.set_random_state(seed=seed)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=batch_size, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(seed)
+    )
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=lr * 0.05)
+    losses: list[float] = []
+    started = time.perf_counter()
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    net.train()
+    for _ in range(steps):
+        batch = next(batches)
+        x, y = batch["image"], batch["label"]
+        loss = loss_fn(net(torch.as_tensor(x)), torch.as_tensor(y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    net.eval()
+    set_determinism(seed=None)
+    return net, {"losses": losses, "seconds": time.perf_counter() - started}
+
+
+def evaluate_segmenter(
+    net: torch.nn.Module,
+    items: list[dict[str, Any]],
+    channels: Sequence[str],
+    *,
+    spacing_mm: float,
+    roi: Sequence[int],
+    overlap: float = 0.25,
+) -> dict[str, float]:
+    """Mean Dice and HD95 (mm) per region over held-out subjects, all sequences present.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A segmenter.
+    items : list of dict
+        Held-out subjects from :func:`load_items`.
+    channels : sequence of str
+        Channel layout.
+    spacing_mm : float
+        Model grid spacing.
+    roi : sequence of int
+        Sliding-window size.
+    overlap : float
+        Sliding-window overlap.
+
+    Returns
+    -------
+    dict
+        ``dice_WT``, ``dice_TC``, ``dice_ET``, ``hd95_WT``, ... (HD95 averaged over subjects
+        where it is defined) and ``subjects``.
+    """
+    from monai.inferers import sliding_window_inference
+
+    from training.datasets import LoadSubjectd
+    from training.regions import region_scores
+
+    load = LoadSubjectd(channels, [spacing_mm] * 3)
+    scores: dict[str, list[float]] = {}
+    net.eval()
+    with torch.inference_mode():
+        for item in items:
+            d = load(cast("Mapping[Hashable, Any]", item))
+            x = torch.as_tensor(np.asarray(d["image"]))[None]
+            logits = sliding_window_inference(x, list(roi), 1, net, overlap=overlap)
+            pred = torch.argmax(torch.as_tensor(logits)[0], 0).numpy()
+            ref = np.asarray(d["label"])[0].astype(np.int16)
+            for k, v in region_scores(pred, ref, [spacing_mm] * 3).items():
+                scores.setdefault(k, []).append(v)
+    out = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in scores.items()}
+    out["subjects"] = float(len(items))
+    return out
