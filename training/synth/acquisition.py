@@ -1,0 +1,257 @@
+"""Acquisition realism: Rician noise, bias field, and resampling onto the acquired grid.
+
+An acquired series is what a scanner writes: slices of ``matrix x matrix`` pixels of
+``pixel_mm`` in one plane (axial, sagittal or coronal, optionally angulated), with a
+slice profile of ``slice_thickness_mm`` (full width at half maximum), spaced by
+``slice_spacing_mm``. Voxel values are quantised to the integers a DICOM file stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from training.synth.protocols import Protocol
+
+__all__ = [
+    "LPS_TO_RAS",
+    "AcquiredSeries",
+    "AcquiredStack",
+    "bias_field",
+    "plane_axes_lps",
+    "quantise",
+    "resample_to_stack",
+    "rician",
+    "stack_affine",
+]
+
+LPS_TO_RAS: np.ndarray = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: (row direction, column direction) in LPS for each plane, as DICOM ImageOrientationPatient.
+_PLANES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+    "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+}
+
+
+@dataclass
+class AcquiredStack:
+    """One stack of parallel slices, as written to DICOM.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        float32 stored values (integers), shape ``(ni, nj, nk)``: ``i`` column, ``j`` row,
+        ``k`` slice along ``cross(row direction, column direction)`` (the order of
+        :class:`dicom_node.io.volume.Volume`).
+    labels : numpy.ndarray
+        uint8 BraTS labels resampled (nearest) onto the same grid.
+    affine : numpy.ndarray
+        4x4 ``(i, j, k, 1)`` to RAS mm.
+    key : str
+        ``""``, ``"b0"``/``"b1000"`` for diffusion, or the plane for a localizer.
+    b_value : float or None
+        Diffusion weighting (s/mm^2) of this stack.
+    """
+
+    data: np.ndarray
+    labels: np.ndarray
+    affine: np.ndarray
+    key: str = ""
+    b_value: float | None = None
+
+    @property
+    def affine_lps(self) -> np.ndarray:
+        """``(i, j, k, 1)`` to DICOM LPS mm."""
+        return LPS_TO_RAS @ self.affine
+
+
+@dataclass
+class AcquiredSeries:
+    """A series as acquired: its protocol and one or more stacks."""
+
+    sequence: str
+    protocol: Protocol
+    stacks: list[AcquiredStack] = field(default_factory=list)
+
+
+def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of the signal plus complex Gaussian noise (Rician), float32.
+
+    Parameters
+    ----------
+    signal : numpy.ndarray
+        Noise-free magnitude.
+    sigma : float
+        Standard deviation of the noise in each of the real and imaginary channels.
+    rng : numpy.random.Generator
+        Source of randomness.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``sqrt((S + n1)^2 + n2^2)``.
+    """
+    re = rng.standard_normal(signal.shape, dtype=np.float32)
+    re *= np.float32(sigma)
+    re += signal
+    im = rng.standard_normal(signal.shape, dtype=np.float32)
+    im *= np.float32(sigma)
+    np.square(re, out=re)
+    np.square(im, out=im)
+    re += im
+    return np.sqrt(re, out=re)
+
+
+def bias_field(shape: tuple[int, int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative receive-coil bias field with mean about 1.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Grid shape.
+    amplitude : float
+        Standard deviation of the log field (0.1 to 0.3 is typical).
+    rng : numpy.random.Generator
+        Source of randomness.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``exp(smooth field)``.
+    """
+    import torch
+
+    small = torch.from_numpy((rng.standard_normal((1, 1, 4, 4, 4)) * amplitude).astype(np.float32))
+    up = torch.nn.functional.interpolate(small, size=shape, mode="trilinear", align_corners=True)
+    return torch.exp(up[0, 0]).numpy()
+
+
+def plane_axes_lps(plane: str, angulation_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column direction cosines (LPS) of a plane, tilted about the LR axis.
+
+    Parameters
+    ----------
+    plane : str
+        ``"axial"``, ``"sagittal"`` or ``"coronal"``.
+    angulation_deg : float
+        Tilt about the patient's left-right axis (as an AC-PC angulation).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Unit vectors ``(row, col)``.
+    """
+    if plane not in _PLANES:
+        raise ValueError(f"Unknown plane {plane!r}; expected axial, sagittal or coronal.")
+    row, col = (np.asarray(v, dtype=np.float64) for v in _PLANES[plane])
+    a = np.deg2rad(angulation_deg)
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    return rot @ row, rot @ col
+
+
+def stack_affine(protocol: Protocol, plane: str, centre_ras: np.ndarray, angulation_deg: float = 0.0,
+                 n_slices: int | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """RAS affine and shape of a stack centred on ``centre_ras``.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        Supplies matrix, pixel size and slice spacing.
+    plane : str
+        Slice plane.
+    centre_ras : numpy.ndarray
+        Centre of the field of view (RAS mm).
+    angulation_deg : float
+        Tilt about the left-right axis.
+    n_slices : int, optional
+        Overrides ``protocol.n_slices``.
+
+    Returns
+    -------
+    tuple
+        ``(affine_ras, (ni, nj, nk))``.
+    """
+    row, col = plane_axes_lps(plane, angulation_deg)
+    normal = np.cross(row, col)
+    n = protocol.n_slices if n_slices is None else n_slices
+    m = protocol.matrix
+    p = protocol.pixel_mm
+    s = protocol.slice_spacing_mm
+    centre_lps = LPS_TO_RAS[:3, :3] @ np.asarray(centre_ras, dtype=np.float64)
+    origin = centre_lps - (m - 1) / 2.0 * p * row - (m - 1) / 2.0 * p * col - (n - 1) / 2.0 * s * normal
+    lps = np.eye(4)
+    lps[:3, 0] = row * p
+    lps[:3, 1] = col * p
+    lps[:3, 2] = normal * s
+    lps[:3, 3] = origin
+    return LPS_TO_RAS @ lps, (m, m, n)
+
+
+def resample_to_stack(
+    volume: np.ndarray,
+    volume_affine: np.ndarray,
+    stack_aff: np.ndarray,
+    stack_shape: tuple[int, int, int],
+    *,
+    thickness_mm: float,
+    pixel_mm: float,
+    order: int = 1,
+) -> np.ndarray:
+    """Resample a volume onto a stack grid with the slice profile and in-plane blur.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        Source on its own grid.
+    volume_affine : numpy.ndarray
+        Source voxel-to-RAS.
+    stack_aff : numpy.ndarray
+        Target voxel-to-RAS.
+    stack_shape : tuple of int
+        Target shape.
+    thickness_mm, pixel_mm : float
+        Slice profile FWHM and in-plane pixel size; the source is blurred along each of
+        its axes by the target's footprint in that direction (not for ``order=0``).
+    order : int
+        1 for trilinear (images), 0 for nearest (labels).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of ``stack_shape``; zero outside the source.
+    """
+    import torch
+    from scipy import ndimage as ndi
+
+    src_vox = np.linalg.norm(volume_affine[:3, :3], axis=0)
+    src = volume.astype(np.float32, copy=False)
+    if order > 0:
+        normal = stack_aff[:3, 2] / np.linalg.norm(stack_aff[:3, 2])
+        sig = []
+        for axis in range(3):
+            d = np.zeros(3)
+            d[axis] = 1.0
+            footprint = abs(float(normal @ (volume_affine[:3, :3] @ d))) / src_vox[axis]
+            width = footprint * thickness_mm + (1.0 - footprint) * pixel_mm
+            sig.append(max(width - src_vox[axis], 0.0) / 2.355 / src_vox[axis])
+        if max(sig) > 0.2:
+            src = ndi.gaussian_filter(src, [s if s > 0.2 else 0.0 for s in sig], mode="constant")
+    to_src = np.linalg.inv(volume_affine) @ stack_aff
+    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in stack_shape], indexing="ij"), axis=-1)
+    vox = idx @ to_src[:3, :3].T + to_src[:3, 3]
+    norm = 2.0 * vox / (np.asarray(volume.shape, dtype=np.float64) - 1.0) - 1.0
+    grid = torch.from_numpy(norm[..., ::-1].astype(np.float32).copy())[None]
+    out = torch.nn.functional.grid_sample(
+        torch.from_numpy(np.ascontiguousarray(src))[None, None], grid,
+        mode="bilinear" if order > 0 else "nearest", padding_mode="zeros", align_corners=True,
+    )
+    result: np.ndarray = out[0, 0].numpy()
+    return result
+
+
+def quantise(data: np.ndarray, maximum: float = 65535.0) -> np.ndarray:
+    """Round to the unsigned integers a DICOM file stores (kept as float32)."""
+    return np.clip(np.rint(data), 0.0, maximum).astype(np.float32)

@@ -1,0 +1,206 @@
+"""Random subject anatomy: head pose, scaling, smooth deformation and tumour mass effect.
+
+One sampling grid maps every output voxel to a template position; the template tissue
+maps are then warped in one pass (``torch.nn.functional.grid_sample``, trilinear). The
+grid is computed on a coarse lattice (every ``coarse_step`` voxels) and upsampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MassEffect", "Pose", "draw_pose", "output_grid", "rotation_matrix", "sampling_grid", "warp_maps"]
+
+#: Centre of rotation and scaling in template RAS (mm), roughly the middle of the head.
+HEAD_CENTRE_RAS: tuple[float, float, float] = (0.0, -18.0, 5.0)
+
+
+@dataclass(frozen=True)
+class MassEffect:
+    """Radial push of tissue away from a tumour centre (output RAS, mm)."""
+
+    centre_ras: tuple[float, float, float]
+    radius_mm: float
+    strength: float  # 0..0.8: fraction by which tissue at the centre is displaced
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Where and how the template head lies in the scanner, and its shape variation."""
+
+    rotation_deg: tuple[float, float, float]
+    scale: tuple[float, float, float]
+    translation_mm: tuple[float, float, float]
+    deformation_mm: float
+    deformation_spacing_mm: float
+    deformation_seed: int
+    mass_effects: tuple[MassEffect, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready parameters."""
+        return asdict(self)
+
+
+def rotation_matrix(rotation_deg: tuple[float, float, float]) -> np.ndarray:
+    """Rotation about RAS x (pitch), y (roll) then z (yaw), degrees; 3x3."""
+    ax, ay, az = np.deg2rad(rotation_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def draw_pose(rng: np.random.Generator, *, deformation_mm: float = 2.5) -> Pose:
+    """Draw a random head pose and shape.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    deformation_mm : float
+        Standard deviation of the smooth displacement field.
+
+    Returns
+    -------
+    Pose
+        Rotation within +-10 degrees pitch, +-6 roll, +-8 yaw; global scale 0.9-1.1 with
+        +-4 % per axis; translation within about +-10 mm.
+    """
+    rot = (float(rng.uniform(-10, 10)), float(rng.uniform(-6, 6)), float(rng.uniform(-8, 8)))
+    g = float(rng.uniform(0.9, 1.1))
+    scale = tuple(float(g * rng.uniform(0.96, 1.04)) for _ in range(3))
+    trans = (float(rng.uniform(-6, 6)), float(rng.uniform(-10, 10)), float(rng.uniform(-10, 10)))
+    return Pose(
+        rotation_deg=rot,
+        scale=(scale[0], scale[1], scale[2]),
+        translation_mm=trans,
+        deformation_mm=float(deformation_mm * rng.uniform(0.5, 1.5)),
+        deformation_spacing_mm=float(rng.uniform(20.0, 32.0)),
+        deformation_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+def output_grid(template_shape: tuple[int, int, int], template_affine: np.ndarray, voxel_mm: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and RAS affine of the output grid: the template field of view at ``voxel_mm``.
+
+    Parameters
+    ----------
+    template_shape : tuple of int
+        Template grid shape (1 mm voxels).
+    template_affine : numpy.ndarray
+        Template voxel-to-RAS matrix.
+    voxel_mm : float
+        Output voxel size.
+
+    Returns
+    -------
+    tuple
+        ``(shape, affine)``.
+    """
+    if voxel_mm == 1.0:
+        return template_shape, template_affine.copy()
+    extent = np.asarray(template_shape, dtype=np.float64)
+    shape = tuple(int(np.ceil(e / voxel_mm)) for e in extent)
+    affine = template_affine.copy()
+    affine[:3, :3] = template_affine[:3, :3] * voxel_mm
+    corner = template_affine[:3, :3] @ np.full(3, -0.5) + template_affine[:3, 3]
+    affine[:3, 3] = corner + affine[:3, :3] @ np.full(3, 0.5)
+    return (shape[0], shape[1], shape[2]), affine
+
+
+def _pose_inverse_points(points_ras: np.ndarray, pose: Pose) -> np.ndarray:
+    """Map scanner (output) RAS points, shape (..., 3), to template RAS."""
+    c = np.asarray(HEAD_CENTRE_RAS)
+    r = rotation_matrix(pose.rotation_deg)
+    s = np.asarray(pose.scale)
+    q = points_ras - c - np.asarray(pose.translation_mm)
+    q = q @ r  # R^T applied to row vectors
+    return q / s + c
+
+
+def pose_forward(point_template_ras: np.ndarray, pose: Pose) -> np.ndarray:
+    """Map a template RAS point to scanner RAS (inverse of the sampling map, no deformation)."""
+    c = np.asarray(HEAD_CENTRE_RAS)
+    r = rotation_matrix(pose.rotation_deg)
+    return r @ ((np.asarray(point_template_ras) - c) * np.asarray(pose.scale)) + c + np.asarray(pose.translation_mm)
+
+
+def sampling_grid(
+    out_shape: tuple[int, int, int],
+    out_affine: np.ndarray,
+    template_shape: tuple[int, int, int],
+    template_affine: np.ndarray,
+    pose: Pose,
+    coarse_step: int = 4,
+) -> Any:
+    """Return the ``grid_sample`` grid mapping output voxels to template positions.
+
+    Parameters
+    ----------
+    out_shape, out_affine : tuple, numpy.ndarray
+        Output grid.
+    template_shape, template_affine : tuple, numpy.ndarray
+        Template grid.
+    pose : Pose
+        Head pose, deformation and mass effects.
+    coarse_step : int
+        The grid is computed every ``coarse_step`` output voxels and upsampled.
+
+    Returns
+    -------
+    torch.Tensor
+        float32, shape ``(1, ni, nj, nk, 3)``, normalised (align_corners=True) with the
+        last axis ordered (k, j, i) as ``grid_sample`` expects.
+    """
+    import torch
+    from scipy import ndimage as ndi
+
+    nc = [int(np.ceil((n - 1) / coarse_step)) + 1 for n in out_shape]
+    idx = np.stack(np.meshgrid(*[np.arange(n) * coarse_step for n in nc], indexing="ij"), axis=-1)
+    pts = idx.astype(np.float64) @ out_affine[:3, :3].T + out_affine[:3, 3]
+    for me in pose.mass_effects:
+        d = pts - np.asarray(me.centre_ras)
+        r2 = np.sum(d * d, axis=-1, keepdims=True)
+        pts = np.asarray(me.centre_ras) + d * (1.0 - me.strength * np.exp(-r2 / me.radius_mm**2))
+    tpl = _pose_inverse_points(pts, pose)
+    if pose.deformation_mm > 0:
+        step_mm = abs(float(out_affine[0, 0])) * coarse_step
+        ctrl = [max(int(np.ceil(n * step_mm / pose.deformation_spacing_mm)) + 1, 2) for n in nc]
+        drng = np.random.default_rng(pose.deformation_seed)
+        for axis in range(3):
+            field = drng.standard_normal(ctrl) * pose.deformation_mm
+            up = ndi.zoom(field, [n / c for n, c in zip(nc, ctrl, strict=True)], order=3, mode="nearest", grid_mode=True)
+            tpl[..., axis] += up[: nc[0], : nc[1], : nc[2]]
+    vox = (tpl - template_affine[:3, 3]) @ np.linalg.inv(template_affine[:3, :3]).T
+    sizes = np.asarray(template_shape, dtype=np.float64)
+    norm = 2.0 * vox / (sizes - 1.0) - 1.0
+    coarse = torch.from_numpy(norm[..., ::-1].astype(np.float32).copy()).permute(3, 0, 1, 2)[None]
+    full_size = [(c - 1) * coarse_step + 1 for c in nc]
+    fine = torch.nn.functional.interpolate(coarse, size=full_size, mode="trilinear", align_corners=True)
+    fine = fine[:, :, : out_shape[0], : out_shape[1], : out_shape[2]]
+    return fine.permute(0, 2, 3, 4, 1).contiguous()
+
+
+def warp_maps(maps: np.ndarray, grid: Any) -> np.ndarray:
+    """Sample ``maps`` (C, ni, nj, nk) at ``grid``; zero outside the template.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        float32 template maps.
+    grid : torch.Tensor
+        From :func:`sampling_grid`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(C,) + output shape``.
+    """
+    import torch
+
+    src = torch.from_numpy(maps)[None]
+    out = torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out[0].numpy()

@@ -1,0 +1,86 @@
+"""Per-tissue signals for a protocol, and their partial-volume mixture into an image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.synth.physics import (
+    diffusion,
+    inversion_recovery,
+    mprage,
+    spin_echo,
+    spoiled_gre,
+    with_gadolinium,
+)
+from training.synth.protocols import Protocol
+from training.synth.tissue import Tissue, TissueParameters
+
+__all__ = ["MAP_TISSUES", "TUMOUR_TISSUES", "mix", "tissue_signals"]
+
+#: Tissue of each template map channel (see ``templates.MAP_NAMES``).
+MAP_TISSUES: tuple[Tissue, ...] = (Tissue.CSF, Tissue.GM, Tissue.WM, Tissue.FAT, Tissue.MUSCLE, Tissue.BONE)
+#: Tissue of each tumour fraction channel (necrosis, oedema, enhancing).
+TUMOUR_TISSUES: tuple[Tissue, ...] = (Tissue.NECROSIS, Tissue.OEDEMA, Tissue.ENHANCING)
+
+
+def tissue_signals(protocol: Protocol, params: TissueParameters, gd_mM: np.ndarray, b_value: float = 0.0) -> np.ndarray:
+    """Signal of every tissue for one protocol.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        Sequence kind and timing.
+    params : TissueParameters
+        Pre-contrast tissue parameters.
+    gd_mM : numpy.ndarray
+        Gadolinium concentration per tissue, used when ``protocol.contrast``.
+    b_value : float
+        Diffusion weighting for ``kind == "dwi"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One signal per :class:`Tissue` value.
+    """
+    p = with_gadolinium(params, gd_mM) if protocol.contrast else params
+    k = protocol.kind
+    if k in ("se", "tse"):
+        return spin_echo(p, protocol.tr, protocol.te)
+    if k == "ir":
+        return inversion_recovery(p, protocol.tr, protocol.te, float(protocol.ti or 0.0))
+    if k == "mprage":
+        return mprage(p, protocol.tr, protocol.te, float(protocol.ti or 0.0), protocol.flip_deg)
+    if k in ("gre", "localizer"):
+        return spoiled_gre(p, protocol.tr, protocol.te, protocol.flip_deg)
+    if k in ("dwi", "adc"):
+        return diffusion(p, protocol.tr, protocol.te, b_value)
+    raise ValueError(f"Protocol kind {k!r} has no signal model; expected one of se, tse, ir, mprage, gre, dwi.")
+
+
+def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray) -> np.ndarray:
+    """Partial-volume mixture ``(1 - T) sum_m f_m S_m + sum_c t_c S_c``.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        Warped tissue fractions, shape ``(6,) + grid`` in ``MAP_TISSUES`` order.
+    tumour : numpy.ndarray or None
+        Tumour fractions, shape ``(3,) + grid`` in ``TUMOUR_TISSUES`` order.
+    signals : numpy.ndarray
+        Per-tissue signals from :func:`tissue_signals`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 image on the grid.
+    """
+    shape = maps.shape[1:]
+    s_maps = np.asarray([signals[t] for t in MAP_TISSUES], dtype=np.float32)
+    img = (s_maps @ maps.reshape(len(MAP_TISSUES), -1)).reshape(shape)
+    if tumour is not None:
+        s_t = np.asarray([signals[t] for t in TUMOUR_TISSUES], dtype=np.float32)
+        flat_t = tumour.reshape(len(TUMOUR_TISSUES), -1)
+        total = flat_t.sum(axis=0).reshape(shape)
+        img *= 1.0 - total
+        img += (s_t @ flat_t).reshape(shape)
+    return img

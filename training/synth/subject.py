@@ -1,0 +1,360 @@
+"""One synthetic subject: anatomy, tumour, contrasts, and the files written for it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dicom_node.sequences import SequenceLabel, parse_sequence_label
+from training.synth.acquisition import (
+    AcquiredSeries,
+    AcquiredStack,
+    bias_field,
+    quantise,
+    resample_to_stack,
+    rician,
+    stack_affine,
+)
+from training.synth.anatomy import HEAD_CENTRE_RAS, draw_pose, output_grid, sampling_grid, warp_maps
+from training.synth.lesions import TumourSpec, draw_tumours, paint_tumours
+from training.synth.protocols import Protocol, draw_protocol
+from training.synth.render import mix, tissue_signals
+from training.synth.templates import MAP_NAMES, load_templates
+from training.synth.tissue import Tissue, gd_concentration_mm, tissue_parameters
+
+__all__ = [
+    "DEFAULT_SEQUENCES",
+    "GENERATOR_VERSION",
+    "SYNTH_SEQUENCES",
+    "VENDORS",
+    "SyntheticSubject",
+    "generate_subject",
+    "write_subject",
+]
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1.0"
+VENDORS: tuple[str, ...] = ("siemens", "ge", "philips")
+DEFAULT_SEQUENCES: tuple[SequenceLabel, ...] = (SequenceLabel.T1, SequenceLabel.T1C, SequenceLabel.T2, SequenceLabel.FLAIR)
+#: Every label the generator can produce, in series-number order.
+SYNTH_SEQUENCES: tuple[SequenceLabel, ...] = (
+    SequenceLabel.LOCALIZER, SequenceLabel.T1, SequenceLabel.T2, SequenceLabel.FLAIR, SequenceLabel.PD,
+    SequenceLabel.DWI, SequenceLabel.ADC, SequenceLabel.SWI, SequenceLabel.T1C,
+)
+
+
+@dataclass
+class SyntheticSubject:
+    """A generated subject on the template grid (RAS), with its acquisition protocols.
+
+    Attributes
+    ----------
+    subject_id : str
+        ``"synth-<seed>"`` unless given.
+    seed : int
+        The seed that reproduces it.
+    images : dict
+        float32 image per :class:`SequenceLabel` (DWI holds the b=1000 trace image;
+        ADC in 1e-6 mm^2/s), shape ``(ni, nj, nk)``.
+    affine : numpy.ndarray
+        4x4 voxel-to-RAS of the grid.
+    labels : numpy.ndarray
+        uint8 BraTS labels (0, 1 necrotic core, 2 oedema, 3 enhancing).
+    tissue : numpy.ndarray
+        uint8 hard tissue labels (:class:`training.synth.tissue.Tissue` values).
+    params : dict
+        Every parameter and the seed (JSON-ready).
+    protocols : dict
+        :class:`Protocol` per sequence (what the DICOM headers say).
+    extras : dict
+        Further images: ``"DWI_b0"``.
+    """
+
+    subject_id: str
+    seed: int
+    images: dict[SequenceLabel, np.ndarray]
+    affine: np.ndarray
+    labels: np.ndarray
+    tissue: np.ndarray
+    params: dict[str, Any]
+    protocols: dict[SequenceLabel, Protocol] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def has_tumour(self) -> bool:
+        """Whether any voxel is labelled tumour."""
+        return bool(self.labels.any())
+
+    def acquire(self, sequence: SequenceLabel | str) -> AcquiredSeries:
+        """Resample one sequence onto the grid the scanner would have written.
+
+        Parameters
+        ----------
+        sequence : SequenceLabel or str
+            A sequence present in :attr:`images`.
+
+        Returns
+        -------
+        AcquiredSeries
+            Stacks of quantised slices with labels resampled (nearest) onto them.
+        """
+        seq = parse_sequence_label(str(sequence))
+        if seq not in self.protocols:
+            raise KeyError(f"Subject {self.subject_id} has no {seq.value} series; it has {', '.join(s.value for s in self.protocols)}.")
+        proto = self.protocols[seq]
+        centre = np.asarray(self.params["fov_centre_ras"], dtype=np.float64)
+        series = AcquiredSeries(sequence=seq.value, protocol=proto)
+        if proto.kind == "localizer":
+            for plane in ("sagittal", "coronal", "axial"):
+                aff, shape = stack_affine(proto, plane, centre, 0.0)
+                series.stacks.append(self._stack(self.images[seq], aff, shape, proto, key=plane))
+            return series
+        aff, shape = stack_affine(proto, proto.plane, centre, float(self.params["angulation_deg"]))
+        if proto.kind == "dwi":
+            series.stacks.append(self._stack(self.extras["DWI_b0"], aff, shape, proto, key="b0", b_value=0.0))
+            series.stacks.append(self._stack(self.images[seq], aff, shape, proto, key="b1000", b_value=1000.0))
+        else:
+            series.stacks.append(self._stack(self.images[seq], aff, shape, proto))
+        return series
+
+    def _stack(self, image: np.ndarray, aff: np.ndarray, shape: tuple[int, int, int], proto: Protocol,
+               key: str = "", b_value: float | None = None) -> AcquiredStack:
+        data = resample_to_stack(image, self.affine, aff, shape, thickness_mm=proto.slice_thickness_mm, pixel_mm=proto.pixel_mm)
+        labels = resample_to_stack(self.labels.astype(np.float32), self.affine, aff, shape,
+                                   thickness_mm=proto.slice_thickness_mm, pixel_mm=proto.pixel_mm, order=0)
+        return AcquiredStack(data=quantise(data), labels=np.rint(labels).astype(np.uint8), affine=aff, key=key, b_value=b_value)
+
+
+def _seq_rng(seed: int, seq: SequenceLabel, purpose: int) -> np.random.Generator:
+    """A generator per (seed, sequence, purpose), independent of which sequences are asked for."""
+    code = list(SequenceLabel).index(seq)
+    return np.random.default_rng([seed, 1000 + code, purpose])
+
+
+def generate_subject(
+    seed: int,
+    *,
+    field_strength: float = 3.0,
+    tumour: bool | None = None,
+    tumour_free_fraction: float = 0.2,
+    sequences: Sequence[SequenceLabel | str] = DEFAULT_SEQUENCES,
+    voxel_mm: float = 1.0,
+    vendor: str | None = None,
+    snr_scale: float = 1.0,
+    bias_amplitude: float | None = None,
+    deformation_mm: float = 2.5,
+    subject_id: str | None = None,
+) -> SyntheticSubject:
+    """Generate one subject: random anatomy, optional tumour, physics-based contrasts.
+
+    Parameters
+    ----------
+    seed : int
+        Makes the subject reproducible bit for bit.
+    field_strength : float
+        1.5 or 3.0 tesla.
+    tumour : bool or None
+        Force a tumour (True) or none (False); None draws, tumour-free with probability
+        ``tumour_free_fraction``.
+    tumour_free_fraction : float
+        Probability of a tumour-free subject when ``tumour`` is None.
+    sequences : sequence of SequenceLabel or str
+        Any of T1, T1C, T2, FLAIR, PD, DWI, ADC, SWI, LOCALIZER.
+    voxel_mm : float
+        Output grid spacing (the template field of view is kept).
+    vendor : str or None
+        ``"siemens"``, ``"ge"`` or ``"philips"``; None draws one.
+    snr_scale : float
+        Multiplies every series' drawn SNR.
+    bias_amplitude : float or None
+        Log-amplitude of the bias field; None draws 0.05-0.25.
+    deformation_mm : float
+        Typical size of the smooth anatomical deformation.
+    subject_id : str or None
+        Defaults to ``"synth-<seed:06d>"``.
+
+    Returns
+    -------
+    SyntheticSubject
+        Images, labels, tissue map, protocols and parameters.
+
+    Raises
+    ------
+    ValueError
+        For an unknown vendor or sequence, or parameters out of range.
+    """
+    seqs = [parse_sequence_label(str(s)) for s in sequences]
+    bad = [s.value for s in seqs if s not in SYNTH_SEQUENCES]
+    if bad:
+        raise ValueError(f"Cannot synthesise {', '.join(bad)}; choose from {', '.join(s.value for s in SYNTH_SEQUENCES)}.")
+    if not 0.0 <= tumour_free_fraction <= 1.0:
+        raise ValueError(f"tumour_free_fraction must lie in [0, 1]; got {tumour_free_fraction}.")
+    if field_strength not in (1.5, 3.0):
+        raise ValueError(f"field_strength must be 1.5 or 3.0 tesla; got {field_strength}.")
+    rng = np.random.default_rng([seed, 1])
+    chosen_vendor = str(rng.choice(VENDORS)) if vendor is None else vendor.lower()
+    if chosen_vendor not in VENDORS:
+        raise ValueError(f"Unknown vendor {vendor!r}; expected one of {', '.join(VENDORS)}.")
+    has_tumour = bool(rng.random() >= tumour_free_fraction) if tumour is None else bool(tumour)
+    t1_kind = "mprage" if rng.random() < 0.5 else "se"
+    angulation = float(rng.uniform(0.0, 12.0))
+    gd_scale = float(rng.uniform(0.7, 1.3))
+    bias_amp = float(rng.uniform(0.05, 0.25)) if bias_amplitude is None else float(bias_amplitude)
+
+    templates = load_templates(float(voxel_mm))
+    shape, affine = output_grid(templates.shape, templates.affine, float(voxel_mm))
+    pose = draw_pose(np.random.default_rng([seed, 2]), deformation_mm=deformation_mm)
+    specs: list[TumourSpec] = []
+    if has_tumour:
+        specs, pose = draw_tumours(np.random.default_rng([seed, 3]), templates, pose)
+    grid = sampling_grid(shape, affine, templates.shape, templates.affine, pose)
+    maps = warp_maps(templates.maps, grid)
+    del grid
+    csf, gm, wm = maps[0], maps[1], maps[2]
+    labels, tumour_frac = paint_tumours(specs, affine, gm, wm, csf)
+    tparams = tissue_parameters(field_strength, np.random.default_rng([seed, 4]))
+    gd = gd_concentration_mm(gd_scale)
+    bias = bias_field(shape, bias_amp, np.random.default_rng([seed, 5]))
+    fov_centre = np.asarray(HEAD_CENTRE_RAS) + np.asarray(pose.translation_mm) + np.random.default_rng([seed, 6]).uniform(-5, 5, 3)
+
+    protocols: dict[SequenceLabel, Protocol] = {}
+    images: dict[SequenceLabel, np.ndarray] = {}
+    extras: dict[str, np.ndarray] = {}
+    render_info: dict[str, dict[str, float]] = {}
+    wanted = [s for s in SYNTH_SEQUENCES if s in seqs]
+    for seq in wanted:
+        prng = _seq_rng(seed, seq, 1)
+        src_seq = SequenceLabel.DWI if seq is SequenceLabel.ADC else seq
+        proto = draw_protocol(_seq_rng(seed, src_seq, 1) if seq is SequenceLabel.ADC else prng, src_seq,
+                              vendor=chosen_vendor, field_strength=field_strength, t1_kind=t1_kind,
+                              csf_t1_ms=float(tparams.t1[Tissue.CSF]))
+        if seq is SequenceLabel.ADC:
+            from dataclasses import replace
+
+            proto = replace(proto, sequence=SequenceLabel.ADC.value, kind="adc")
+        protocols[seq] = proto
+        if seq is SequenceLabel.ADC and "DWI_b0" in extras and SequenceLabel.DWI in images:
+            images[seq] = _adc(extras["DWI_b0"], images[SequenceLabel.DWI])
+            continue
+        nrng = _seq_rng(seed, src_seq, 2)
+        target = float(_seq_rng(seed, src_seq, 3).uniform(1500.0, 3500.0))
+        b_values = (0.0, 1000.0) if proto.kind in ("dwi", "adc") else (0.0,)
+        sig0 = tissue_signals(proto, tparams, gd, b_value=0.0)
+        gain = target / float(np.max(sig0))
+        sigma = gain * float(sig0[Tissue.WM]) / (proto.snr * snr_scale)
+        out = []
+        for b in b_values:
+            sig = sig0 if b == 0.0 else tissue_signals(proto, tparams, gd, b_value=b)
+            img = mix(maps, tumour_frac, sig)
+            img *= bias
+            img *= np.float32(gain)
+            out.append(rician(img, sigma, nrng))
+        render_info[seq.value] = {"gain": gain, "noise_sigma": sigma, "target_max": target}
+        if proto.kind in ("dwi", "adc"):
+            if seq is SequenceLabel.DWI:
+                extras["DWI_b0"], images[seq] = out[0], out[1]
+            else:
+                images[seq] = _adc(out[0], out[1])
+        else:
+            images[seq] = out[0]
+
+    tissue = _hard_tissue(maps, labels)
+    sid = subject_id or f"synth-{seed:06d}"
+    params: dict[str, Any] = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "subject_id": sid,
+        "field_strength": field_strength,
+        "vendor": chosen_vendor,
+        "voxel_mm": float(voxel_mm),
+        "shape": list(shape),
+        "affine": affine.tolist(),
+        "t1_kind": t1_kind,
+        "tumour": has_tumour and bool(labels.any()),
+        "tumours": [s.as_dict() for s in specs],
+        "pose": pose.as_dict(),
+        "angulation_deg": angulation,
+        "fov_centre_ras": [float(v) for v in fov_centre],
+        "bias_amplitude": bias_amp,
+        "gd_scale": gd_scale,
+        "snr_scale": snr_scale,
+        "tissue_parameters": tparams.as_dict(),
+        "gd_concentration_mm": {t.name: float(gd[t]) for t in Tissue if gd[t] > 0},
+        "template_maps": list(MAP_NAMES),
+        "sequences": {s.value: protocols[s].as_dict() for s in wanted},
+        "rendering": render_info,
+    }
+    return SyntheticSubject(subject_id=sid, seed=int(seed), images=images, affine=affine, labels=labels,
+                            tissue=tissue, params=params, protocols=protocols, extras=extras)
+
+
+def _adc(b0: np.ndarray, b1000: np.ndarray) -> np.ndarray:
+    """ADC map (1e-6 mm^2/s) from b=0 and b=1000 images; zero where the signal is noise."""
+    floor = np.float32(0.05 * float(np.percentile(b0[:: 4, :: 4, :: 4], 99)))
+    valid = (b0 > floor) & (b1000 > 0)
+    ratio = np.where(valid, b0 / np.maximum(b1000, np.float32(1e-3)), np.float32(1.0))
+    adc = np.log(np.maximum(ratio, np.float32(1.0))) * np.float32(1000.0)
+    adc = np.clip(adc, 0.0, 4000.0).astype(np.float32)
+    adc[~valid] = 0.0
+    return adc
+
+
+def _hard_tissue(maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Most likely tissue per voxel; tumour labels override (Tissue values)."""
+    air = 1.0 - maps.sum(axis=0)
+    best = np.argmax(maps, axis=0).astype(np.uint8) + 1  # 1..6 = CSF..BONE
+    best[air > maps.max(axis=0)] = Tissue.AIR
+    best[labels == 1] = Tissue.NECROSIS
+    best[labels == 2] = Tissue.OEDEMA
+    best[labels == 3] = Tissue.ENHANCING
+    return best
+
+
+def write_subject(subject: SyntheticSubject, out_dir: Path | str, *, dicom: bool = False, nifti: bool = True) -> Path:
+    """Write a subject's NIfTI files, labels, parameters and (optionally) a DICOM study.
+
+    Layout: ``<out>/<subject_id>/<SEQ>.nii.gz``, ``DWI_b0.nii.gz`` with DWI,
+    ``labels.nii.gz``, ``tissue.nii.gz``, ``params.json`` and with ``dicom``
+    ``dicom/<NN>_<SEQ>/IM_0001.dcm ...``.
+
+    Parameters
+    ----------
+    subject : SyntheticSubject
+        From :func:`generate_subject`.
+    out_dir : Path or str
+        Parent folder.
+    dicom : bool
+        Also write a DICOM study (one series per sequence).
+    nifti : bool
+        Write the NIfTI images and label map.
+
+    Returns
+    -------
+    Path
+        The subject's folder.
+    """
+    import nibabel as nib
+
+    folder = Path(out_dir) / subject.subject_id
+    folder.mkdir(parents=True, exist_ok=True)
+    if nifti:
+        for seq, img in subject.images.items():
+            nib.save(nib.Nifti1Image(img, subject.affine), str(folder / f"{seq.value}.nii.gz"))
+        for key, img in subject.extras.items():
+            nib.save(nib.Nifti1Image(img, subject.affine), str(folder / f"{key}.nii.gz"))
+        nib.save(nib.Nifti1Image(subject.labels, subject.affine), str(folder / "labels.nii.gz"))
+        nib.save(nib.Nifti1Image(subject.tissue, subject.affine), str(folder / "tissue.nii.gz"))
+    (folder / "params.json").write_text(json.dumps(subject.params, indent=2, sort_keys=True))
+    if dicom:
+        from training.synth.dicom_writer import write_study
+
+        write_study(subject, folder / "dicom")
+    log.info("wrote synthetic subject %s to %s", subject.subject_id, folder)
+    return folder

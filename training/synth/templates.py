@@ -1,0 +1,171 @@
+"""Tissue fraction maps of a template head, built once per process from shipped files.
+
+- Brain: GM and WM probability maps and the brain mask of the ICBM 2009a nonlinear
+  symmetric MNI152 template as shipped by nilearn
+  (``nilearn/datasets/data/mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz``);
+  CSF is the rest of the intracranial mask.
+- Outside the brain (scalp fat, muscle and skin, skull): the Colin27 full-head T1
+  (``ch2.nii.gz``) and its brain mask (``ch2bet.nii.gz``) from Debian's mricron-data,
+  which lie on the same 1 mm MNI axes (an integer voxel shift apart). Extra-axial space
+  inside Colin's brain mask but outside the MNI brain mask becomes CSF.
+
+The licence notices of both sources are in ``training/synth/LICENSES.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MAP_NAMES", "TemplateMaps", "load_templates", "template_paths"]
+
+#: The tissue maps, in channel order.
+MAP_NAMES: tuple[str, ...] = ("csf", "gm", "wm", "fat", "muscle", "bone")
+
+_COLIN_DIR = Path("/usr/share/mricron/templates")
+
+
+@dataclass(frozen=True)
+class TemplateMaps:
+    """Tissue fractions on the 1 mm MNI grid.
+
+    Attributes
+    ----------
+    maps : numpy.ndarray
+        float32, shape ``(len(MAP_NAMES), ni, nj, nk)``; fractions in [0, 1] that sum to at
+        most 1 (the remainder is air).
+    affine : numpy.ndarray
+        4x4 voxel-to-RAS (mm) matrix of the grid.
+    wm_centres : numpy.ndarray
+        ``(n, 3)`` voxel indices where WM > 0.9 (candidate tumour centres), int32.
+    """
+
+    maps: np.ndarray
+    affine: np.ndarray
+    wm_centres: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(ni, nj, nk)`` of the grid."""
+        _, ni, nj, nk = self.maps.shape
+        return int(ni), int(nj), int(nk)
+
+
+def template_paths() -> dict[str, Path]:
+    """Locate the template files that packages ship.
+
+    Returns
+    -------
+    dict of str to Path
+        ``t1``, ``gm``, ``wm`` (nilearn MNI152 2009a) and ``colin``, ``colin_brain``.
+
+    Raises
+    ------
+    FileNotFoundError
+        With a sentence naming the missing file and the package that ships it.
+    """
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("The nilearn package is not installed; it ships the MNI152 tissue maps.")
+    data = Path(spec.origin).parent / "datasets" / "data"
+    paths = {k: data / f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
+    paths["colin"] = _COLIN_DIR / "ch2.nii.gz"
+    paths["colin_brain"] = _COLIN_DIR / "ch2bet.nii.gz"
+    for key, path in paths.items():
+        if not path.is_file():
+            owner = "Debian package mricron-data" if key.startswith("colin") else "nilearn"
+            raise FileNotFoundError(f"Template file {path} is missing; it comes from {owner}.")
+    return paths
+
+
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    img: Any = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, dtype=np.float64)
+
+
+def _onto_grid(data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Place an image that differs from the target grid by an integer voxel shift."""
+    shift = np.linalg.inv(affine) @ target_affine
+    if not np.allclose(shift[:3, :3], np.eye(3)) or not np.allclose(shift[:3, 3], np.round(shift[:3, 3])):
+        raise ValueError("Colin27 template is not on the MNI 1 mm axes; cannot place it by shifting.")
+    off = np.round(shift[:3, 3]).astype(int)
+    out = np.zeros(shape, dtype=np.float32)
+    src = tuple(slice(max(o, 0), min(o + n, s)) for o, n, s in zip(off, shape, data.shape, strict=True))
+    dst = tuple(
+        slice(sl.start - o, sl.stop - o) for sl, o in zip(src, off, strict=True)
+    )
+    out[dst] = data[src]
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _build_1mm() -> TemplateMaps:
+    from scipy import ndimage as ndi
+
+    paths = template_paths()
+    t1, affine = _load(paths["t1"])
+    gm = _load(paths["gm"])[0] / 255.0
+    wm = _load(paths["wm"])[0] / 255.0
+    shape = t1.shape
+    brain_mask = ndi.binary_fill_holes(t1 > 0).astype(np.float32)
+    brain_mask = ndi.gaussian_filter(brain_mask, 0.6)
+    brain = np.clip(gm + wm, 0.0, 1.0)
+    scale = np.where(brain > 1.0, 1.0 / np.maximum(brain, 1e-6), 1.0)
+    gm, wm = gm * scale, wm * scale
+    csf = np.clip(brain_mask - gm - wm, 0.0, 1.0)
+
+    colin, c_aff = _load(paths["colin"])
+    colin_brain, _ = _load(paths["colin_brain"])
+    colin = _onto_grid(colin, c_aff, affine, shape)
+    colin_brain = _onto_grid((colin_brain > 0).astype(np.float32), c_aff, affine, shape)
+    head = ndi.binary_fill_holes(ndi.binary_closing(colin > 18.0, iterations=2))
+    head = ndi.gaussian_filter(head.astype(np.float32), 0.6)
+    intracranial = np.maximum(brain_mask, ndi.gaussian_filter(colin_brain, 0.6))
+    # Extra-axial CSF: inside Colin's brain but outside the MNI brain.
+    csf = csf + np.clip(intracranial - brain_mask, 0.0, 1.0)
+    outside = np.clip(head - intracranial, 0.0, 1.0)
+    fat_share = np.clip((colin - 95.0) / 55.0, 0.0, 1.0)
+    bone_share = np.clip((50.0 - colin) / 30.0, 0.0, 1.0)
+    muscle_share = np.clip(1.0 - fat_share - bone_share, 0.0, 1.0)
+    maps = np.stack(
+        [csf, gm, wm, outside * fat_share, outside * muscle_share, outside * bone_share]
+    ).astype(np.float32)
+    total = maps.sum(axis=0)
+    over = total > 1.0
+    maps[:, over] /= total[over]
+    centres = np.argwhere(wm > 0.9).astype(np.int32)
+    return TemplateMaps(maps=maps, affine=affine, wm_centres=centres)
+
+
+@functools.lru_cache(maxsize=4)
+def load_templates(voxel_mm: float = 1.0) -> TemplateMaps:
+    """Return the template tissue maps, prepared for sampling at ``voxel_mm``.
+
+    Parameters
+    ----------
+    voxel_mm : float
+        Output voxel size. Above 1 mm the maps are smoothed (Gaussian, FWHM about one
+        output voxel) so that sampling them gives partial-volume fractions.
+
+    Returns
+    -------
+    TemplateMaps
+        Cached; do not modify the arrays.
+    """
+    if voxel_mm <= 0:
+        raise ValueError(f"voxel_mm must be positive; got {voxel_mm}.")
+    base = _build_1mm()
+    if voxel_mm <= 1.0:
+        return base
+    from scipy import ndimage as ndi
+
+    sigma = voxel_mm / 2.355
+    maps = np.stack([ndi.gaussian_filter(m, sigma) for m in base.maps]).astype(np.float32)
+    return TemplateMaps(maps=maps, affine=base.affine, wm_centres=base.wm_centres)
