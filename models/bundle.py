@@ -87,8 +87,9 @@ class Card:
     labels : list of LabelInfo
         Output labels (background 0 is implicit).
     required_sequences, optional_sequences : list of str
-        Sequence labels (``dicom_node.sequences.SequenceLabel`` values). The model runs when
-        at least one required sequence is present; ``channels`` gives the input order.
+        Sequence labels (``dicom_node.sequences.SequenceLabel`` values). Every required
+        sequence must be present; optional ones are used when present; at least one of
+        ``channels`` (the input order) must be present.
     channels : list of str
         The sequence fed to each input channel.
     preprocessing : dict

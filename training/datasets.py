@@ -1,0 +1,168 @@
+"""MONAI datasets for segmentation fine-tuning: cached preprocessing, random crops, sequence dropout.
+
+The deterministic part (load every sequence, resample to the model's RAS grid, z-score over
+the foreground — the very functions the inference engine uses, from
+:mod:`models.preprocess`) runs once per subject inside a ``CacheDataset``; random crops,
+flips, intensity jitter and sequence dropout run every epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable, Transform
+
+from models.preprocess import ras_grid, resample, zscore_foreground
+from training.manifest import Manifest, ManifestError
+
+__all__ = ["LoadSubjectd", "SequenceDropoutd", "make_dataset", "subject_items", "train_transforms"]
+
+
+def subject_items(manifest: Manifest, channels: Sequence[str], require_labels: bool = True) -> list[dict[str, Any]]:
+    """Turn manifest subjects into dataset items.
+
+    Raises
+    ------
+    ManifestError
+        If a subject has none of ``channels`` or (with ``require_labels``) no label map.
+    """
+    items = []
+    for s in manifest.subjects:
+        seqs = {c: s.sequences[c].path for c in channels if c in s.sequences}
+        if not seqs:
+            raise ManifestError(f"subject {s.id} has none of the sequences {', '.join(channels)}.")
+        if require_labels and not s.labels:
+            raise ManifestError(f"subject {s.id} has no label map; fine-tuning needs one.")
+        items.append({"id": s.id, "sequences": seqs, "labels": s.labels, "label_map": dict(s.label_map)})
+    return items
+
+
+class LoadSubjectd(Transform):
+    """Load one subject onto the model grid: ``image`` (C, *grid), ``label`` (1, *grid), ``present`` (C,).
+
+    Parameters
+    ----------
+    channels : sequence of str
+        Sequence per input channel.
+    spacing : sequence of float
+        Model grid spacing in mm (RAS).
+    """
+
+    def __init__(self, channels: Sequence[str], spacing: Sequence[float]) -> None:
+        self.channels = list(channels)
+        self.spacing = [float(s) for s in spacing]
+
+    def __call__(self, item: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Load and preprocess ``item`` (from :func:`subject_items`)."""
+        import nibabel as nib
+
+        ref_path = item.get("labels") or next(iter(item["sequences"].values()))
+        ref: Any = nib.load(ref_path)
+        ref_shape = ref.shape[:3]
+        grid_shape, grid_affine = ras_grid(ref_shape, ref.affine, self.spacing)
+        stack = np.zeros((len(self.channels), *grid_shape), dtype=np.float32)
+        present = np.zeros(len(self.channels), dtype=bool)
+        for c, name in enumerate(self.channels):
+            path = item["sequences"].get(name)
+            if not path:
+                continue
+            img: Any = nib.load(path)
+            data = np.asarray(img.dataobj, dtype=np.float32)
+            if data.ndim == 4:
+                data = data[..., 0]
+            stack[c] = resample(data[None], img.affine, grid_shape, grid_affine)[0].numpy()
+            present[c] = True
+        out: dict[Hashable, Any] = {"id": item["id"], "present": present}
+        out["image"] = zscore_foreground(stack, list(present))
+        if item.get("labels"):
+            lab = np.asarray(ref.dataobj).astype(np.int16)
+            for src, dst in (item.get("label_map") or {}).items():
+                lab[lab == int(src)] = int(dst)
+            out["label"] = resample(lab[None].astype(np.float32), ref.affine, grid_shape, grid_affine, mode="nearest").numpy()
+        return out
+
+
+class SequenceDropoutd(Randomizable, MapTransform):
+    """Zero a random subset of the present channels, keeping at least one.
+
+    With probability ``prob`` a non-empty subset of the present channels is drawn uniformly
+    and the others are zeroed (as a missing sequence is at inference). ``present`` is updated.
+
+    Parameters
+    ----------
+    keys : KeysCollection
+        The image key(s).
+    prob : float
+        Probability of dropping.
+    """
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.5) -> None:
+        MapTransform.__init__(self, keys)
+        self.prob = prob
+        self._keep: list[int] | None = None
+
+    def randomize(self, data: Any) -> None:
+        """Draw the subset to keep."""
+        present = [int(i) for i in np.flatnonzero(data)]
+        self._keep = None
+        if len(present) > 1 and self.R.rand() < self.prob:
+            subsets = [list(c) for r in range(1, len(present) + 1) for c in itertools.combinations(present, r)]
+            self._keep = subsets[int(self.R.randint(len(subsets)))]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Apply the dropout to ``data``."""
+        d = dict(data)
+        self.randomize(np.asarray(d["present"]))
+        if self._keep is None:
+            return d
+        present = np.zeros_like(np.asarray(d["present"]))
+        present[self._keep] = True
+        for key in self.key_iterator(d):
+            img = d[key]
+            for c in range(img.shape[0]):
+                if not present[c]:
+                    img[c] = 0
+        d["present"] = present
+        return d
+
+
+def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: int = 1) -> Any:
+    """Random transforms applied after the cache: pad, crop around labels, flip, jitter, dropout."""
+    from monai.transforms import (
+        Compose,
+        RandCropByPosNegLabeld,
+        RandFlipd,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        SpatialPadd,
+    )
+
+    return Compose(
+        [
+            SpatialPadd(keys=["image", "label"], spatial_size=list(roi_size)),
+            RandCropByPosNegLabeld(
+                keys=["image", "label"], label_key="label", spatial_size=list(roi_size), pos=2, neg=1,
+                num_samples=num_samples, allow_smaller=False,
+            ),
+            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            SequenceDropoutd(keys="image", prob=dropout_prob),
+        ]
+    )
+
+
+def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: Sequence[float],
+                 transform: Any | None = None, cache_rate: float = 1.0) -> Any:
+    """Return a MONAI ``CacheDataset`` over the loaded subjects, with optional random transforms."""
+    from monai.data import CacheDataset
+    from monai.transforms import Compose
+
+    steps: list[Any] = [LoadSubjectd(channels, spacing)]
+    if transform is not None:
+        steps.append(transform)
+    return CacheDataset(items, Compose(steps), cache_rate=cache_rate, num_workers=0, progress=False)

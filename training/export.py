@@ -1,0 +1,66 @@
+"""Export a fine-tuned segmenter as a bundle (weights + card)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from models.bundle import NOT_CLINICAL, Card, LabelInfo, save_bundle
+from training.ft_config import FinetuneConfig
+from training.manifest import Manifest
+
+__all__ = ["brats_labels", "export_bundle"]
+
+
+def brats_labels() -> list[LabelInfo]:
+    """The BraTS tumour labels 1-3 with the SNOMED CT codes and colours of ``dicom_node.io.codes``."""
+    from dicom_node.io.codes import BRATS_SEGMENTS
+
+    return [
+        LabelInfo(
+            value=s.label_value,
+            name=s.label,
+            category=(s.category.value, s.category.scheme_designator, s.category.meaning),
+            type=(s.type.value, s.type.scheme_designator, s.type.meaning),
+            colour=s.rgb,
+        )
+        for s in BRATS_SEGMENTS
+    ]
+
+
+def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: dict[str, float],
+                  steps: int, losses: list[float]) -> Path:
+    """Write the bundle named by ``cfg.bundle_out`` and return its folder."""
+    network = {k: v for k, v in cfg.network.items() if k != "encoder_checkpoint"}
+    card = Card(
+        name=cfg.name,
+        version=cfg.bundle_version,
+        task="segmentation",
+        labels=brats_labels(),
+        channels=list(cfg.channels),
+        required_sequences=[],
+        optional_sequences=list(cfg.channels),
+        preprocessing={
+            "orientation": "RAS",
+            "spacing_mm": cfg.spacing_mm,
+            "normalize": "zscore_foreground",
+            "roi_size": cfg.roi_size,
+            "overlap": cfg.overlap,
+            "missing_sequences": "zero channels (trained with sequence dropout)",
+        },
+        network=network,
+        training={
+            "data": manifest.source,
+            "subjects": len(manifest.subjects),
+            "manifest_sha256": manifest.sha256(),
+            "steps": steps,
+            "final_loss": losses[-1] if losses else None,
+            "encoder_checkpoint": cfg.network.get("encoder_checkpoint", ""),
+            "config": cfg.raw,
+            "command": cfg.command,
+        },
+        metrics={"validation": metrics},
+        intended_use=(cfg.description + " " if cfg.description else "") + NOT_CLINICAL,
+    )
+    bundle = save_bundle(cfg.bundle_out, card, net.state_dict(), half=cfg.bundle_half)
+    return bundle.path

@@ -1,0 +1,160 @@
+"""The fine-tuning config: a TOML file read into a typed :class:`FinetuneConfig`.
+
+Tables and keys (defaults in brackets)::
+
+    name = "brain-tumour-demo"
+    seed = 0
+    [data]            manifest [""], dirs [[]], layout ["auto"], synth [{}]
+                      (generate_subject keywords plus subjects, seed), val_subjects [2],
+                      val_subsets [{all = channels, FLAIR = ["FLAIR"]}]
+    [network]         num_classes [4], norm ["instance"], encoder_checkpoint [""]
+    [network.encoder] build_encoder config (in_channels defaults to len(channels))
+    [preprocessing]   channels [T1, T1C, T2, FLAIR], spacing_mm [[2, 2, 2]], roi_size [[64, 64, 64]],
+                      overlap [0.25]
+    [train]           max_steps [1000], batch_size [2], samples_per_subject [1], lr [1e-3],
+                      weight_decay [1e-5], sequence_dropout [0.5], threads [1], log_every [10],
+                      checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"]
+    [bundle]          out [""] (no export when empty), version ["0.1.0"], half [true],
+                      description [""], command [""]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FinetuneConfig", "load_finetune_config", "parse_finetune_config"]
+
+_KNOWN = {
+    "": {"name", "seed", "data", "network", "preprocessing", "train", "bundle"},
+    "data": {"manifest", "dirs", "layout", "synth", "val_subjects", "val_subsets"},
+    "network": {"num_classes", "norm", "encoder_checkpoint", "encoder"},
+    "preprocessing": {"channels", "spacing_mm", "roi_size", "overlap"},
+    "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
+              "threads", "log_every", "checkpoint_every", "val_every", "out_dir"},
+    "bundle": {"out", "version", "half", "description", "command"},
+}
+
+
+@dataclass
+class FinetuneConfig:
+    """Typed fine-tuning settings (see the module docstring)."""
+
+    name: str
+    network: dict[str, Any]
+    channels: list[str]
+    seed: int = 0
+    manifest: str = ""
+    data_dirs: list[str] = field(default_factory=list)
+    layout: str = "auto"
+    synth: dict[str, Any] = field(default_factory=dict)
+    val_subjects: int = 2
+    val_subsets: dict[str, list[str]] = field(default_factory=dict)
+    spacing_mm: list[float] = field(default_factory=lambda: [2.0, 2.0, 2.0])
+    roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])
+    overlap: float = 0.25
+    max_steps: int = 1000
+    batch_size: int = 2
+    samples_per_subject: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    sequence_dropout: float = 0.5
+    threads: int = 1
+    log_every: int = 10
+    checkpoint_every: int = 100
+    val_every: int = 0
+    out_dir: str = ""
+    bundle_out: str = ""
+    bundle_version: str = "0.1.0"
+    bundle_half: bool = True
+    description: str = ""
+    command: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_keys(raw: dict[str, Any], where: str) -> None:
+    for table, known in _KNOWN.items():
+        section = raw if not table else raw.get(table, {})
+        if not isinstance(section, dict):
+            raise ValueError(f"{where}: [{table}] must be a table.")
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} in [{table or 'top level'}]; "
+                             f"known: {', '.join(sorted(known))}.")
+
+
+def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config") -> FinetuneConfig:
+    """Turn a parsed TOML dict into a :class:`FinetuneConfig`.
+
+    Raises
+    ------
+    ValueError
+        On unknown keys or a missing ``[network.encoder]`` table.
+    """
+    _check_keys(raw, where)
+    data, net, pre = raw.get("data", {}), dict(raw.get("network", {})), raw.get("preprocessing", {})
+    tr, bun = raw.get("train", {}), raw.get("bundle", {})
+    name = str(raw.get("name", "segmenter"))
+    channels = [str(c) for c in pre.get("channels", ["T1", "T1C", "T2", "FLAIR"])]
+    if "encoder" not in net:
+        raise ValueError(f"{where}: [network.encoder] is missing (for example name = \"swin3d\").")
+    encoder = dict(net["encoder"])
+    encoder.setdefault("in_channels", len(channels))
+    network = {"encoder": encoder, "num_classes": int(net.get("num_classes", 4)), "norm": str(net.get("norm", "instance"))}
+    if net.get("encoder_checkpoint"):
+        network["encoder_checkpoint"] = str(net["encoder_checkpoint"])
+    subsets = data.get("val_subsets") or {"all": channels, "FLAIR": ["FLAIR"]}
+    return FinetuneConfig(
+        name=name,
+        network=network,
+        channels=channels,
+        seed=int(raw.get("seed", 0)),
+        manifest=str(data.get("manifest", "")),
+        data_dirs=[str(d) for d in data.get("dirs", [])],
+        layout=str(data.get("layout", "auto")),
+        synth=dict(data.get("synth", {})),
+        val_subjects=int(data.get("val_subjects", 2)),
+        val_subsets={str(k): [str(x) for x in v] for k, v in subsets.items()},
+        spacing_mm=[float(s) for s in pre.get("spacing_mm", [2.0, 2.0, 2.0])],
+        roi_size=[int(s) for s in pre.get("roi_size", [64, 64, 64])],
+        overlap=float(pre.get("overlap", 0.25)),
+        max_steps=int(tr.get("max_steps", 1000)),
+        batch_size=int(tr.get("batch_size", 2)),
+        samples_per_subject=int(tr.get("samples_per_subject", 1)),
+        lr=float(tr.get("lr", 1e-3)),
+        weight_decay=float(tr.get("weight_decay", 1e-5)),
+        sequence_dropout=float(tr.get("sequence_dropout", 0.5)),
+        threads=int(tr.get("threads", 1)),
+        log_every=int(tr.get("log_every", 10)),
+        checkpoint_every=int(tr.get("checkpoint_every", 100)),
+        val_every=int(tr.get("val_every", 0)),
+        out_dir=str(tr.get("out_dir", f"var/finetune/{name}")),
+        bundle_out=str(bun.get("out", "")),
+        bundle_version=str(bun.get("version", "0.1.0")),
+        bundle_half=bool(bun.get("half", True)),
+        description=str(bun.get("description", "")),
+        command=str(bun.get("command", "")),
+        raw=raw,
+    )
+
+
+def load_finetune_config(path: str | Path) -> FinetuneConfig:
+    """Read a fine-tuning TOML file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it is not valid TOML or has unknown keys.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"fine-tuning config {p} does not exist.")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"fine-tuning config {p} is not valid TOML ({exc}).") from None
+    return parse_finetune_config(raw, where=f"fine-tuning config {p}")
