@@ -68,6 +68,7 @@ def fuse(
     contrast: Sequence[Cue] = (),
     *,
     threshold: float = DEFAULT_THRESHOLD,
+    study_records_contrast: bool = False,
 ) -> Identification:
     """Fuse a header identification with pixel probabilities.
 
@@ -81,6 +82,8 @@ def fuse(
         The header's contrast cues, to split the T1 family into T1 and T1C.
     threshold : float
         Below this fused confidence the answer is ``UNKNOWN``.
+    study_records_contrast : bool
+        Whether the study records a contrast agent on another series.
 
     Returns
     -------
@@ -103,7 +106,7 @@ def fuse(
     evidence += header.evidence
     label = top
     if top is L.T1:
-        label, factor, notes = contrast_decision(contrast)
+        label, factor, notes = contrast_decision(contrast, study_records_contrast=study_records_contrast)
         confidence *= factor
         evidence += [n for n in notes if n not in evidence]
     scores = {k.value: v for k, v in fused.items()}

@@ -13,17 +13,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-
-from pydicom.dataset import Dataset
+from dataclasses import replace
 
 from dicom_node.identify.evidence import DEFAULT_THRESHOLD, Cue, Identification
-from dicom_node.identify.facts import HeaderFacts, extract_facts
+from dicom_node.identify.facts import HeaderFacts
 from dicom_node.identify.keywords import CONTRAST_POST, match_contrast, match_terms
 from dicom_node.sequences import SequenceLabel
 
-__all__ = ["collect_cues", "contrast_decision", "decide", "identify_from_headers", "label_scores"]
+__all__ = ["collect_cues", "contrast_decision", "decide", "has_contrast_agent", "label_scores"]
 
 L = SequenceLabel
+
+_EXPLICIT_FAMILIES = frozenset({"image_type", "keyword", "sequence_name"})
+
+#: Specific label → the generic labels whose cues it explains away.
+_EXPLAINS: dict[SequenceLabel, tuple[SequenceLabel, ...]] = {
+    L.FLAIR: (L.T2,),
+    L.SWI: (L.T2,),
+    L.ADC: (L.DWI,),
+}
 
 _NEGATIVE_AGENT = {"NONE", "NO", "N", "0", "N/A", "NA", "-", "NIL", "NEIN", "NON", "KEIN", "KEINE"}
 
@@ -85,7 +93,8 @@ def _text_cues(facts: HeaderFacts) -> list[Cue]:
                 break
         if not matched:
             for term, words in match_terms(value):
-                cues.append(Cue(term.label, term.weight * 0.9, f"sequence name {value!r} has {words!r}", "sequence_name", term.dominant))
+                if term.weight >= 0.5:  # weak terms (TSE, GRE) say little inside a sequence name
+                    cues.append(Cue(term.label, term.weight * 0.9, f"sequence name {value!r} has {words!r}", "sequence_name", term.dominant))
     return cues
 
 
@@ -160,10 +169,26 @@ def _geometry_cues(facts: HeaderFacts) -> list[Cue]:
     return []
 
 
+def has_contrast_agent(agent: str) -> bool:
+    """Whether a ContrastBolusAgent value names an agent (not empty, "NONE", "NO", ...).
+
+    Parameters
+    ----------
+    agent : str
+        The (0018,0010) value.
+
+    Returns
+    -------
+    bool
+        True when an agent is recorded.
+    """
+    value = agent.strip().upper()
+    return bool(value) and value not in _NEGATIVE_AGENT
+
+
 def _contrast_cues(facts: HeaderFacts) -> list[Cue]:
     cues: list[Cue] = []
-    agent = facts.contrast_agent.strip()
-    if agent and agent not in _NEGATIVE_AGENT:
+    if has_contrast_agent(facts.contrast_agent):
         cues.append(Cue(L.T1C, 0.9, "ContrastBolusAgent is recorded", "contrast"))
     for name, value in facts.texts:
         for kind, words in match_contrast(value):
@@ -212,6 +237,21 @@ def label_scores(cues: Sequence[Cue]) -> tuple[dict[SequenceLabel, float], list[
     """
     dominant = {c.label for c in cues if c.dominant}
     kept = [c for c in cues if c.dominant or not dominant or c.label in dominant]
+    # A FLAIR is a T2-weighted sequence, an SWI a long-TE gradient echo, an ADC map is
+    # computed from a diffusion series: a clear statement of the specific label explains
+    # away the generic one.
+    specific = {c.label for c in kept if c.family in _EXPLICIT_FAMILIES and c.weight >= 0.85}
+    explained = {g for label in specific for g in _EXPLAINS.get(label, ())}
+    kept = [c for c in kept if c.label not in explained]
+    # Physics is indirect evidence: an explicit statement (ImageType, a description term,
+    # a sequence name) of at least 0.85 for another label halves a physics cue's weight.
+    explicit = {c.label for c in kept if c.family in _EXPLICIT_FAMILIES and c.weight >= 0.85}
+    kept = [
+        replace(c, weight=c.weight * 0.5, text=c.text + " [outweighed by an explicit statement]")
+        if c.family == "physics" and explicit and c.label not in explicit
+        else c
+        for c in kept
+    ]
     best: dict[tuple[SequenceLabel, str], float] = {}
     for c in kept:
         key = (c.label, c.family)
@@ -222,13 +262,18 @@ def label_scores(cues: Sequence[Cue]) -> tuple[dict[SequenceLabel, float], list[
     return {label: _noisy_or(ws) for label, ws in per_label.items()}, kept
 
 
-def contrast_decision(contrast: Sequence[Cue]) -> tuple[SequenceLabel, float, list[str]]:
+def contrast_decision(
+    contrast: Sequence[Cue], *, study_records_contrast: bool = False
+) -> tuple[SequenceLabel, float, list[str]]:
     """Decide pre- or post-contrast for a T1-weighted series.
 
     Parameters
     ----------
     contrast : sequence of Cue
         Contrast cues (label ``T1C`` = post, ``T1`` = pre).
+    study_records_contrast : bool
+        Whether another series of the study records a contrast agent; only then does
+        silence on this series mean "pre-contrast" with full confidence.
 
     Returns
     -------
@@ -240,14 +285,20 @@ def contrast_decision(contrast: Sequence[Cue]) -> tuple[SequenceLabel, float, li
     pre = _noisy_or([c.weight for c in contrast if c.label is L.T1])
     notes = [c.text for c in contrast]
     if post == 0.0 and pre == 0.0:
-        return L.T1, 0.95, [*notes, "no contrast agent recorded: pre-contrast"]
+        if study_records_contrast:
+            return L.T1, 0.95, [*notes, "no contrast agent on this series while the study records one: pre-contrast"]
+        return L.T1, 0.75, [*notes, "no contrast information anywhere: pre-contrast assumed, confidence lowered"]
     if post >= pre:
         return L.T1C, 1.0 - pre, notes
     return L.T1, 1.0 - post, notes
 
 
 def decide(
-    cues: Sequence[Cue], contrast: Sequence[Cue], *, threshold: float = DEFAULT_THRESHOLD
+    cues: Sequence[Cue],
+    contrast: Sequence[Cue],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    study_records_contrast: bool = False,
 ) -> Identification:
     """Turn cues into an :class:`Identification`.
 
@@ -259,6 +310,8 @@ def decide(
         Contrast cues (``T1C`` = post, ``T1`` = pre).
     threshold : float
         Below this confidence the label is ``UNKNOWN``.
+    study_records_contrast : bool
+        See :func:`contrast_decision`.
 
     Returns
     -------
@@ -276,7 +329,7 @@ def decide(
     evidence += [f"against: {c.text}" for c in kept if c.label is not top]
     label = top
     if top is L.T1:
-        label, factor, notes = contrast_decision(contrast)
+        label, factor, notes = contrast_decision(contrast, study_records_contrast=study_records_contrast)
         confidence *= factor
         evidence += notes
         scores = dict(scores)
@@ -287,30 +340,3 @@ def decide(
         evidence.insert(0, f"best candidate {label.value} at {confidence:.2f} is below the threshold {threshold:.2f}")
         return Identification(L.UNKNOWN, confidence, evidence, "header", label, out_scores)
     return Identification(label, confidence, evidence, "header", label, out_scores)
-
-
-def identify_from_headers(
-    headers: Sequence[Dataset], *, threshold: float = DEFAULT_THRESHOLD
-) -> Identification:
-    """Identify one series from its headers alone.
-
-    Parameters
-    ----------
-    headers : sequence of pydicom.Dataset
-        The instances of one series.
-    threshold : float
-        Below this confidence the label is ``UNKNOWN``.
-
-    Returns
-    -------
-    Identification
-        Source ``"header"``; ``UNKNOWN`` for a non-MR or empty series, with the reason.
-    """
-    if not headers:
-        return Identification(L.UNKNOWN, 0.0, ["the series has no instances"], "header", L.UNKNOWN)
-    facts = extract_facts(headers)
-    if facts.modality != "MR":
-        modality = facts.modality or "missing"
-        return Identification(L.UNKNOWN, 0.0, [f"Modality is {modality}, not MR"], "header", L.UNKNOWN)
-    cues, contrast = collect_cues(facts)
-    return decide(cues, contrast, threshold=threshold)

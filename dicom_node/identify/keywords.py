@@ -77,7 +77,7 @@ TERMS: tuple[Term, ...] = (
     # --- other kinds of series ---
     _t(r"TOF|ANGIO\w*|MRA|MRV|VENOGRA\w*|PHASE ?CONTRAST|PC ?MRA|INHANCE|QFLOW|Q ?FLOW|FLOW",
        L.OTHER, 0.88, True, "angiography / flow"),
-    _t(r"BOLD|FMRI|F MRI|RESTING( STATE)?|REST|EPFID|TASK|EP2D ?BOLD", L.OTHER, 0.85, True, "BOLD fMRI"),
+    _t(r"(?<!VEN )BOLD|FMRI|F MRI|RESTING( STATE)?|REST|EPFID|TASK|EP2D ?BOLD", L.OTHER, 0.85, True, "BOLD fMRI"),
     _t(r"P?C?ASL|PERFUSION|PERF|DSC|DCE|PWI|CBF|RCBV|CBV|MTT|TTP|TMAX|PERFUSIE|PERFUSAO",
        L.OTHER, 0.88, True, "perfusion"),
     _t(r"SPECTRO\w*|SVS|CSI|MRS|PRESS|STEAM|SPECTROSCOP\w*", L.OTHER, 0.9, True, "spectroscopy"),
@@ -98,7 +98,7 @@ TERMS: tuple[Term, ...] = (
        r"FLAIR ?CUBE|FLAIR ?SPACE|VISTA ?FLAIR|FLAIR ?VISTA",
        L.FLAIR, 0.9, False, "FLAIR"),
     # --- diffusion ---
-    _t(r"ADC|APPARENT ?DIFFUSION( COEFFICIENT)?|ADC ?MAP|DWI ?ADC|ADC ?DWI|DIFF ?ADC|ADC ?10\w*",
+    _t(r"D ?ADC|ADC|APPARENT ?DIFFUSION( COEFFICIENT)?|ADC ?MAP|DWI ?ADC|ADC ?DWI|DIFF ?ADC|ADC ?10\w*",
        L.ADC, 0.92, True, "ADC"),
     _t(r"DWI\w*|DW|DWIBS|DIFF\w*|DIFUS\w*|DIFFUSIE|DIFFUSJON|DIFFUSIONE|KAKUSAN|TRACE ?W?|TRACEW|ISO ?DWI|"
        r"ISOTROPIC|B ?\d{3,4}|DTI|RESOLVE|EP2D ?DIFF|DWISE|DW ?SSH|ZOOMIT ?DWI",
@@ -120,7 +120,7 @@ TERMS: tuple[Term, ...] = (
        r"T1 ?MPRAGE|T1 ?GRE",
        L.T1, 0.88, False, "T1-weighted"),
     _t(r"(ME ?)?MP ?RAGE|MP ?2 ?RAGE ?UNI|MPRAGE\w*|RAGE|BRAVO|IR ?FSPGR|FSPGR|SPGR|TFE|TFL|VIBE|STAR ?VIBE|"
-       r"LAVA|THRIVE|VIEW|3D ?GRE ?T1|FLASH|MPR ?T1|T1TFE|TIR ?FSPGR|IR ?SPGR",
+       r"LAVA|THRIVE|3D ?GRE ?T1|FLASH|MPR ?T1|T1TFE|TIR ?FSPGR|IR ?SPGR",
        L.T1, 0.8, False, "T1 gradient-echo family (MPRAGE, BRAVO, SPGR, TFE, VIBE)"),
 )
 

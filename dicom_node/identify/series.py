@@ -50,6 +50,7 @@ def identify_series(
     *,
     classifier: PixelClassifier | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    study_records_contrast: bool = False,
 ) -> Identification:
     """Identify the MRI sequence of one series.
 
@@ -65,6 +66,10 @@ def identify_series(
         without one.
     threshold : float
         Below this confidence the label is ``UNKNOWN``.
+    study_records_contrast : bool
+        Whether another series of the same study records a contrast agent; then a T1
+        series without one is confidently pre-contrast (otherwise its confidence is
+        lowered: T1 and T1C cannot be told apart).
 
     Returns
     -------
@@ -80,7 +85,7 @@ def identify_series(
         modality = facts.modality or "missing"
         return Identification(SequenceLabel.UNKNOWN, 0.0, [f"Modality is {modality}, not MR"], "header")
     cues, contrast = collect_cues(facts)
-    header = decide(cues, contrast, threshold=threshold)
+    header = decide(cues, contrast, threshold=threshold, study_records_contrast=study_records_contrast)
     if pixels is None:
         return header
     if classifier is None:
@@ -94,4 +99,4 @@ def identify_series(
         header.evidence.append(f"pixels of shape {pixels.shape} are not a (slices, rows, cols) image: header only")
         return header
     probs = classifier.predict(pixels)
-    return fuse(header, probs, contrast, threshold=threshold)
+    return fuse(header, probs, contrast, threshold=threshold, study_records_contrast=study_records_contrast)

@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 
 from dicom_node.identify.evidence import DEFAULT_THRESHOLD, Identification, SeriesIdentification
 from dicom_node.identify.fusion import PixelClassifier
+from dicom_node.identify.header import has_contrast_agent
 from dicom_node.identify.series import identify_series
 from dicom_node.logs import uid_tag
 from dicom_node.sequences import SequenceLabel
@@ -204,6 +205,9 @@ def identify_study(
         from dicom_node.identify.series import default_classifier
 
         classifier = default_classifier()
+    records_contrast = any(
+        has_contrast_agent(str(ds.get("ContrastBolusAgent", "") or "")) for items in series.values() for _, ds in items[:1]
+    )
     rows: list[SeriesIdentification] = []
     for uid, items in series.items():
         headers = [ds for _, ds in items]
@@ -215,7 +219,9 @@ def identify_study(
         if use_pixels and classifier is not None and error is None:
             pixels = load_pixels(items)
         try:
-            ident = identify_series(headers, pixels, classifier=classifier, threshold=threshold)
+            ident = identify_series(
+                headers, pixels, classifier=classifier, threshold=threshold, study_records_contrast=records_contrast
+            )
         # one broken series must not stop the study: its row records the failure instead.
         except Exception as exc:
             log.warning("series %s could not be identified: %s", uid_tag(uid), exc)
