@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,8 @@ from pydicom import dcmread
 
 from tests.support.dciodvfy import dciodvfy
 from tests.support.mrfiles import write_mr_series
-from tests.support.node import TEST_PIPELINE, node_factory  # noqa: F401 - fixture
-from tests.support.orthanc import OrthancServer, free_port, orthanc_factory  # noqa: F401 - fixture
+from tests.support.node import TEST_PIPELINE, NodeProcess
+from tests.support.orthanc import OrthancServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -35,15 +37,25 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_orthanc_routes_study_and_gets_seg_back(tmp_path: Path, orthanc_factory: Any, node_factory: Any) -> None:
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    """Servers entered here are stopped at the end of the test, last started first."""
+    with ExitStack() as s:
+        yield s
+
+
+def test_orthanc_routes_study_and_gets_seg_back(tmp_path: Path, stack: ExitStack) -> None:
     node_port = free_port()
-    orthanc = orthanc_factory(modalities={"mrinode": ("MRINODE", "127.0.0.1", node_port)})
-    node = node_factory(
+    orthanc = stack.enter_context(
+        OrthancServer(tmp_path / "orthanc", modalities={"mrinode": ("MRINODE", "127.0.0.1", node_port)})
+    )
+    node = stack.enter_context(NodeProcess(
+        tmp_path / "node",
         dicom_port=node_port,
         destinations=[{"name": "pacs", "kind": "dicom", "ae_title": "ORTHANC", "host": "127.0.0.1",
                        "port": orthanc.dicom_port}],
         pipelines=[TEST_PIPELINE],
-    )
+    ))
     study_uid, _ = write_mr_series(tmp_path / "in", 12)
     r = _storescu(orthanc.dicom_port, "ORTHANC", tmp_path / "in")
     assert r.returncode == 0, r.stderr
@@ -72,15 +84,16 @@ def test_orthanc_routes_study_and_gets_seg_back(tmp_path: Path, orthanc_factory:
     assert "PHANTOM01" not in node.log_path.read_text() and "Test^Phantom" not in node.log_path.read_text()
 
 
-def test_export_retries_while_orthanc_is_down(tmp_path: Path, orthanc_factory: Any, node_factory: Any) -> None:
-    orthanc = orthanc_factory()
-    node = node_factory(
+def test_export_retries_while_orthanc_is_down(tmp_path: Path, stack: ExitStack) -> None:
+    orthanc = stack.enter_context(OrthancServer(tmp_path / "orthanc"))
+    node = stack.enter_context(NodeProcess(
+        tmp_path / "node",
         destinations=[{"name": "pacs", "kind": "dicom", "ae_title": "ORTHANC", "host": "127.0.0.1",
                        "port": orthanc.dicom_port}],
         pipelines=[TEST_PIPELINE],
         extra={"routing": {"default_destinations": ["pacs"]},
                "export": {"max_attempts": 50, "backoff_initial_s": 0.3, "backoff_max_s": 1.0}},
-    )
+    ))
     orthanc.stop()
     study_uid, _ = write_mr_series(tmp_path / "in", 6)
     assert _storescu(node.dicom_port, "MRINODE", tmp_path / "in").returncode == 0

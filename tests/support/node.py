@@ -206,6 +206,13 @@ class NodeProcess:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.kill9()
+
     def log_tail(self, n: int = 80) -> str:
         """The last ``n`` lines of the node's log."""
         if not self.log_path.exists():
