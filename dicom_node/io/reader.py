@@ -141,11 +141,14 @@ def read_series(paths: Iterable[str | Path]) -> list[Volume]:
         raise SeriesReadError(first, "the same SOPInstanceUID occurs in more than one file")
     meta = series_meta(first)
     frames: list[Frame] = []
-    for ds in datasets:
+    for path, ds in zip(files, datasets, strict=True):
         if not ds.get("SOPClassUID", None) and hasattr(ds, "file_meta"):
             ds.SOPClassUID = ds.file_meta.get("MediaStorageSOPClassUID", None)
         if not ds.get("SOPClassUID", None) or not ds.get("SOPInstanceUID", None):
-            raise SeriesReadError(ds, "an instance has no SOPClassUID or SOPInstanceUID")
+            raise SeriesReadError(
+                first if first.get("SeriesNumber", None) is not None else ds,
+                f"file {path.name} has no SOPClassUID or SOPInstanceUID (truncated, or not a stored instance)",
+            )
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             raise SeriesReadError(ds, "it is not an image series (an instance has no pixel data)")
         frames.extend(_frames_of(ds))
