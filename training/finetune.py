@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from training.ft_config import FinetuneConfig, load_finetune_config
-from training.manifest import Manifest, ManifestError, build_manifest, load_manifest
+from training.manifest import Manifest, ManifestError, build_manifest, load_manifest, write_synth_subjects
 from training.regions import region_scores
 
 __all__ = ["gather_manifest", "main", "train", "validate"]
@@ -34,29 +34,12 @@ def gather_manifest(cfg: FinetuneConfig) -> Manifest:
     subjects = []
     dirs: list[str | Path] = list(cfg.data_dirs)
     if cfg.synth:
-        dirs.append(_write_synth(cfg))
+        dirs.append(write_synth_subjects(cfg.synth, Path(cfg.out_dir) / "synth"))
     for d in dirs:
         subjects += build_manifest(d, cfg.layout).subjects
     if not subjects:
         raise ManifestError("the fine-tuning config names no data: set data.manifest, data.dirs or data.synth.")
     return Manifest(subjects, cfg.name, ";".join(str(d) for d in dirs))
-
-
-def _write_synth(cfg: FinetuneConfig) -> Path:
-    """Write ``data.synth`` subjects under ``<out_dir>/synth`` (skipping those already there)."""
-    import importlib
-
-    synth = importlib.import_module("training.synth")
-    spec = dict(cfg.synth)
-    n, seed = int(spec.pop("subjects", 8)), int(spec.pop("seed", 0))
-    out = Path(cfg.out_dir) / "synth"
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        subj = synth.generate_subject(seed + i, **spec)
-        sub_id = getattr(subj, "subject_id", f"sub-{seed + i:05d}")
-        if not (out / str(sub_id) / "params.json").is_file():
-            synth.write_subject(subj, out)
-    return out
 
 
 def validate(net: Any, items: list[dict[str, Any]], channels: list[str], roi: list[int],

@@ -42,6 +42,7 @@ __all__ = [
     "from_nifti_folders",
     "from_synth",
     "load_manifest",
+    "write_synth_subjects",
 ]
 
 _SEQ_ALIASES: dict[str, str] = {
@@ -265,3 +266,37 @@ def build_manifest(folder: str | Path, layout: str = "auto") -> Manifest:
         except ManifestError as exc:
             errors.append(str(exc))
     raise ManifestError(f"{folder} matches no known data layout: " + " ".join(errors))
+
+
+def write_synth_subjects(spec: dict[str, Any], out: str | Path) -> Path:
+    """Generate synthetic subjects with ``training.synth`` and write them under ``out`` once.
+
+    Parameters
+    ----------
+    spec : dict
+        ``subjects`` (count, default 8), ``seed`` (first seed, default 0) and any other
+        ``generate_subject`` keyword (``voxel_mm``, ``tumour``, ``field_strength``...).
+        Subject ``i`` uses seed ``seed + i``; subjects already written are kept.
+    out : str or Path
+        The parent folder.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    import importlib
+
+    synth = importlib.import_module("training.synth")
+    kwargs = dict(spec)
+    n, seed = int(kwargs.pop("subjects", 8)), int(kwargs.pop("seed", 0))
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        marker = folder / f".seed-{seed + i}"
+        if marker.is_file():
+            continue
+        subj = synth.generate_subject(seed + i, **kwargs)
+        synth.write_subject(subj, folder)
+        marker.write_text(subj.subject_id + "\n")
+    return folder

@@ -1,19 +1,40 @@
-"""``mrinode train`` — not implemented yet (placeholder registered so ``--help`` lists it)."""
+"""``mrinode train pretrain|finetune|evaluate --config FILE``."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib
 
 __all__ = ["register"]
 
+#: Sub-command to the module whose ``main(args)`` runs it (imported lazily: torch, MONAI).
+_TARGETS: dict[str, str] = {
+    "pretrain": "training.pretrain.run",
+    "finetune": "training.finetune",
+    "evaluate": "training.evaluate",
+}
+
 
 def _run(args: argparse.Namespace) -> int:
-    print("mrinode train: not implemented yet", file=sys.stderr)
-    return 2
+    module = importlib.import_module(_TARGETS[args.train_command])
+    result: int = module.main(args)
+    return result
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``train`` sub-command (placeholder)."""
-    p = subparsers.add_parser("train", help="(not implemented yet)")
-    p.set_defaults(func=_run)
+    """Add the ``train`` sub-command with ``pretrain``, ``finetune`` and ``evaluate``."""
+    p = subparsers.add_parser("train", help="pretrain, fine-tune or evaluate models (offline)")
+    sub = p.add_subparsers(dest="train_command", metavar="STEP")
+    sub.required = True
+    helps = {
+        "pretrain": "self-supervised pretraining of an encoder",
+        "finetune": "supervised fine-tuning of a segmenter; exports a bundle",
+        "evaluate": "Dice and HD95 per region of a bundle on held-out subjects; markdown report",
+    }
+    for name, text in helps.items():
+        q = sub.add_parser(name, help=text, description=text)
+        q.add_argument("--config", required=True, help="TOML config file (see training/configs/)")
+        if name != "evaluate":
+            q.add_argument("--max-steps", type=int, default=None, help="override the config's step count")
+            q.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+        q.set_defaults(func=_run)
