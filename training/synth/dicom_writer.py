@@ -144,7 +144,7 @@ def _b_value_tags(ds: Dataset, vendor: str, b: float) -> None:
 def _write_slice(base: Dataset, subject: SyntheticSubject, stack: AcquiredStack, k: int, instance: int,
                  out: Path, vendor: str) -> Path:
     from pydicom import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     ds = Dataset()
     ds.update(base)
