@@ -71,7 +71,9 @@ class SegmentSpec:
 
     def __post_init__(self) -> None:
         if int(self.label_value) <= 0:
-            raise ValueError(f"Segment {self.label!r}: label_value must be a positive integer, got {self.label_value}.")
+            raise ValueError(
+                f"Segment {self.label!r}: label_value must be a positive integer, got {self.label_value}."
+            )
         if any(not 0 <= c <= 255 for c in self.rgb):
             raise ValueError(f"Segment {self.label!r}: rgb values must lie in 0..255, got {self.rgb}.")
 
@@ -106,16 +108,32 @@ class AlgorithmSpec:
 
 
 NECROTIC_CORE = SegmentSpec(
-    1, "Necrotic core", CATEGORY_MORPHOLOGICALLY_ALTERED, Code("6574001", "SCT", "Necrosis"), (220, 40, 40), "NCR"
+    1,
+    "Necrotic core",
+    CATEGORY_MORPHOLOGICALLY_ALTERED,
+    Code("6574001", "SCT", "Necrosis"),
+    (220, 40, 40),
+    "NCR",
 )
 OEDEMA = SegmentSpec(
     2, "Oedema", CATEGORY_MORPHOLOGICALLY_ALTERED, Code("79654002", "SCT", "Edema"), (60, 200, 80), "ED"
 )
 ENHANCING_TUMOUR = SegmentSpec(
-    3, "Enhancing tumour", CATEGORY_MORPHOLOGICALLY_ALTERED, Code("108369006", "SCT", "Neoplasm"), (250, 210, 30), "ET"
+    3,
+    "Enhancing tumour",
+    CATEGORY_MORPHOLOGICALLY_ALTERED,
+    Code("108369006", "SCT", "Neoplasm"),
+    (250, 210, 30),
+    "ET",
 )
 BRAIN = SegmentSpec(
-    1, "Brain", CATEGORY_ANATOMICAL_STRUCTURE, Code("12738006", "SCT", "Brain"), (120, 160, 220), "BRAIN", None
+    1,
+    "Brain",
+    CATEGORY_ANATOMICAL_STRUCTURE,
+    Code("12738006", "SCT", "Brain"),
+    (120, 160, 220),
+    "BRAIN",
+    None,
 )
 
 #: The BraTS tumour sub-regions with label values 1, 2, 3 (BraTS 2021+ uses 4 for

@@ -110,7 +110,9 @@ def enhanced_frames(ds: Dataset) -> list[Frame]:
                 ds, f"frame {index + 1} has no plane position, plane orientation or pixel spacing"
             )
         thickness = number(functional_group_value(ds, index, "PixelMeasuresSequence", "SpacingBetweenSlices"))
-        thickness = thickness or number(functional_group_value(ds, index, "PixelMeasuresSequence", "SliceThickness"))
+        thickness = thickness or number(
+            functional_group_value(ds, index, "PixelMeasuresSequence", "SliceThickness")
+        )
         b_value = number(functional_group_value(ds, index, "MRDiffusionSequence", "DiffusionBValue"))
         direction = None
         diff = functional_group_value(ds, index, "MRDiffusionSequence", "DiffusionGradientDirectionSequence")
@@ -129,9 +131,15 @@ def enhanced_frames(ds: Dataset) -> list[Frame]:
                 header=ds,
                 b_value=b_value,
                 b_vector=direction,
-                temporal=number(functional_group_value(ds, index, "FrameContentSequence", "TemporalPositionIndex")),
+                temporal=number(
+                    functional_group_value(ds, index, "FrameContentSequence", "TemporalPositionIndex")
+                ),
                 echo=number(functional_group_value(ds, index, "MREchoSequence", "EffectiveEchoTime")),
-                trigger=number(functional_group_value(ds, index, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")),
+                trigger=number(
+                    functional_group_value(
+                        ds, index, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"
+                    )
+                ),
                 thickness=thickness,
             )
         )

@@ -152,14 +152,18 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise SeriesReadError(ds, "an instance has no pixel data (not an image)")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise SeriesReadError(ds, f"colour images ({ds.get('PhotometricInterpretation', '?')}) are not supported")
+        raise SeriesReadError(
+            ds, f"colour images ({ds.get('PhotometricInterpretation', '?')}) are not supported"
+        )
     ts = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
     try:
         arr: np.ndarray = ds.pixel_array
     # pydicom raises any of these when no plugin decodes the syntax or the data is short.
     except (RuntimeError, NotImplementedError, ValueError, AttributeError, KeyError) as exc:
         name = getattr(ts, "name", str(ts))
-        raise SeriesReadError(ds, f"pixel data in transfer syntax {name!r} could not be decoded ({exc})") from None
+        raise SeriesReadError(
+            ds, f"pixel data in transfer syntax {name!r} could not be decoded ({exc})"
+        ) from None
     return arr
 
 
@@ -201,7 +205,9 @@ def classic_frames(ds: Dataset) -> list[Frame]:
     ipp = np.array([float(v) for v in _require(ds, "ImagePositionPatient")], dtype=np.float64)
     spacing = [float(v) for v in _require(ds, "PixelSpacing")]
     if iop.shape != (6,) or ipp.shape != (3,) or len(spacing) != 2:
-        raise SeriesReadError(ds, "an instance has malformed ImageOrientationPatient, ImagePositionPatient or PixelSpacing")
+        raise SeriesReadError(
+            ds, "an instance has malformed ImageOrientationPatient, ImagePositionPatient or PixelSpacing"
+        )
     raw = decode_pixels(ds)
     if raw.ndim != 2:
         raise SeriesReadError(ds, f"an instance has pixel data of shape {raw.shape}, expected one 2-D frame")

@@ -33,7 +33,11 @@ SPLIT_KEYS: tuple[SplitKey, ...] = (
     ("b-value", lambda f: None if f.b_value is None else round(f.b_value, 1)),
     (
         "b-value and gradient direction",
-        lambda f: None if f.b_value is None else (round(f.b_value, 1), f.b_vector and tuple(round(x, 4) for x in f.b_vector)),
+        lambda f: (
+            None
+            if f.b_value is None
+            else (round(f.b_value, 1), f.b_vector and tuple(round(x, 4) for x in f.b_vector))
+        ),
     ),
     ("temporal position", lambda f: f.temporal),
     ("echo", lambda f: f.echo),
@@ -97,7 +101,9 @@ def split_frames(frames: Sequence[Frame], *, describe: object = None) -> list[tu
             groups.setdefault(v, []).append(f)
         if len(groups) < 2 or any(_has_duplicates(g) for g in groups.values()):
             continue
-        ordered = sorted(groups.items(), key=lambda kv: repr(kv[0]) if not isinstance(kv[0], int | float) else kv[0])  # type: ignore[arg-type,return-value]
+        ordered = sorted(
+            groups.items(), key=lambda kv: repr(kv[0]) if not isinstance(kv[0], int | float) else kv[0]
+        )  # type: ignore[arg-type,return-value]
         if all(isinstance(k, int | float) for k, _ in ordered):
             ordered = sorted(groups.items(), key=lambda kv: float(kv[0]))  # type: ignore[arg-type]
         return [(_label(name, k, i + 1), g) for i, (k, g) in enumerate(ordered)]
@@ -137,12 +143,23 @@ def stack_frames(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, list[
         if np.max(np.abs(f.iop - first.iop)) > ORIENTATION_TOL:
             raise SeriesReadError(hdr, "its slices have different orientations (ImageOrientationPatient)")
         if f.shape != first.shape:
-            raise SeriesReadError(hdr, f"its slices have different matrix sizes ({f.shape} and {first.shape})")
-        if any(abs(a - b) > SPACING_REL_TOL * max(abs(b), 1e-6) for a, b in zip(f.pixel_spacing, first.pixel_spacing, strict=True)):
-            raise SeriesReadError(hdr, f"its slices have different pixel spacings ({f.pixel_spacing} and {first.pixel_spacing})")
+            raise SeriesReadError(
+                hdr, f"its slices have different matrix sizes ({f.shape} and {first.shape})"
+            )
+        if any(
+            abs(a - b) > SPACING_REL_TOL * max(abs(b), 1e-6)
+            for a, b in zip(f.pixel_spacing, first.pixel_spacing, strict=True)
+        ):
+            raise SeriesReadError(
+                hdr, f"its slices have different pixel spacings ({f.pixel_spacing} and {first.pixel_spacing})"
+            )
     row_dir, col_dir = first.iop[:3], first.iop[3:]
     normal = first.normal if first.normal is not None else np.cross(row_dir, col_dir)
-    if abs(np.linalg.norm(row_dir) - 1) > 1e-2 or abs(np.linalg.norm(col_dir) - 1) > 1e-2 or abs(np.dot(row_dir, col_dir)) > 1e-2:
+    if (
+        abs(np.linalg.norm(row_dir) - 1) > 1e-2
+        or abs(np.linalg.norm(col_dir) - 1) > 1e-2
+        or abs(np.dot(row_dir, col_dir)) > 1e-2
+    ):
         raise SeriesReadError(hdr, "its ImageOrientationPatient is not two orthogonal unit vectors")
     normal = normal / np.linalg.norm(normal)
     dist = np.array([float(np.dot(f.ipp, normal)) for f in frames])
@@ -168,16 +185,20 @@ def stack_frames(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, list[
             if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
                 missing = round(float(np.sum(np.round(steps / step) - 1)))
                 raise SeriesReadError(
-                    hdr, f"{missing} slice(s) are missing (a gap of {worst:.3g} mm where slices are {step:.3g} mm apart)"
+                    hdr,
+                    f"{missing} slice(s) are missing (a gap of {worst:.3g} mm where slices are {step:.3g} mm apart)",
                 )
-            raise SeriesReadError(hdr, f"its slice spacing is uneven ({steps.min():.4g} to {steps.max():.4g} mm)")
+            raise SeriesReadError(
+                hdr, f"its slice spacing is uneven ({steps.min():.4g} to {steps.max():.4g} mm)"
+            )
         span = ordered[-1].ipp - ordered[0].ipp
         along = float(np.dot(span, normal))
         shear = span - along * normal
         if np.linalg.norm(shear) > max(POSITION_TOL * 10, 1e-3 * abs(along)):
             angle = float(np.degrees(np.arctan2(np.linalg.norm(shear), abs(along))))
             raise SeriesReadError(
-                hdr, f"its slices are sheared by {angle:.2f} degrees against their normal (gantry tilt), which is not supported"
+                hdr,
+                f"its slices are sheared by {angle:.2f} degrees against their normal (gantry tilt), which is not supported",
             )
         affine[:3, 2] = span / (nk - 1)
     data = np.empty((first.shape[1], first.shape[0], nk), dtype=np.float32)

@@ -75,12 +75,16 @@ def mosaic_frames(ds: Dataset) -> list[Frame]:
     n_private = private_number(ds, 0x0019100A, "<H")
     n = n_csa or (int(n_private) if n_private else None)
     if not n:
-        raise SeriesReadError(ds, "a mosaic instance does not state NumberOfImagesInMosaic (CSA or 0019,100A)")
+        raise SeriesReadError(
+            ds, "a mosaic instance does not state NumberOfImagesInMosaic (CSA or 0019,100A)"
+        )
     (whole,) = classic_frames(ds)
     tiles = math.ceil(math.sqrt(n))
     rows_m, cols_m = whole.shape
     if rows_m % tiles or cols_m % tiles:
-        raise SeriesReadError(ds, f"a mosaic of {rows_m}x{cols_m} pixels cannot hold {n} tiles in a {tiles}x{tiles} grid")
+        raise SeriesReadError(
+            ds, f"a mosaic of {rows_m}x{cols_m} pixels cannot hold {n} tiles in a {tiles}x{tiles} grid"
+        )
     rows, cols = rows_m // tiles, cols_m // tiles
     row_sp, col_sp = whole.pixel_spacing
     row_dir, col_dir = whole.iop[:3], whole.iop[3:]
@@ -108,7 +112,9 @@ def mosaic_frames(ds: Dataset) -> list[Frame]:
                 b_vector=whole.b_vector,
                 temporal=whole.temporal,
                 echo=whole.echo,
-                acquisition=whole.acquisition if whole.acquisition is not None else number(ds.get("InstanceNumber", None)),
+                acquisition=whole.acquisition
+                if whole.acquisition is not None
+                else number(ds.get("InstanceNumber", None)),
                 trigger=whole.trigger,
                 thickness=step,
                 normal=normal,

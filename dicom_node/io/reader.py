@@ -70,7 +70,9 @@ def series_meta(ds: Dataset) -> dict[str, Any]:
         "te": number(_value(ds, "EchoTime")),
         "ti": number(_value(ds, "InversionTime")),
         "flip_angle": number(_value(ds, "FlipAngle")),
-        "b_value": number(ds.get("DiffusionBValue", None)) if "DiffusionBValue" in ds else private_number(ds, 0x0019100C),
+        "b_value": number(ds.get("DiffusionBValue", None))
+        if "DiffusionBValue" in ds
+        else private_number(ds, 0x0019100C),
         "manufacturer": text("Manufacturer"),
         "model": text("ManufacturerModelName"),
         "field_strength": number(_value(ds, "MagneticFieldStrength")),
@@ -130,7 +132,8 @@ def read_series(paths: Iterable[str | Path]) -> list[Volume]:
             datasets.append(pydicom.dcmread(path))
         except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
             raise SeriesReadError(
-                datasets[0] if datasets else None, f"file {path.name} is not readable DICOM ({type(exc).__name__})"
+                datasets[0] if datasets else None,
+                f"file {path.name} is not readable DICOM ({type(exc).__name__})",
             ) from None
     first = datasets[0]
     uids = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}

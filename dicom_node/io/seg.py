@@ -102,7 +102,9 @@ def labels_to_segment_numbers(labels: np.ndarray, segments: Sequence[SegmentSpec
         raise ValueError(
             f"The label volume holds values {unknown} that no segment describes (described: {sorted(values)})."
         )
-    lut = np.zeros(max([*values, int(labels.max(initial=0))]) + 1, dtype=np.uint8 if len(values) < 256 else np.uint16)
+    lut = np.zeros(
+        max([*values, int(labels.max(initial=0))]) + 1, dtype=np.uint8 if len(values) < 256 else np.uint16
+    )
     for number, value in enumerate(values, start=1):
         lut[value] = number
     return lut[labels.astype(np.int64)]
@@ -121,7 +123,9 @@ def _frames_for_source(numbers: np.ndarray, reference: Volume) -> tuple[list[Dat
             )
         return [by_uid[uid] for _, uid, _ in refs], planes
     if len(reference.headers) != 1 or any(frame is None for _, _, frame in refs):
-        raise ValueError(f"{reference.name}: slices mix single-frame and multi-frame sources; cannot write a SEG.")
+        raise ValueError(
+            f"{reference.name}: slices mix single-frame and multi-frame sources; cannot write a SEG."
+        )
     source = reference.headers[0]
     n_frames = int(source.get("NumberOfFrames", 1) or 1)
     full = np.zeros((n_frames, planes.shape[1], planes.shape[2]), dtype=planes.dtype)
@@ -193,7 +197,9 @@ def write_seg(
 
     labels = np.asarray(labels)
     if labels.shape != reference.data.shape:
-        raise ValueError(f"Label volume shape {labels.shape} differs from {reference.name}'s grid {reference.data.shape}.")
+        raise ValueError(
+            f"Label volume shape {labels.shape} differs from {reference.name}'s grid {reference.data.shape}."
+        )
     is_int = np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)
     if not is_int and not np.array_equal(labels, np.round(labels)):
         raise ValueError("The label volume must hold integers.")
@@ -257,11 +263,16 @@ def read_seg_labels(
     """
     import highdicom as hd
 
-    seg = seg_dataset if isinstance(seg_dataset, hd.seg.Segmentation) else hd.seg.Segmentation.from_dataset(seg_dataset)
+    seg = (
+        seg_dataset
+        if isinstance(seg_dataset, hd.seg.Segmentation)
+        else hd.seg.Segmentation.from_dataset(seg_dataset)
+    )
     refs = reference.slice_refs
     if all(frame is None for _, _, frame in refs):
         planes = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=[uid for _, uid, _ in refs], combine_segments=True,
+            source_sop_instance_uids=[uid for _, uid, _ in refs],
+            combine_segments=True,
             dtype=np.int32,
             assert_missing_frames_are_empty=True,
         )

@@ -48,7 +48,9 @@ class SeriesIdentificationLike(Protocol):
     confidence: float
 
 
-def segment_volumes_ml(labels: np.ndarray, reference: Volume, segments: Sequence[SegmentSpec]) -> dict[int, float]:
+def segment_volumes_ml(
+    labels: np.ndarray, reference: Volume, segments: Sequence[SegmentSpec]
+) -> dict[int, float]:
     """Volume of each segment in millilitres, keyed by SEG segment number (1..N).
 
     Parameters
@@ -65,7 +67,10 @@ def segment_volumes_ml(labels: np.ndarray, reference: Volume, segments: Sequence
     dict of int to float
     """
     voxel_ml = abs(float(np.linalg.det(reference.affine[:3, :3]))) / 1000.0
-    return {n: float(np.count_nonzero(labels == s.label_value)) * voxel_ml for n, s in enumerate(segments, start=1)}
+    return {
+        n: float(np.count_nonzero(labels == s.label_value)) * voxel_ml
+        for n, s in enumerate(segments, start=1)
+    }
 
 
 def _device_observer(algorithm: AlgorithmSpec) -> hd.sr.ObservationContext:
@@ -74,10 +79,15 @@ def _device_observer(algorithm: AlgorithmSpec) -> hd.sr.ObservationContext:
 
     uid = generate_uid(entropy_srcs=["mrinode-algorithm", algorithm.name, algorithm.version])
     device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=uid, name=algorithm.name[:64], manufacturer_name="mrinode", model_name=f"{algorithm.name} {algorithm.version}"[:64]
+        uid=uid,
+        name=algorithm.name[:64],
+        manufacturer_name="mrinode",
+        model_name=f"{algorithm.name} {algorithm.version}"[:64],
     )
     return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
     )
 
 
@@ -86,7 +96,9 @@ def _first_image(vol: Volume) -> tuple[str, str, int | None]:
 
 
 def _identification_group(
-    ident: SeriesIdentificationLike, volumes: Mapping[str, Volume], algorithm_id: hd.sr.AlgorithmIdentification
+    ident: SeriesIdentificationLike,
+    volumes: Mapping[str, Volume],
+    algorithm_id: hd.sr.AlgorithmIdentification,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     import highdicom as hd
 
@@ -126,7 +138,9 @@ def _segment_groups(
     described = {int(item.SegmentNumber): item for item in seg.SegmentSequence}
     unknown = sorted(set(segment_volumes_ml) - set(described))
     if unknown:
-        raise ValueError(f"segment_volumes_ml names segment numbers {unknown} that the SEG does not describe.")
+        raise ValueError(
+            f"segment_volumes_ml names segment numbers {unknown} that the SEG does not describe."
+        )
     groups = []
     for number in sorted(segment_volumes_ml):
         item = described[number]
@@ -161,20 +175,26 @@ def _segment_groups(
 
 
 def _status_group(
-    missing_sequences: Sequence[str], notes: Sequence[str], volumes: Sequence[Volume], algorithm_id: hd.sr.AlgorithmIdentification
+    missing_sequences: Sequence[str],
+    notes: Sequence[str],
+    volumes: Sequence[Volume],
+    algorithm_id: hd.sr.AlgorithmIdentification,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     evaluations = [hd.sr.QualitativeEvaluation(name=SR_ANALYSIS_STATUS, value=SR_NOT_PERFORMED)]
     evaluations += [
-        hd.sr.QualitativeEvaluation(name=SR_MISSING_SEQUENCE, value=sequence_code(str(s))) for s in missing_sequences
+        hd.sr.QualitativeEvaluation(name=SR_MISSING_SEQUENCE, value=sequence_code(str(s)))
+        for s in missing_sequences
     ]
     sources = []
     for vol in volumes:
         if vol.slice_refs:
             sop_class, sop_uid, frame = _first_image(vol)
-            sources.append(hd.sr.SourceImageForMeasurementGroup(sop_class, sop_uid, [frame] if frame else None))
+            sources.append(
+                hd.sr.SourceImageForMeasurementGroup(sop_class, sop_uid, [frame] if frame else None)
+            )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Analysis status"),
         algorithm_id=algorithm_id,
@@ -184,7 +204,9 @@ def _status_group(
     for note in notes:
         group[0].ContentSequence.append(
             hd.sr.TextContentItem(
-                name=codes.DCM.Comment, value=str(note)[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+                name=codes.DCM.Comment,
+                value=str(note)[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             )
         )
     return group

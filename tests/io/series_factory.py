@@ -188,13 +188,17 @@ def make_series(
     numbers = {"with": ks, "against": ks[::-1], "random": random.Random(seed).sample(ks, nk)}[instance_order]
     paths: list[Path] = []
     sop_uids: list[str] = []
-    names = [f"f{n:04d}.dcm" for n in random.Random(seed + 1).sample(range(nk), nk)] if shuffle_files else None
+    names = (
+        [f"f{n:04d}.dcm" for n in random.Random(seed + 1).sample(range(nk), nk)] if shuffle_files else None
+    )
     for k in ks:
         sop_uid = generate_uid()
         sop_uids.append(sop_uid)
         if k == drop_slice:
             continue
-        ds = base_dataset(study_uid, series_uid, frame_uid, series_number=series_number, description=description)
+        ds = base_dataset(
+            study_uid, series_uid, frame_uid, series_number=series_number, description=description
+        )
         ds.SOPInstanceUID = sop_uid
         ds.InstanceNumber = numbers[k] + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
@@ -223,7 +227,11 @@ def make_series(
 
 
 def make_dwi_series(
-    out_dir: Path, *, b_values: tuple[float, ...] = (0.0, 1000.0), shape: tuple[int, int, int] = (16, 16, 6), seed: int = 3
+    out_dir: Path,
+    *,
+    b_values: tuple[float, ...] = (0.0, 1000.0),
+    shape: tuple[int, int, int] = (16, 16, 6),
+    seed: int = 3,
 ) -> tuple[list[Path], list[Truth]]:
     """Write a trace-weighted DWI series: one slice stack per b-value at the same positions."""
     study_uid, frame_uid, series_uid = generate_uid(), generate_uid(), generate_uid()
@@ -238,7 +246,9 @@ def make_dwi_series(
         affine_lps[:3, 3] = (-16.0, -16.0, 10.0)
         uids = []
         for k in range(shape[2]):
-            ds = base_dataset(study_uid, series_uid, frame_uid, series_number=7, description="ep2d_diff_trace")
+            ds = base_dataset(
+                study_uid, series_uid, frame_uid, series_number=7, description="ep2d_diff_trace"
+            )
             ds.SOPInstanceUID = generate_uid()
             uids.append(ds.SOPInstanceUID)
             n += 1
@@ -276,7 +286,9 @@ def make_enhanced_series(
     affine_lps = np.eye(4)
     affine_lps[:3, 0], affine_lps[:3, 1], affine_lps[:3, 2] = row_dir * 1.25, col_dir * 1.25, normal * 3.0
     affine_lps[:3, 3] = (5.5, -20.0, 33.0)
-    ds = base_dataset(generate_uid(), generate_uid(), generate_uid(), series_number=11, description="t2_enhanced")
+    ds = base_dataset(
+        generate_uid(), generate_uid(), generate_uid(), series_number=11, description="t2_enhanced"
+    )
     ds.SOPInstanceUID = generate_uid()
     ds.InstanceNumber = 1
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
@@ -320,11 +332,16 @@ def make_enhanced_series(
     path = out_dir / "enhanced.dcm"
     _finish(ds, "1.2.840.10008.5.1.4.1.1.4.1", path, None)
     return [path], Truth(
-        stored.astype(np.float32), LPS_TO_RAS @ affine_lps, str(ds.SeriesInstanceUID), extra={"frame_of_k": [nk - k for k in range(nk)]}
+        stored.astype(np.float32),
+        LPS_TO_RAS @ affine_lps,
+        str(ds.SeriesInstanceUID),
+        extra={"frame_of_k": [nk - k for k in range(nk)]},
     )
 
 
-def make_mosaic_series(out_dir: Path, *, n_slices: int = 7, tile: tuple[int, int] = (16, 14), seed: int = 9) -> tuple[list[Path], Truth]:
+def make_mosaic_series(
+    out_dir: Path, *, n_slices: int = 7, tile: tuple[int, int] = (16, 14), seed: int = 9
+) -> tuple[list[Path], Truth]:
     """Write one Siemens-style mosaic instance (NumberOfImagesInMosaic in (0019,100A))."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -341,7 +358,9 @@ def make_mosaic_series(out_dir: Path, *, n_slices: int = 7, tile: tuple[int, int
     first = np.array([-30.0, -25.0, 12.0])
     # A mosaic's IPP names a virtual mosaic-sized slice centred on the real first slice.
     ipp = first - row_dir * sp[1] * (cols * tiles - cols) / 2 - col_dir * sp[0] * (rows * tiles - rows) / 2
-    ds = base_dataset(generate_uid(), generate_uid(), generate_uid(), series_number=21, description="ep2d_bold_moco")
+    ds = base_dataset(
+        generate_uid(), generate_uid(), generate_uid(), series_number=21, description="ep2d_bold_moco"
+    )
     ds.SOPInstanceUID = generate_uid()
     ds.InstanceNumber = 1
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]

@@ -17,7 +17,9 @@ from tests.io.series_factory import ORIENTATIONS, make_dwi_series, make_enhanced
 
 NIBABEL_DATA = Path(nib.__file__).parent / "nicom" / "tests" / "data"
 
-pytestmark = pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="dcm2niix (Debian package) not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("dcm2niix") is None, reason="dcm2niix (Debian package) not installed"
+)
 
 
 def dcm2niix(src: Path, out: Path) -> list[Path]:
@@ -68,9 +70,7 @@ def test_dwi_split_matches_dcm2niix_4d(tmp_path: Path) -> None:
         assert_same_space(vol, frame)
 
 
-@pytest.mark.parametrize(
-    "name", ["siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz", "philips_mprage.dcm.gz"]
-)
+@pytest.mark.parametrize("name", ["siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz", "philips_mprage.dcm.gz"])
 def test_real_vendor_files_match_dcm2niix(tmp_path: Path, name: str) -> None:
     """nibabel's real Siemens mosaic (CSA header) and Philips Enhanced MR headers."""
     src = tmp_path / "dcm"
