@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MR_IMAGE_STORAGE", "series_folder_name", "write_series", "write_study"]
 
-MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
 _LARMOR_MHZ_PER_T = 42.577478
 
 
@@ -79,8 +79,11 @@ def _study_dataset(subject: SyntheticSubject, equip: Equipment) -> Dataset:
 
 
 def _fmt(value: float) -> str:
-    text = f"{value:.6g}"
-    return text if len(text) <= 16 else f"{value:.8f}"[:16]
+    for digits in (10, 8, 6):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return text
+    return f"{value:.6g}"
 
 
 def _series_header(ds: Dataset, subject: SyntheticSubject, series: AcquiredSeries, number: int, equip: Equipment) -> None:
@@ -144,7 +147,7 @@ def _b_value_tags(ds: Dataset, vendor: str, b: float) -> None:
 def _write_slice(base: Dataset, subject: SyntheticSubject, stack: AcquiredStack, k: int, instance: int,
                  out: Path, vendor: str) -> Path:
     from pydicom import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
     ds = Dataset()
     ds.update(base)
@@ -176,7 +179,7 @@ def _write_slice(base: Dataset, subject: SyntheticSubject, stack: AcquiredStack,
     ds.PixelRepresentation = 0
     ds.PixelData = pixels.tobytes()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = UID(MR_IMAGE_STORAGE)
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
