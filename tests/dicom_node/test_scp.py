@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,9 +55,9 @@ def _raw_file(folder: Path, sop_class: str, sop_uid: str, ts: str, stream: bytes
     from pydicom.filewriter import write_file_meta_info
 
     meta = pydicom.dataset.FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
+    meta.MediaStorageSOPClassUID = pydicom.uid.UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.UID(sop_uid)
+    meta.TransferSyntaxUID = pydicom.uid.UID(ts)
     meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
     buf = io.BytesIO()
     buf.write(b"\x00" * 128 + b"DICM")
@@ -67,10 +67,10 @@ def _raw_file(folder: Path, sop_class: str, sop_uid: str, ts: str, stream: bytes
     return path
 
 
-def _send(port: int, files: list[Path], contexts: list[tuple[str, list[str]]]) -> list[int]:
+def _send(port: int, files: list[Path], contexts: Sequence[tuple[str, Sequence[str]]]) -> list[int]:
     ae = AE(ae_title="TESTSCU")
     for sop_class, tss in contexts:
-        ae.add_requested_context(sop_class, tss)
+        ae.add_requested_context(sop_class, list(tss))
     assoc = ae.associate("127.0.0.1", port, ae_title="MRINODE")
     assert assoc.is_established
     statuses = []
