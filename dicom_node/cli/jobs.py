@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     from dicom_node.queue import JOB_STATES, JobQueue
     from dicom_node.store import Store
 
-    config = args.config or os.environ.get("MRINODE_CONFIG")
+    config = args.action_config or args.config or os.environ.get("MRINODE_CONFIG")
     if not config:
         print("mrinode jobs: give --config FILE (or set MRINODE_CONFIG).", file=sys.stderr)
         return 2
@@ -77,11 +77,12 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``jobs`` sub-command (``list``, ``show ID``, ``retry ID``)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+    common.add_argument("--config", dest="action_config", metavar="FILE", default=None,
                         help="node configuration (TOML); default: $MRINODE_CONFIG")
-    p = subparsers.add_parser("jobs", parents=[common], help="list, show and retry the node's jobs",
+    p = subparsers.add_parser("jobs", help="list, show and retry the node's jobs",
                               description="List, show and retry jobs in the node's store database.")
-    p.set_defaults(func=_run, action=None, config=None, state=None, limit=50, json=False)
+    p.add_argument("--config", metavar="FILE", default=None, help="node configuration (TOML); default: $MRINODE_CONFIG")
+    p.set_defaults(func=_run, action=None, action_config=None, state=None, limit=50, json=False)
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     lst = sub.add_parser("list", parents=[common], help="list jobs, newest first (the default)")
     lst.add_argument("--state", help="only jobs in this state (queued, running, exporting, done, failed)")
