@@ -71,11 +71,11 @@ def notify_complete(node: Node, study_uid: str) -> Any:
 
 
 def node_jobs(node: Node, study_uid: str) -> Any:
-    """The node's jobs for one study (``GET /jobs?study=UID``).
+    """The node's jobs for one study (``GET /jobs?study_uid=UID``).
 
     Raises
     ------
     NodeError
         If the node cannot be reached or answers an error.
     """
-    return _request(node, "GET", "/jobs?" + urllib.parse.urlencode({"study": study_uid}))
+    return _request(node, "GET", "/jobs?" + urllib.parse.urlencode({"study_uid": study_uid}))
