@@ -243,6 +243,11 @@ def label_scores(cues: Sequence[Cue]) -> tuple[dict[SequenceLabel, float], list[
     specific = {c.label for c in kept if c.family in _EXPLICIT_FAMILIES and c.weight >= 0.85}
     explained = {g for label in specific for g in _EXPLAINS.get(label, ())}
     kept = [c for c in kept if c.label not in explained]
+    # A weak generic term ("TSE", "GRE") says nothing against a clear term of another label.
+    kept = [
+        c for c in kept
+        if not (c.family in _EXPLICIT_FAMILIES and c.weight < 0.5 and specific - {c.label})
+    ]
     # Physics is indirect evidence: an explicit statement (ImageType, a description term,
     # a sequence name) of at least 0.85 for another label halves a physics cue's weight.
     explicit = {c.label for c in kept if c.family in _EXPLICIT_FAMILIES and c.weight >= 0.85}

@@ -29,6 +29,9 @@ __all__ = ["identify_study", "list_files", "load_pixels", "read_headers"]
 
 log = logging.getLogger(__name__)
 
+#: File suffixes that are never DICOM (sidecars, NIfTI, notes): skipped silently.
+_NOT_DICOM_SUFFIXES = frozenset({".json", ".txt", ".md", ".nii", ".gz", ".png", ".jpg", ".csv", ".log", ".xml", ".html"})
+
 #: How many central slices the pixel path reads per series.
 PIXEL_SLICES = 12
 
@@ -75,7 +78,7 @@ def read_headers(files: Sequence[Path]) -> tuple[dict[str, list[tuple[Path, Data
     series: dict[str, list[tuple[Path, Dataset]]] = {}
     problems: list[str] = []
     for path in files:
-        if path.name.upper() == "DICOMDIR":
+        if path.name.upper() == "DICOMDIR" or path.suffix.lower() in _NOT_DICOM_SUFFIXES:
             continue
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)

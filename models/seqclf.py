@@ -1,0 +1,202 @@
+"""The image-based MRI sequence classifier: a small 2D CNN over a few slices of a series.
+
+The network sees single slices, each resized to ``input_size`` squared after a robust
+intensity scaling (its 99th percentile → 1); a series' verdict is the mean of its slices'
+log-probabilities, softened by a temperature fitted on held-out data so that the
+probabilities it reports are calibrated. It is a demonstration model trained on the
+synthetic engine (``training.seqclf``), not a clinical one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "BUNDLE_NAME",
+    "SeqClfNet",
+    "SequenceClassifier",
+    "build_seqclf",
+    "load_sequence_classifier",
+    "prepare_slices",
+]
+
+#: The shipped bundle's name.
+BUNDLE_NAME = "sequence-classifier"
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class SeqClfNet(nn.Module):
+    """A four-stage 2D CNN encoder with a linear classification head.
+
+    Parameters
+    ----------
+    n_classes : int
+        Output classes.
+    widths : sequence of int
+        Channels per stage.
+    dropout : float
+        Dropout before the head.
+    """
+
+    def __init__(self, n_classes: int, widths: Sequence[int] = (16, 32, 64, 96), dropout: float = 0.2) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        c = 1
+        for w in widths:
+            stages.append(_block(c, w))
+            c = w
+        self.encoder = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits (B, n_classes) for slices (B, 1, H, W)."""
+        f = self.encoder(x)
+        return self.head(f.mean(dim=(2, 3)))
+
+
+def build_seqclf(cfg: dict[str, Any]) -> SeqClfNet:
+    """Build the network from a card's ``network`` config (``n_classes``, ``widths``, ``dropout``)."""
+    return SeqClfNet(int(cfg["n_classes"]), tuple(int(w) for w in cfg.get("widths", (16, 32, 64, 96))), float(cfg.get("dropout", 0.2)))
+
+
+def _scale(img: torch.Tensor) -> torch.Tensor:
+    flat = img.flatten()
+    if flat.numel() > 200_000:
+        flat = flat[:: flat.numel() // 200_000 + 1]
+    p99 = torch.quantile(flat.float(), 0.99)
+    return img / p99 if p99 > 0 else img
+
+
+def prepare_slices(volume: np.ndarray, size: int = 64, max_slices: int = 8) -> torch.Tensor:
+    """Turn a (slices, rows, cols) series into classifier input.
+
+    Picks up to ``max_slices`` slices around the middle with the most signal, pads each to a
+    square, resizes it to ``size`` (antialiased) and scales the stack so that its 99th
+    percentile is 1.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        Pixel values of one series, (slices, rows, cols).
+    size : int
+        Network input size.
+    max_slices : int
+        At most this many slices.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 (n, 1, size, size).
+
+    Raises
+    ------
+    ValueError
+        If ``volume`` is not three-dimensional or is empty.
+    """
+    if volume.ndim != 3 or volume.size == 0:
+        raise ValueError(f"the classifier needs a (slices, rows, cols) volume, got shape {volume.shape}.")
+    vol = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    vol = torch.nan_to_num(vol).clamp_min(0)
+    energy = vol.flatten(1).mean(dim=1)
+    order = torch.argsort(energy, descending=True)
+    keep = order[: max(1, min(max_slices, int((energy > 0.3 * energy.max()).sum().item()) or 1))]
+    slices = vol[torch.sort(keep).values]
+    n, h, w = slices.shape
+    side = max(h, w)
+    padded = torch.zeros((n, 1, side, side), dtype=torch.float32)
+    padded[:, 0, (side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = slices
+    out = F.interpolate(padded, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return _scale(out).clamp(0, 3)
+
+
+class SequenceClassifier:
+    """A loaded classifier: network, class names, input size and temperature.
+
+    Parameters
+    ----------
+    net : SeqClfNet
+        The network (eval mode).
+    labels : sequence of str
+        Class names (``SequenceLabel`` values; ``"T1"`` is the T1 family).
+    input_size : int
+        Slice size the network expects.
+    temperature : float
+        Calibration temperature applied to the averaged logits.
+    """
+
+    def __init__(self, net: SeqClfNet, labels: Sequence[str], input_size: int = 64, temperature: float = 1.0) -> None:
+        self.net = net.eval()
+        self._labels = tuple(labels)
+        self.input_size = input_size
+        self.temperature = temperature
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The class names."""
+        return self._labels
+
+    @torch.no_grad()
+    def logits(self, volume: np.ndarray) -> torch.Tensor:
+        """Series logits: the mean over slices of log-softmax outputs (not yet tempered)."""
+        x = prepare_slices(volume, self.input_size)
+        return torch.log_softmax(self.net(x), dim=1).mean(dim=0)
+
+    def predict(self, volume: np.ndarray) -> dict[str, float]:
+        """Return calibrated class probabilities for a (slices, rows, cols) series."""
+        probs = torch.softmax(self.logits(volume) / self.temperature, dim=0)
+        return {label: float(p) for label, p in zip(self._labels, probs, strict=True)}
+
+
+def load_sequence_classifier(name_or_path: str | Path = BUNDLE_NAME) -> SequenceClassifier:
+    """Load the classifier bundle (``weights.safetensors`` + ``card.json``, sha256 checked).
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        A bundle name (``models/bundles/<name>``) or folder.
+
+    Returns
+    -------
+    SequenceClassifier
+        Ready for :meth:`SequenceClassifier.predict`.
+
+    Raises
+    ------
+    models.bundle.BundleError
+        If the bundle is missing, its weights do not match the card's sha256 or do not fit
+        the network config.
+    """
+    from safetensors.torch import load_file
+
+    from models.bundle import BundleError, load_bundle
+
+    bundle = load_bundle(name_or_path)
+    card = bundle.card
+    if card.task != "sequence-classification":
+        raise BundleError(f"bundle {card.name!r} is a {card.task!r} model, not a sequence classifier.")
+    net = build_seqclf(card.network)
+    state = {k: v.float() for k, v in load_file(str(bundle.weights_path), device="cpu").items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"bundle {card.name!r}: weights do not fit its network config ({exc}).") from exc
+    pre = card.preprocessing
+    return SequenceClassifier(net, [lab.name for lab in card.labels], int(pre.get("input_size", 64)), float(pre.get("temperature", 1.0)))

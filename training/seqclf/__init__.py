@@ -1,0 +1,1 @@
+"""Training of the pixel MRI sequence classifier (models.seqclf) on the synthetic engine."""
