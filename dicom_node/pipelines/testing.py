@@ -8,6 +8,8 @@ Options (``[pipelines.options]``):
 
 ``threshold_fraction`` (float, default 0.5)
     The threshold is ``min + fraction * (max - min)`` of the series' stored values.
+``sleep_s`` (float, optional)
+    Sleep this long first — for tests of interrupted runs.
 ``fail`` (str, optional)
     ``"exception"`` raises and ``"crash"`` kills the worker process (``os._exit``) —
     for tests of the worker's failure handling.
@@ -69,6 +71,10 @@ def run(request: PipelineRequest) -> PipelineResult:
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
+    if request.options.get("sleep_s"):
+        import time
+
+        time.sleep(float(request.options["sleep_s"]))
     fail = request.options.get("fail")
     if fail == "exception":
         raise RuntimeError("test pipeline asked to fail (options.fail = 'exception')")
