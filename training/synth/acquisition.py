@@ -240,16 +240,32 @@ def resample_to_stack(
         if max(sig) > 0.2:
             src = ndi.gaussian_filter(src, [s if s > 0.2 else 0.0 for s in sig], mode="constant")
     to_src = np.linalg.inv(volume_affine) @ stack_aff
-    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in stack_shape], indexing="ij"), axis=-1)
-    vox = idx @ to_src[:3, :3].T + to_src[:3, 3]
-    norm = 2.0 * vox / (np.asarray(volume.shape, dtype=np.float64) - 1.0) - 1.0
-    grid = torch.from_numpy(norm[..., ::-1].astype(np.float32).copy())[None]
+    theta = _normalised_theta(to_src, stack_shape, volume.shape)
+    grid = torch.nn.functional.affine_grid(
+        torch.from_numpy(theta.astype(np.float32))[None], [1, 1, *stack_shape], align_corners=True
+    )
     out = torch.nn.functional.grid_sample(
         torch.from_numpy(np.ascontiguousarray(src))[None, None], grid,
         mode="bilinear" if order > 0 else "nearest", padding_mode="zeros", align_corners=True,
     )
     result: np.ndarray = out[0, 0].numpy()
     return result
+
+
+def _normalised_theta(to_src: np.ndarray, out_shape: tuple[int, ...], src_shape: tuple[int, ...]) -> np.ndarray:
+    """The 3x4 ``affine_grid`` matrix for a voxel-to-voxel map, in (k, j, i) normalised order."""
+
+    def to_norm(shape: tuple[int, ...]) -> np.ndarray:
+        m = np.eye(4)
+        for axis, n in enumerate(shape[:3]):
+            half = max(n - 1, 1) / 2.0
+            m[axis, axis] = 1.0 / half
+            m[axis, 3] = -1.0
+        return m
+
+    perm = np.eye(4)[[2, 1, 0, 3]]
+    full = perm @ to_norm(src_shape) @ to_src @ np.linalg.inv(to_norm(out_shape)) @ perm
+    return full[:3, :4]
 
 
 def quantise(data: np.ndarray, maximum: float = 65535.0) -> np.ndarray:

@@ -95,7 +95,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], ctrl: int = 
     from scipy import ndimage as ndi
 
     small = rng.standard_normal((ctrl, ctrl, ctrl))
-    up = ndi.zoom(small, [s / ctrl for s in shape], order=3, mode="nearest", grid_mode=True)
+    up = ndi.zoom(small, [s / ctrl for s in shape], order=1, mode="nearest", grid_mode=True)
     return up[: shape[0], : shape[1], : shape[2]].astype(np.float32)
 
 

@@ -308,9 +308,12 @@ def _adc(b0: np.ndarray, b1000: np.ndarray) -> np.ndarray:
 
 def _hard_tissue(maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Most likely tissue per voxel; tumour labels override (Tissue values)."""
-    air = 1.0 - maps.sum(axis=0)
-    best = np.argmax(maps, axis=0).astype(np.uint8) + 1  # 1..6 = CSF..BONE
-    best[air > maps.max(axis=0)] = Tissue.AIR
+    best = np.zeros(maps.shape[1:], dtype=np.uint8)  # AIR
+    best_val = 1.0 - maps.sum(axis=0)
+    for channel in range(maps.shape[0]):
+        better = maps[channel] > best_val
+        best[better] = channel + 1  # 1..6 = CSF..BONE
+        np.maximum(best_val, maps[channel], out=best_val)
     best[labels == 1] = Tissue.NECROSIS
     best[labels == 2] = Tissue.OEDEMA
     best[labels == 3] = Tissue.ENHANCING
