@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
@@ -195,7 +196,7 @@ def stack_frames(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, list[
         along = float(np.dot(span, normal))
         shear = span - along * normal
         if np.linalg.norm(shear) > max(POSITION_TOL * 10, 1e-3 * abs(along)):
-            angle = float(np.degrees(np.arctan2(np.linalg.norm(shear), abs(along))))
+            angle = math.degrees(math.atan2(float(np.linalg.norm(shear)), abs(along)))
             raise SeriesReadError(
                 hdr,
                 f"its slices are sheared by {angle:.2f} degrees against their normal (gantry tilt), which is not supported",

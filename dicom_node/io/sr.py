@@ -39,13 +39,25 @@ PROCEDURE_MR_HEAD = ("241601008", "SCT", "MR of head")
 
 
 class SeriesIdentificationLike(Protocol):
-    """What the SR needs to know about one identified series."""
+    """What the SR needs to know about one identified series (read-only attributes).
 
-    series_uid: str
-    series_number: int | None
-    description: str
-    label: str
-    confidence: float
+    Any object with these attributes fits, e.g. the sequence identifier's result.
+    """
+
+    @property
+    def series_uid(self) -> str: ...
+
+    @property
+    def series_number(self) -> int | None: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def confidence(self) -> float: ...
 
 
 def segment_volumes_ml(

@@ -7,6 +7,7 @@ correct reader must produce.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 __all__ = [
     "ORIENTATIONS",
@@ -53,9 +54,9 @@ def orientation_cosines(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name == "coronal":
         return np.array([1.0, 0, 0]), np.array([0, 0, -1.0])
     if name == "oblique":
-        a, b = np.radians(17.0), np.radians(-11.0)
-        rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-        rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+        a, b = math.radians(17.0), math.radians(-11.0)
+        rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+        rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
         rot = rx @ rz
         return rot @ np.array([1.0, 0, 0]), rot @ np.array([0, 1.0, 0])
     raise ValueError(f"unknown orientation {name!r}")
@@ -99,7 +100,7 @@ def base_dataset(
 
 def _finish(ds: Dataset, sop_class: str, path: Path, transfer_syntax: str | None) -> None:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
@@ -346,7 +347,7 @@ def make_mosaic_series(
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows, cols = tile
-    tiles = int(np.ceil(np.sqrt(n_slices)))
+    tiles = math.ceil(math.sqrt(n_slices))
     stored = rng.integers(0, 4000, size=(cols, rows, n_slices)).astype(np.uint16)
     mosaic = np.zeros((rows * tiles, cols * tiles), dtype=np.uint16)
     for s in range(n_slices):

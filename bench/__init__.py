@@ -1,0 +1,1 @@
+"""Benchmarks: each module with a ``main(argv)`` prints a table (``python -m bench.<name> [--quick]``)."""
