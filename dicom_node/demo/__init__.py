@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_demo", "stop_demo"]
+__all__ = ["main", "run_demo", "start_services", "stop_demo"]
 
 DEFAULT_NETNS = "mrinode-demo"
 ORTHANC_EXE = "/usr/sbin/Orthanc"
@@ -66,7 +66,30 @@ def _log_tail(path: Path, n: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
 
 
-def _start_services(args: argparse.Namespace, paths: Any) -> dict[str, Any]:
+def start_services(paths: Any, *, netns: str | None, node_config: Path | None = None) -> dict[str, Any]:
+    """Start Orthanc (plugin on), the node and the loopback forwarder; wait until they answer.
+
+    Parameters
+    ----------
+    paths : DemoPaths
+        The demo folders (data, logs and pid files go under ``paths.var``).
+    netns : str, optional
+        The network namespace to run in (created if missing; this thread enters it);
+        ``None`` runs on this machine's network (Orthanc then listens on every interface).
+    node_config : Path, optional
+        Node configuration template (default ``deploy/demo/node.toml``).
+
+    Returns
+    -------
+    dict
+        ``http_port``, ``dicom_port``, ``user``, ``password``, ``netns``, ``node_url``,
+        ``node_token``.
+
+    Raises
+    ------
+    RuntimeError
+        If something is missing or a service does not answer (with the log tails).
+    """
     import shutil
 
     from dicom_node.demo.netns import create_netns, enter_netns
@@ -82,10 +105,9 @@ def _start_services(args: argparse.Namespace, paths: Any) -> dict[str, Any]:
     for old in ("orthanc-db", "node"):
         shutil.rmtree(paths.var / old, ignore_errors=True)
     orthanc_cfg_path = render_orthanc_config(paths)
-    node_cfg_path = render_node_config(paths, Path(args.node_config) if args.node_config else None)
+    node_cfg_path = render_node_config(paths, node_config)
     orthanc_cfg = json.loads(orthanc_cfg_path.read_text())
     node_cfg = tomllib.loads(node_cfg_path.read_text())
-    netns = None if args.no_netns else args.netns
     if netns is not None:
         create_netns(netns)
     else:
@@ -116,7 +138,8 @@ def _start_services(args: argparse.Namespace, paths: Any) -> dict[str, Any]:
         raise RuntimeError(
             f"{exc}\n--- orthanc.log ---\n{_log_tail(paths.log('orthanc'))}\n--- node.log ---\n{_log_tail(paths.log('node'))}"
         ) from None
-    return {"http_port": http_port, "dicom_port": dicom_port, "user": user, "password": password, "netns": netns}
+    return {"http_port": http_port, "dicom_port": dicom_port, "user": user, "password": password, "netns": netns,
+            "node_url": node_url, "node_token": api.get("token")}
 
 
 def _study_folder(args: argparse.Namespace, paths: Any) -> Path:
@@ -125,6 +148,8 @@ def _study_folder(args: argparse.Namespace, paths: Any) -> Path:
 
     from dicom_node.demo.scenario import synth_study
 
+    if args.study:
+        return Path(args.study).expanduser().absolute()
     out = paths.var / f"study-seed{args.seed}"
     done = out / ".complete"
     if done.exists():
@@ -150,7 +175,10 @@ def run_demo(args: argparse.Namespace) -> int:
     stop_demo(args)
     paths = _paths(args)
     try:
-        svc = _start_services(args, paths)
+        svc = start_services(
+            paths, netns=None if args.no_netns else args.netns,
+            node_config=Path(args.node_config) if args.node_config else None,
+        )
         folder = _study_folder(args, paths)
         import pydicom
 
@@ -197,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="start Orthanc and the node, send a synthetic study, wait for SEG + SR")
     common(run)
     run.add_argument("--seed", type=int, default=11, help="seed of the synthetic study (default 11)")
+    run.add_argument("--study", default=None, help="send this DICOM folder instead of generating a study")
     run.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the results (default 900)")
     run.add_argument("--node-config", default=None, help="node configuration template (default deploy/demo/node.toml)")
     run.set_defaults(func=run_demo)

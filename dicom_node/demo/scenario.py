@@ -23,6 +23,8 @@ import httpx
 __all__ = [
     "LoopTimes",
     "OrthancClient",
+    "copy_study",
+    "model_seconds",
     "send_with_storescu",
     "stage_table",
     "synth_study",
@@ -152,6 +154,46 @@ def send_with_storescu(folder: Path, port: int, *, calling: str = "STORESCU", ca
     return len(files)
 
 
+def copy_study(src: Path, dst: Path, *, series: tuple[str, ...] | None = None) -> tuple[str, list[Path]]:
+    """Copy a DICOM study folder with new Study, Series, SOP Instance and Frame of
+    Reference UIDs (another visit, as far as Orthanc and the node can tell).
+
+    Parameters
+    ----------
+    src, dst : Path
+        Source study folder (one sub-folder per series) and destination.
+    series : tuple of str, optional
+        Keep only the series sub-folders whose name contains one of these strings.
+
+    Returns
+    -------
+    tuple
+        The new Study Instance UID and the written files.
+    """
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    study_uid = str(generate_uid())
+    mapping: dict[str, str] = {}
+    written: list[Path] = []
+    for folder in sorted(p for p in src.iterdir() if p.is_dir()):
+        if series is not None and not any(s in folder.name for s in series):
+            continue
+        for path in sorted(folder.glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID = study_uid
+            for kw in ("SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+                if kw in ds:
+                    old = str(ds[kw].value)
+                    setattr(ds, kw, mapping.setdefault(old, str(generate_uid())))
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            out = dst / folder.name / path.name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(out, enforce_file_format=True)
+            written.append(out)
+    return study_uid, written
+
+
 @dataclass
 class LoopTimes:
     """Wall-clock marks (``time.time()``) of one study's trip, and what came back."""
@@ -245,3 +287,12 @@ def stage_table(times: LoopTimes) -> list[tuple[str, float]]:
     ]
     rows.append(("total: last instance stored -> SEG + SR stored", times.done - times.stored))
     return rows
+
+
+def model_seconds(times: LoopTimes) -> float:
+    """Seconds the model itself took (the pipeline's ``model_*`` stages), 0 if unknown."""
+    total = 0.0
+    for summary in (times.job.get("summary") or {}).values():
+        if isinstance(summary, dict):
+            total += sum(float(v) for k, v in (summary.get("seconds") or {}).items() if str(k).startswith("model"))
+    return total

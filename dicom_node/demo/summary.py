@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.demo.report import overlay_png, seg_volumes, sr_text_rows
-from dicom_node.demo.scenario import LoopTimes, OrthancClient, stage_table
+from dicom_node.demo.scenario import LoopTimes, OrthancClient, model_seconds, stage_table
 
 __all__ = ["print_summary", "sequences_from_summary"]
 
@@ -34,6 +34,11 @@ def sequences_from_summary(summary: Any) -> dict[str, str]:
                 walk(item)
 
     walk(summary)
+    # The tumour pipeline reports {label: series description} as "sequences_found".
+    if isinstance(summary, dict):
+        for pipeline in summary.values():
+            if isinstance(pipeline, dict) and isinstance(pipeline.get("sequences_found"), dict):
+                found.update({str(desc): str(label) for label, desc in pipeline["sequences_found"].items()})
     return found
 
 
@@ -81,8 +86,13 @@ def print_summary(orthanc: OrthancClient, times: LoopTimes, folder: Path, png: P
         for row in sr_text_rows(_first_file(orthanc, sr), limit=24):
             print(f"  {row}")
     print("Seconds per stage (from the last instance stored in Orthanc):")
-    for name, seconds in stage_table(times):
+    rows = stage_table(times)
+    for name, seconds in rows:
         print(f"  {name:<52} {seconds:8.1f} s")
+    model = model_seconds(times)
+    total = rows[-1][1]
+    if model > 0 and total > 0:
+        print(f"  {'of which the model itself':<52} {model:8.1f} s  ({100 * (1 - model / total):.0f}% of the total is outside the model)")
     job = times.job
     if job:
         print(f"Node job {job.get('id')}: state {job.get('state')}, durations {job.get('durations')}")

@@ -24,6 +24,7 @@ __all__ = [
     "RecordingNodeApi",
     "StoreScp",
     "storescu",
+    "synthetic_study",
     "wait_for",
 ]
 
@@ -154,3 +155,23 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def synthetic_study(base: Path, *, seed: int = 11, sequences: str = "T1,T1C,T2,FLAIR") -> Path:
+    """A synthetic study with a tumour (``mrinode synth --dicom``), made once per folder.
+
+    Returns
+    -------
+    Path
+        The subject's ``dicom`` folder (one sub-folder per series).
+    """
+    from dicom_node.demo.scenario import synth_study
+
+    out = base / f"synth-seed{seed}-{sequences.replace(',', '-')}"
+    marker = out / ".complete"
+    if marker.exists():
+        return Path(marker.read_text())
+    folder = synth_study(out, seed=seed, sequences=sequences)
+    marker.write_text(str(folder))
+    return folder
+
