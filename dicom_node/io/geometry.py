@@ -202,7 +202,10 @@ def stack_frames(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, list[
                 f"its slices are sheared by {angle:.2f} degrees against their normal (gantry tilt), which is not supported",
             )
         affine[:3, 2] = span / (nk - 1)
-    data = np.empty((first.shape[1], first.shape[0], nk), dtype=np.float32)
+    planes = np.empty((nk, first.shape[0], first.shape[1]), dtype=np.float32)
     for k, f in enumerate(ordered):
-        data[:, :, k] = f.pixels().T
+        planes[k] = f.pixels()
+    # (k, rows, cols) in C order is (cols, rows, k) = (i, j, k) in Fortran order: no copy,
+    # and the layout NIfTI files use.
+    data = planes.transpose(2, 1, 0)
     return data, LPS_TO_RAS @ affine, ordered
