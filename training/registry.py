@@ -126,7 +126,9 @@ class ModelRegistry:
         return None if entry is None else self.root / entry.path
 
     # -- changes ---------------------------------------------------------------------------
-    def register(self, bundle_dir: Path, *, note: str = "") -> RegistryEntry:
+    def register(
+        self, bundle_dir: Path, *, note: str = "", metrics: dict[str, Any] | None = None
+    ) -> RegistryEntry:
         """Copy a bundle folder into the registry as a new version.
 
         Parameters
@@ -135,6 +137,9 @@ class ModelRegistry:
             A folder with ``card.json`` and ``weights.safetensors``.
         note : str
             Free text stored with the entry.
+        metrics : dict, optional
+            The metrics to record (for example the run's validation metrics); the card's
+            ``metrics`` when omitted.
 
         Returns
         -------
@@ -164,7 +169,7 @@ class ModelRegistry:
             name=name,
             version=version,
             path=str(rel),
-            metrics=dict(card.get("metrics") or {}),
+            metrics=dict(metrics if metrics is not None else card.get("metrics") or {}),
             registered_at=datetime.now(UTC).isoformat(timespec="seconds"),
             note=note,
         )
