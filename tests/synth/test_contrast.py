@@ -1,0 +1,56 @@
+"""Contrast physics on the generated images, measured on the tissue and BraTS label maps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dicom_node.sequences import SequenceLabel as S
+from training.synth.tissue import Tissue
+
+
+def _mean(img: np.ndarray, mask: np.ndarray) -> float:
+    assert mask.sum() > 20, "the mask is (nearly) empty"
+    return float(img[mask].mean())
+
+
+def test_grey_white_csf_contrast(tumour_subject) -> None:  # type: ignore[no-untyped-def]
+    s = tumour_subject
+    wm, gm, csf = (s.tissue == Tissue.WM), (s.tissue == Tissue.GM), (s.tissue == Tissue.CSF)
+    t1, t2, flair = s.images[S.T1], s.images[S.T2], s.images[S.FLAIR]
+    assert _mean(t1, wm) > _mean(t1, gm) > _mean(t1, csf)
+    assert _mean(t2, wm) < _mean(t2, gm) < _mean(t2, csf)
+    assert _mean(flair, csf) < 0.6 * _mean(flair, wm)
+    assert _mean(s.images[S.PD], gm) > _mean(s.images[S.PD], wm)  # proton density: GM above WM
+
+
+def test_tumour_compartments(tumour_subject) -> None:  # type: ignore[no-untyped-def]
+    s = tumour_subject
+    wm = s.tissue == Tissue.WM
+    et, ed = s.labels == 3, s.labels == 2
+    t1, t1c, flair = s.images[S.T1], s.images[S.T1C], s.images[S.FLAIR]
+    # oedema bright on FLAIR
+    assert _mean(flair, ed) > 1.2 * _mean(flair, wm)
+    # enhancing rim: brighter on T1C than on T1, relative to WM
+    et_gain = (_mean(t1c, et) / _mean(t1c, wm)) / (_mean(t1, et) / _mean(t1, wm))
+    ed_gain = (_mean(t1c, ed) / _mean(t1c, wm)) / (_mean(t1, ed) / _mean(t1, wm))
+    assert et_gain > 1.3
+    assert abs(ed_gain - 1.0) < 0.1
+
+
+def test_diffusion_images(tumour_subject) -> None:  # type: ignore[no-untyped-def]
+    s = tumour_subject
+    gm, csf = (s.tissue == Tissue.GM), (s.tissue == Tissue.CSF)
+    adc = s.images[S.ADC]
+    assert _mean(adc, csf) > 1.5 * _mean(adc, gm)
+    assert _mean(s.images[S.DWI], csf) < _mean(s.extras["DWI_b0"], csf) * 0.2
+    assert 500.0 < float(np.median(adc[s.tissue == Tissue.WM])) < 1100.0
+
+
+def test_images_are_float32_on_the_grid(tumour_subject) -> None:  # type: ignore[no-untyped-def]
+    s = tumour_subject
+    for img in s.images.values():
+        assert img.dtype == np.float32
+        assert img.shape == s.labels.shape == s.tissue.shape
+    assert s.affine[0, 0] == 2.0
+    assert set(np.unique(s.labels)) <= {0, 1, 2, 3}
+    assert s.params["sequences"]["FLAIR"]["ti"] is not None
