@@ -12,7 +12,8 @@ Configuration, in Orthanc's own configuration file::
       "Workers": 2,              // studies handled at the same time
       "StoreTimeout": 600,       // seconds one C-STORE job to a node may take
       "StoreAttempts": 3,        // C-STORE attempts before a send is recorded as failed
-      "RetryDelay": 5            // seconds before the second attempt (doubles)
+      "RetryDelay": 5,           // seconds before the second attempt (doubles)
+      "KeepDays": 30             // forget what was sent to a study after this many days
     }
 
 Relative paths are read from the folder of Orthanc's configuration file. Orthanc 1.10
@@ -152,6 +153,7 @@ class _Plugin:
             store_timeout_s=float(self.config.get("StoreTimeout", 600)),
             attempts=int(self.config.get("StoreAttempts", 3)),
             retry_delay_s=float(self.config.get("RetryDelay", 5)),
+            keep_days=float(self.config.get("KeepDays", 30)),
         )
 
     def _path(self, value: str) -> Path:

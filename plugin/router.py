@@ -73,6 +73,8 @@ class Router:
         C-STORE attempts per send before it is recorded as failed.
     retry_delay_s : float
         First pause between attempts (doubles each time).
+    keep_days : float
+        Studies not sent to for this many days are forgotten by the state (checked hourly).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Router:
         store_timeout_s: float = 600.0,
         attempts: int = 3,
         retry_delay_s: float = 5.0,
+        keep_days: float = 30.0,
     ) -> None:
         self.api = api
         self.rules = rules
@@ -94,6 +97,8 @@ class Router:
         self.store_timeout_s = store_timeout_s
         self.attempts = max(1, attempts)
         self.retry_delay_s = retry_delay_s
+        self.keep_s = keep_days * 86400.0
+        self._pruned_at = 0.0
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._busy: set[str] = set()
         self._again: set[str] = set()
@@ -199,6 +204,11 @@ class Router:
             The decision as recorded (``action``: ``send``, ``none``, ``already-sent``
             or ``gone``).
         """
+        if time.monotonic() - self._pruned_at > 3600.0:
+            self._pruned_at = time.monotonic()
+            forgotten = self.state.prune(self.keep_s)
+            if forgotten:
+                self.api.log("info", f"mrinode: forgot {forgotten} studies routed more than {self.keep_s / 86400:.0f} days ago.")
         info = self.study_info(study_id)
         if info is None:
             return {"study_id": study_id, "action": "gone"}

@@ -206,6 +206,31 @@ class RoutingState:
         copy["sent"] = {node: len(ids) for node, ids in copy["sent"].items()}
         return dict(copy)
 
+    def prune(self, max_age_s: float, now: float | None = None) -> int:
+        """Forget studies whose last send or result is older than ``max_age_s`` seconds.
+
+        Keeps the state file small on a busy PACS; a forgotten study that gets new
+        instances later is routed again as a whole.
+
+        Returns
+        -------
+        int
+            How many studies were forgotten.
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            old = [
+                sid
+                for sid, entry in self._studies.items()
+                if max([s.get("finished", 0.0) for s in entry.get("sends", [])] + [entry.get("results_at", 0.0)])
+                < now - max_age_s
+            ]
+            for sid in old:
+                del self._studies[sid]
+            if old:
+                self._save()
+        return len(old)
+
     def forget(self, study_id: str) -> None:
         """Drop a study (when Orthanc deletes it), so a re-import routes again."""
         with self._lock:

@@ -55,3 +55,13 @@ def test_damaged_state_file_starts_empty_and_is_kept_aside(tmp_path: Path) -> No
     assert (tmp_path / "state.json.bad").read_text() == "{not json"
     state.record_decision({"study_id": "x"})
     assert json.loads(path.read_text())["version"] == 1
+
+
+def test_prune_forgets_only_old_studies(tmp_path: Path) -> None:
+    state = RoutingState(tmp_path / "state.json")
+    state.record_send("old", study_uid="1", node="n", rule="r", instance_ids=["a"], ok=True, started=0.0, finished=100.0)
+    state.record_send("new", study_uid="2", node="n", rule="r", instance_ids=["b"], ok=True, started=0.0, finished=1000.0)
+    state.record_results("new", ["seg"])
+    assert state.prune(500.0, now=1200.0) == 1
+    assert state.study("old") == {} and state.study("new")["sent"] == {"n": 1}
+    assert RoutingState(tmp_path / "state.json").unsent("old", "n", ["a"]) == ["a"]
