@@ -1,0 +1,134 @@
+"""The DICOM study: dciodvfy on every series kind and vendor, headers, determinism, and read-back
+through the project's own reader (``dicom_node.io.reader.read_series``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_node.sequences import SequenceLabel as S
+from tests.support.dciodvfy import dciodvfy
+from tests.synth.conftest import ALL_SEQUENCES
+
+
+@pytest.fixture(scope="module")
+def siemens_study(tumour_subject, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from training.synth.dicom_writer import write_study
+
+    out = tmp_path_factory.mktemp("siemens")
+    return tumour_subject, write_study(tumour_subject, out)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("IM_*.dcm"))
+
+
+def _check_dciodvfy(folders: dict[str, Path]) -> None:
+    checked = 0
+    for seq, folder in folders.items():
+        files = _files(folder)
+        assert files, f"{seq} has no files"
+        # first and last instance: covers both b-values of DWI and two localizer planes
+        for f in {files[0], files[-1], files[len(files) // 2]}:
+            report = dciodvfy(f)
+            assert report.errors == [], f"{seq} {f.name}: {report.errors}"
+            checked += 1
+    assert checked >= 2 * len(folders)
+
+
+def test_siemens_study_passes_dciodvfy(siemens_study) -> None:  # type: ignore[no-untyped-def]
+    _subject, folders = siemens_study
+    assert set(folders) == {s.value for s in ALL_SEQUENCES}
+    _check_dciodvfy(folders)
+
+
+@pytest.mark.parametrize("vendor", ["ge", "philips"])
+def test_other_vendors_pass_dciodvfy(vendor: str, tmp_path: Path) -> None:
+    from training.synth import generate_subject
+    from training.synth.dicom_writer import write_study
+
+    s = generate_subject(31, vendor=vendor, sequences=ALL_SEQUENCES, voxel_mm=4.0, tumour=True, field_strength=1.5)
+    folders = write_study(s, tmp_path)
+    _check_dciodvfy(folders)
+    ds = pydicom.dcmread(_files(folders["DWI"])[-1])
+    if vendor == "ge":
+        assert ds.Manufacturer == "GE MEDICAL SYSTEMS"
+        assert str(ds[0x0043, 0x1039].value[0]) == "1000"
+    else:
+        assert ds.Manufacturer.startswith("Philips")
+        assert float(ds[0x2001, 0x1003].value) == 1000.0
+
+
+def test_headers(siemens_study) -> None:  # type: ignore[no-untyped-def]
+    subject, folders = siemens_study
+    firsts = {seq: pydicom.dcmread(_files(f)[0], stop_before_pixels=True) for seq, f in folders.items()}
+    assert len({ds.StudyInstanceUID for ds in firsts.values()}) == 1
+    assert len({ds.FrameOfReferenceUID for ds in firsts.values()}) == 1
+    assert len({ds.SeriesInstanceUID for ds in firsts.values()}) == len(firsts)
+    for seq, ds in firsts.items():
+        proto = subject.protocols[S(seq)]
+        assert ds.Modality == "MR" and ds.Manufacturer == "SIEMENS"
+        assert float(ds.RepetitionTime) == pytest.approx(proto.tr)
+        assert float(ds.EchoTime) == pytest.approx(proto.te)
+        assert ds.MRAcquisitionType == proto.acquisition
+        assert ("ContrastBolusAgent" in ds) == (seq == "T1C")
+    assert float(firsts["FLAIR"].InversionTime) == pytest.approx(subject.protocols[S.FLAIR].ti)
+    assert "tirm" in firsts["FLAIR"].SeriesDescription
+    dwi = [pydicom.dcmread(f, stop_before_pixels=True) for f in _files(folders["DWI"])]
+    assert sorted({float(d.DiffusionBValue) for d in dwi}) == [0.0, 1000.0]
+    assert {int(d[0x0019, 0x100C].value) for d in dwi} == {0, 1000}
+    assert "ADC" in firsts["ADC"].ImageType
+    assert firsts["ADC"].ImageType[0] == "DERIVED"
+
+
+def test_same_seed_writes_identical_files(tmp_path: Path) -> None:
+    from training.synth import generate_subject
+    from training.synth.dicom_writer import write_study
+
+    paths = []
+    for name in ("a", "b"):
+        s = generate_subject(33, sequences=(S.DWI,), voxel_mm=4.0, tumour=False)
+        paths.append(write_study(s, tmp_path / name)["DWI"])
+    a, b = _files(paths[0]), _files(paths[1])
+    assert [p.name for p in a] == [p.name for p in b]
+    for fa, fb in zip(a[:: max(len(a) // 5, 1)], b[:: max(len(b) // 5, 1)], strict=True):
+        assert fa.read_bytes() == fb.read_bytes()
+
+
+def test_read_back_through_project_reader(siemens_study) -> None:  # type: ignore[no-untyped-def]
+    from dicom_node.io.reader import read_series
+
+    subject, folders = siemens_study
+    for seq, folder in folders.items():
+        series = subject.acquire(seq)
+        files = _files(folder)
+        if seq == "LOCALIZER":
+            # one series, three planes: read each plane's slices on their own
+            n = series.stacks[0].data.shape[2]
+            groups = [files[i * n:(i + 1) * n] for i in range(len(series.stacks))]
+            volumes = [read_series(g)[0] for g in groups]
+        else:
+            volumes = read_series(files)
+        assert len(volumes) == len(series.stacks), seq
+        by_key = {v.split or "": v for v in volumes}
+        for i, stack in enumerate(series.stacks):
+            vol = by_key.get(stack.key, volumes[i]) if seq != "LOCALIZER" else volumes[i]
+            assert vol.data.shape == stack.data.shape, seq
+            assert np.allclose(vol.affine, stack.affine, atol=1e-3), seq
+            assert np.max(np.abs(vol.data - stack.data)) <= 0.5, seq
+            assert vol.frame_of_reference_uid is not None
+    # the labels resampled to the acquired grid sit on the lesion in the read-back images
+    flair = read_series(_files(folders["FLAIR"]))[0]
+    labels = subject.acquire(S.FLAIR).stacks[0].labels
+    assert (labels == 2).sum() > 10
+    assert flair.data[labels == 2].mean() > 1.3 * flair.data[(labels == 0) & (flair.data > 0.2 * flair.data.max())].mean()
+    t1c = read_series(_files(folders["T1C"]))[0]
+    lab_c = subject.acquire(S.T1C).stacks[0].labels
+    t1 = read_series(_files(folders["T1"]))[0]
+    lab_1 = subject.acquire(S.T1).stacks[0].labels
+    assert (t1c.data[lab_c == 3].mean() / np.median(t1c.data[lab_c == 2])) > 1.2 * (
+        t1.data[lab_1 == 3].mean() / np.median(t1.data[lab_1 == 2])
+    )
