@@ -153,9 +153,16 @@ def test_state_survives_restart_and_node_down_is_reported(tmp_path: Path) -> Non
             forced = orthanc.post(f"/mrinode/studies/{sid}/route", json={"force": True})
             assert forced["action"] == "send" and forced["instances_new"] == 3
             assert len(api.completes()) == 2 and len(scp.files()) == 3  # storescp overwrites same UIDs
+            # Uploaded over REST, a study has no calling AE: the rule (calling_ae = SCANNER1) says no.
+            rest_uid, rest_files = write_mr_series(tmp_path / "rest", 1)
+            orthanc.upload(rest_files[0])
+            view = wait_for(lambda: (v := _study_view(orthanc, rest_uid))["decisions"] and v, 30, "the REST decision")
+            assert view["decisions"][-1]["action"] == "none"
+            assert "calling AE (none) not in ['SCANNER1']" in view["decisions"][-1]["reasons"][0]
     # The node's REST API is gone: the DICOM send still succeeds, the failure is recorded.
     with StoreScp(tmp_path / "node-in2") as scp2:
-        api2 = RecordingNodeApi()  # never started: its port refuses connections
+        api2 = RecordingNodeApi()
+        api2.server.server_close()  # closed before use: its port refuses connections
         (tmp_path / "second").mkdir()
         orthanc = _orthanc(tmp_path / "second", scp2, api2)
         with orthanc:
@@ -168,4 +175,3 @@ def test_state_survives_restart_and_node_down_is_reported(tmp_path: Path) -> Non
             assert view["state"]["sends"][-1]["ok"] is True
             assert "completion call failed" in detail and "cannot be reached" in detail
             assert "error" in view["node_jobs"]["mrinode"]
-        api2.server.server_close()
