@@ -114,6 +114,8 @@ class DicomConfig(_Section):
     allowed_callers: list[AllowedCaller] = Field(default_factory=list)
     network_timeout_s: float = Field(default=60.0, gt=0)
     max_associations: int = Field(default=16, ge=1)
+    spool_fsync: Literal["file+dir", "file", "off"] = "file"
+    fast_reactor: bool = True
     tls: TlsConfig = Field(default_factory=TlsConfig)
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dicom_node.logs import uid_tag
 from dicom_node.store import InstanceRecord
-from dicom_node.wire import DatasetError, scan_dataset
+from dicom_node.wire import DatasetError, encode_file_meta, scan_dataset
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -40,11 +40,35 @@ if TYPE_CHECKING:
     from dicom_node.spool import Spool
     from dicom_node.store import Store
 
-__all__ = ["StoreSCP", "set_nodelay"]
+__all__ = ["TRANSFER_SYNTAXES", "StoreSCP", "set_nodelay"]
 
 log = logging.getLogger(__name__)
 
-_PREAMBLE = b"\x00" * 128 + b"DICM"
+#: Transfer syntaxes accepted for storage: the uncompressed, deflated and image-compression
+#: ones an MR study can carry (no video, no JPIP). Kept short on purpose: pynetdicom
+#: deep-copies every supported context for each association.
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old scanners)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.4.110",  # JPEG XL Lossless
+    "1.2.840.10008.1.2.4.111",  # JPEG XL JPEG Recompression
+    "1.2.840.10008.1.2.4.112",  # JPEG XL
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.8.1",  # Deflated Image Frame Compression
+)
 # A-ASSOCIATE-RJ (result permanent, source service-user, diagnostic).
 _RJ_CALLING = (0x01, 0x01, 0x03)
 _RJ_CALLED = (0x01, 0x01, 0x07)
@@ -131,7 +155,7 @@ class StoreSCP:
         OSError
             If the port cannot be bound (the message names host and port).
         """
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         d = self.cfg.dicom
@@ -144,10 +168,10 @@ class StoreSCP:
         ae.require_called_aet = False  # checked in _on_requested, with logging
         ae.require_calling_aet = []
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(str(cx.abstract_syntax), list(TRANSFER_SYNTAXES))
+        ae.add_supported_context(Verification, ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, self._on_conn_open),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
@@ -193,6 +217,13 @@ class StoreSCP:
         log.info("DICOM SCP stopped")
 
     # ------------------------------------------------------------- handlers
+    def _on_conn_open(self, event: Event) -> None:
+        set_nodelay(event)
+        if self.cfg.dicom.fast_reactor:
+            from dicom_node.fastpath import install
+
+            install(event.assoc)
+
     def _refuse(self, event: Event, reason: str, rsd: tuple[int, int, int], why: str) -> None:
         rq = event.assoc.requestor
         prim: Any = rq.primitive
@@ -247,7 +278,7 @@ class StoreSCP:
         return _status(code, comment)
 
     def _store(self, event: Event) -> Any:
-        from pynetdicom.dsutils import encode_file_meta
+        from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
         req: Any = event.request
         stream: bytes = req.DataSet.getvalue() if req.DataSet is not None else b""
@@ -271,11 +302,10 @@ class StoreSCP:
         if info.sop_class and info.sop_class != rq_class:
             return self._fail(0xA900, "SOP Class UID differs from the presentation context",
                               f"instance {uid_tag(rq_sop)}: dataset SOP Class {info.sop_class} is not {rq_class}")
-        meta = event.file_meta
-        meta.SourceApplicationEntityTitle = calling or "UNKNOWN"
-        meta_bytes = encode_file_meta(meta)
+        head = encode_file_meta(rq_class, rq_sop, ts, PYNETDICOM_IMPLEMENTATION_UID,
+                                PYNETDICOM_IMPLEMENTATION_VERSION, calling)
         try:
-            path, size = self.spool.write(info.study_uid, info.sop_uid, (_PREAMBLE, meta_bytes, stream))
+            path, size = self.spool.write(info.study_uid, info.sop_uid, (head, stream))
         except OSError as exc:
             return self._fail(0xA700, "Out of resources: cannot write the instance",
                               f"instance {uid_tag(rq_sop)}: spool write failed ({exc.strerror or exc})")

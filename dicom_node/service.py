@@ -47,7 +47,7 @@ class NodeService:
         self.queue = JobQueue(self.store)
         self.metrics = NodeMetrics(job_counts=self.queue.counts)
         self.audit = AuditLog(cfg.audit_log_path)
-        self.spool = Spool(cfg.spool_dir)
+        self.spool = Spool(cfg.spool_dir, fsync=cfg.dicom.spool_fsync)
         self.tracker = Tracker(cfg, self.store, self.metrics, self.audit)
         self.workers = WorkerPool(cfg, self.store, self.queue, self.metrics)
         self.exporter = Exporter(cfg, self.queue, self.metrics, self.audit)

@@ -15,7 +15,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["DatasetError", "HeaderInfo", "scan_dataset"]
+__all__ = ["DatasetError", "HeaderInfo", "encode_file_meta", "scan_dataset"]
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
@@ -186,3 +186,55 @@ def scan_dataset(stream: bytes, transfer_syntax: str) -> HeaderInfo:
         modality=_text(v.get("modality")),
         series_desc=_text(v.get("series_desc")),
     )
+
+
+def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def _ui(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text_value(text: str) -> bytes:
+    raw = text.encode("ascii", "replace")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def encode_file_meta(
+    sop_class: str, sop_uid: str, transfer_syntax: str, implementation_uid: str, implementation_version: str,
+    source_ae: str,
+) -> bytes:
+    """Encode the Part 10 preamble, prefix and File Meta Information group.
+
+    A direct encoder (explicit VR little endian, as Part 10 requires) so the receive path
+    does not build and validate a pydicom dataset for every instance.
+
+    Parameters
+    ----------
+    sop_class, sop_uid, transfer_syntax : str
+        Media Storage SOP Class and Instance UIDs and the Transfer Syntax UID.
+    implementation_uid, implementation_version : str
+        Implementation Class UID and Implementation Version Name (≤ 16 characters).
+    source_ae : str
+        Source Application Entity Title (≤ 16 characters; omitted when empty).
+
+    Returns
+    -------
+    bytes
+        128 zero bytes, ``DICM`` and the encoded group 0002.
+    """
+    body = b"".join([
+        _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
+        _element(0x0002, 0x0002, b"UI", _ui(sop_class)),
+        _element(0x0002, 0x0003, b"UI", _ui(sop_uid)),
+        _element(0x0002, 0x0010, b"UI", _ui(transfer_syntax)),
+        _element(0x0002, 0x0012, b"UI", _ui(implementation_uid)),
+        _element(0x0002, 0x0013, b"SH", _text_value(implementation_version[:16])),
+        _element(0x0002, 0x0016, b"AE", _text_value(source_ae[:16])) if source_ae else b"",
+    ])
+    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
+    return b"\x00" * 128 + b"DICM" + group_length + body

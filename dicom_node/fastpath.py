@@ -1,0 +1,176 @@
+"""Event-driven reactors for pynetdicom associations (latency, not semantics).
+
+pynetdicom 3 runs two polling loops per association: the DUL thread sleeps 1 ms
+between socket checks and the association thread sleeps 1 ms between DIMSE-queue checks.
+Every C-STORE crosses both loops several times, so on a busy 2-core machine each hop
+costs a scheduler wake-up and a one-association transfer is bounded by those sleeps,
+not by the work. :func:`install` (called from the ``EVT_CONN_OPEN`` handler, before the
+association's threads start) replaces, on that one association only:
+
+* the DUL loop's sleep by ``select`` on the peer socket plus a wake-up socket that is
+  signalled whenever the association thread queues a primitive to send;
+* the association loop's sleep-and-poll by a blocking ``get`` on the DIMSE message
+  queue, woken as well when the DUL hands an A-RELEASE/A-ABORT to the user.
+
+The loops' bodies are otherwise those of pynetdicom 3.0 (state machine, timers, kill
+flags), with a 50 ms ceiling on every wait so timers and kill flags are still checked.
+Nothing global is changed. Works with TLS sockets (pending TLS bytes skip the wait).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import ssl
+import types
+from typing import Any
+
+__all__ = ["install"]
+
+log = logging.getLogger(__name__)
+
+_MAX_WAIT_S = 0.05
+
+
+def _wake(sock: socket.socket) -> None:
+    with contextlib.suppress(BlockingIOError, OSError):
+        sock.send(b"\x00")
+
+
+def _dul_reactor(self: Any) -> None:
+    """pynetdicom's ``DULServiceProvider.run_reactor`` with an event-driven wait."""
+    wake_r: socket.socket = self._mrinode_wake_r
+    self._idle_timer.start()
+    sleep = False
+    try:
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+                sleep = True
+            if sleep:
+                watch: list[Any] = [wake_r]
+                raw = getattr(self.socket, "socket", None)
+                pending = isinstance(raw, ssl.SSLSocket) and raw.pending() > 0
+                if raw is not None and self.socket._is_connected:
+                    watch.append(raw)
+                if not pending and self.to_provider_queue.empty():
+                    try:
+                        ready, _, _ = select.select(watch, [], [], _MAX_WAIT_S)
+                    except (OSError, ValueError):
+                        ready = []
+                    if wake_r in ready:
+                        with contextlib.suppress(BlockingIOError, OSError):
+                            wake_r.recv(4096)
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:  # mirrors pynetdicom: abort the association, never crash the thread
+                log.error("exception in the DUL reactor, aborting the association: %s", exc)
+                abort_pdu = self._abort_pdu_class()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                with contextlib.suppress(OSError):
+                    self.socket.send(abort_pdu.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                sleep = True
+                continue
+            self.state_machine.do_action(event)
+            sleep = False
+    finally:
+        for s in (self._mrinode_wake_r, self._mrinode_wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def _assoc_reactor(self: Any) -> None:
+    """pynetdicom's ``Association._run_reactor`` with a blocking wait on the DIMSE queue."""
+    from pynetdicom import evt
+
+    self._is_paused = False
+    while not self._kill:
+        self._is_paused = True
+        self._reactor_checkpoint.wait()
+        self._is_paused = False
+        try:
+            context_id, msg = self.dimse.msg_queue.get(block=True, timeout=_MAX_WAIT_S)
+        except queue.Empty:
+            context_id, msg = None, None
+        if msg:
+            self._serve_request(msg, context_id)
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            self.is_released = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return
+        if self.acse.is_aborted():
+            self.dul.receive_pdu(wait=False)
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return
+        if not self.dul.is_alive():
+            self.kill()
+            return
+        if self.dul.idle_timer_expired():
+            log.error("network timeout reached; aborting the association")
+            self.abort()
+            self.kill()
+            return
+
+
+def install(assoc: Any) -> None:
+    """Switch one not-yet-started association to the event-driven reactors.
+
+    Parameters
+    ----------
+    assoc : pynetdicom.association.Association
+        From an ``EVT_CONN_OPEN`` handler (the association's threads have not started).
+    """
+    from pynetdicom.pdu import A_ABORT_RQ
+
+    dul = assoc.dul
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    dul._mrinode_wake_r, dul._mrinode_wake_w = wake_r, wake_w
+    dul._abort_pdu_class = A_ABORT_RQ
+
+    provider_q = dul.to_provider_queue
+    provider_put = provider_q.put
+
+    def put_and_wake(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        provider_put(item, block, timeout)
+        _wake(wake_w)
+
+    provider_q.put = put_and_wake
+
+    user_q = dul.to_user_queue
+    user_put = user_q.put
+    dimse_q = assoc.dimse.msg_queue
+
+    def user_put_and_wake(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        user_put(item, block, timeout)
+        dimse_q.put((None, None))
+
+    user_q.put = user_put_and_wake
+    dul.run_reactor = types.MethodType(_dul_reactor, dul)
+    assoc._run_reactor = types.MethodType(_assoc_reactor, assoc)
