@@ -96,18 +96,31 @@ def labels_to_segment_numbers(labels: np.ndarray, segments: Sequence[SegmentSpec
     values = [int(s.label_value) for s in segments]
     if len(set(values)) != len(values):
         raise ValueError(f"Two segments share a label value: {sorted(values)}.")
-    present = {int(v) for v in np.unique(labels)} - {0}
-    unknown = sorted(present - set(values))
+    if labels.dtype == np.bool_:
+        labels = labels.view(np.uint8)
+    elif not np.issubdtype(labels.dtype, np.integer):
+        labels = labels.astype(np.int64)
+    low = int(labels.min()) if labels.size else 0
+    if low < 0:
+        raise ValueError(f"The label volume holds negative values (minimum {low}); labels must be >= 0.")
+    top = int(labels.max()) if labels.size else 0
+    out_dtype = np.uint8 if len(values) < 256 else np.uint16
+    if values == list(range(1, len(values) + 1)) and top <= len(values):
+        return labels.astype(out_dtype)  # label values are the segment numbers already
+    if top < 1 << 16:
+        present = {int(v) for v in np.flatnonzero(np.bincount(labels.ravel(order="K"), minlength=1))}
+    else:
+        present = {int(v) for v in np.unique(labels)}
+    unknown = sorted(present - set(values) - {0})
     if unknown:
         raise ValueError(
             f"The label volume holds values {unknown} that no segment describes (described: {sorted(values)})."
         )
-    lut = np.zeros(
-        max([*values, int(labels.max(initial=0))]) + 1, dtype=np.uint8 if len(values) < 256 else np.uint16
-    )
+    lut = np.zeros(max([*values, top]) + 1, dtype=out_dtype)
     for number, value in enumerate(values, start=1):
         lut[value] = number
-    return lut[labels.astype(np.int64)]
+    small = labels.dtype.itemsize <= 2 and np.issubdtype(labels.dtype, np.unsignedinteger)
+    return lut[labels if small else labels.astype(np.intp)]
 
 
 def _frames_for_source(numbers: np.ndarray, reference: Volume) -> tuple[list[Dataset], np.ndarray]:

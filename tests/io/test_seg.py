@@ -118,6 +118,16 @@ def test_labelmap_option_round_trip(tmp_path: Path) -> None:
     seg = _round_trip(tmp_path, vol, _labels(vol), labelmap=True)
     assert seg.SegmentationType == "LABELMAP"
     assert int(seg.NumberOfFrames) == vol.shape[2]
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation Storage
+    # dicom3tools 1.00~20220618 predates Label Map Segmentation (Sup 243, 2024): it does not
+    # know the SOP class and refuses the background segment 0 that the IOD defines. Any
+    # other error would fail here.
+    known = {
+        "Error - Information Object Not found",
+        "Error - </SegmentSequence(0062,0002)[1]/SegmentNumber(0062,0004)> - SegmentNumber not monotonically "
+        "increasing from one by one - have SegmentSequence item number 1 (from one) with SegmentNumber of 0",
+    }
+    assert set(dciodvfy(tmp_path / "seg.dcm").errors) <= known
 
 
 def test_single_segment_with_other_label_value(tmp_path: Path) -> None:
@@ -148,6 +158,11 @@ def test_bad_inputs_are_refused_with_sentences(tmp_path: Path) -> None:
     bad = np.zeros(vol.shape, np.uint8)
     bad[0, 0, 0] = 9
     with pytest.raises(ValueError, match=r"values \[9\] that no segment describes"):
+        write_seg(bad, vol, BRATS_SEGMENTS, ALGORITHM)
+    with pytest.raises(ValueError, match="negative values"):
+        write_seg(np.full(vol.shape, -1, np.int16), vol, BRATS_SEGMENTS, ALGORITHM)
+    bad[0, 0, 0] = 4  # above the segments 1..3: the fast path must still refuse it
+    with pytest.raises(ValueError, match=r"values \[4\] that no segment describes"):
         write_seg(bad, vol, BRATS_SEGMENTS, ALGORITHM)
     mosaic_paths, _ = make_mosaic_series(tmp_path / "mosaic")
     (mosaic,) = read_series(mosaic_paths)
