@@ -90,7 +90,8 @@ def finetune_segmenter(
     lr : float
         AdamW learning rate (cosine decay).
     batch_size : int
-        Crops per step.
+        Crops per step, all from one subject (so that one labelled subject still gives a
+        batch that batch norm can use).
     sequence_dropout : float
         Probability of dropping a random subset of sequences per crop.
     seed : int
@@ -110,10 +111,14 @@ def finetune_segmenter(
     set_determinism(seed=seed)
     torch.manual_seed(seed)
     net = build_segmenter(seg_cfg)
-    data = make_dataset(items, channels, [spacing_mm] * 3, train_transforms(roi, sequence_dropout))
-    data.set_random_state(seed=seed)
+    augment = train_transforms(roi, sequence_dropout, num_samples=batch_size)
+    augment.set_random_state(seed=seed)  # MONAI random transforms keep their own generators
+    data = make_dataset(items, channels, [spacing_mm] * 3, augment)
+    from monai.data import list_data_collate
+
     loader = torch.utils.data.DataLoader(
-        data, batch_size=batch_size, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(seed)
+        data, batch_size=1, shuffle=True, num_workers=0, collate_fn=list_data_collate,
+        generator=torch.Generator().manual_seed(seed),
     )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)

@@ -21,7 +21,8 @@ Config tables: ``[data]`` (``work_dir``, ``sequences``, ``voxel_mm``, ``train_su
 ``test_subjects``, ``unlabelled_subjects``, ``seed``), ``[encoder]`` (registry config),
 ``[pretrain]`` (``objectives``, ``steps``, ``batch_size``, ``patch``, ``lr``, ``threads``,
 ``options.<objective>``), ``[finetune]`` (``fractions``, ``steps``, ``lr``, ``batch_size``,
-``roi``, ``repeats``, ``sequence_dropout``), ``[report]`` (``dir``).
+``roi``, ``repeats``, ``sequence_dropout``, ``norm`` — the decoder's; ``batch`` when the
+crop is so small that the deepest map is one voxel), ``[report]`` (``dir``).
 """
 
 from __future__ import annotations
@@ -177,7 +178,11 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
             for init, enc in encoders.items():
                 if any(r["init"] == init and r["fraction"] == fraction and r["repeat"] == repeat for r in results):
                     continue
-                seg_cfg: dict[str, Any] = {"encoder": dict(cfg["encoder"], in_channels=len(seq)), "num_classes": 4}
+                seg_cfg: dict[str, Any] = {
+                    "encoder": dict(cfg["encoder"], in_channels=len(seq)),
+                    "num_classes": 4,
+                    "norm": str(ft.get("norm", "instance")),
+                }
                 if enc is not None:
                     seg_cfg["encoder_checkpoint"] = str(enc)
                 # the labelled subset is the same for every init: the first k of a per-repeat shuffle
@@ -206,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         report = run(args.config, report_only=args.report_only)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except KeyError as exc:
+        print(f"label efficiency: the config lacks the key {exc}.", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
         print(f"label efficiency: {exc}", file=sys.stderr)
         return 2
     print(f"report: {report}")
