@@ -28,7 +28,9 @@ class Volume:
         float32 voxels of shape ``(ni, nj, nk)``: ``i`` is the column index within a
         slice, ``j`` the row index, ``k`` the slice index ordered along the slice normal
         (``cross(row direction, column direction)``), i.e. nibabel's index order.
-        Rescale slope and intercept are applied.
+        Rescale slope and intercept are applied. Volumes read from DICOM are
+        Fortran-ordered (the NIfTI layout); use ``np.ascontiguousarray`` where C order
+        matters.
     affine : numpy.ndarray
         4x4 matrix mapping ``(i, j, k, 1)`` to RAS+ millimetres (NIfTI convention).
         :attr:`affine_lps` gives the DICOM (LPS+) form.

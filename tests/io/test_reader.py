@@ -153,3 +153,53 @@ def test_group_series_skips_non_dicom(tmp_path: Path, caplog: pytest.LogCaptureF
     groups = group_series(tmp_path)
     assert {k: sorted(v) for k, v in groups.items()} == {ta.series_uid: sorted(a), tb.series_uid: sorted(b)}
     assert "notes.txt is not a readable DICOM file" in caplog.text
+
+
+def _duplicate(paths: list[Path], folder: Path, **changes: object) -> list[Path]:
+    """Copy every instance with a new SOPInstanceUID, inverted pixels and changed attributes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PixelData = (4095 - ds.pixel_array).astype(np.uint16).tobytes()
+        for key, value in changes.items():
+            setattr(ds, key, value)
+        target = folder / f"dup_{path.name}"
+        ds.save_as(target)
+        out.append(target)
+    return out
+
+
+def test_split_by_temporal_position(tmp_path: Path) -> None:
+    paths, truth = make_series(tmp_path / "t1", shape=(12, 10, 5))
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.TemporalPositionIdentifier = 1
+        ds.save_as(path)
+    second = _duplicate(paths, tmp_path / "t2", TemporalPositionIdentifier=2)
+    vols = read_series([*second, *paths])
+    assert [v.split for v in vols] == ["t1", "t2"]
+    assert np.array_equal(vols[0].data, truth.data)
+    assert np.array_equal(vols[1].data, 4095 - truth.data)
+    assert all(np.allclose(v.affine, truth.affine, atol=1e-6) for v in vols)
+
+
+def test_split_by_b_value_and_direction(tmp_path: Path) -> None:
+    paths, truths = make_dwi_series(tmp_path / "dwi", b_values=(0.0, 1000.0))
+    b1000 = [p for p in paths if float(pydicom.dcmread(p, stop_before_pixels=True).DiffusionBValue) == 1000.0]
+    for path in b1000:
+        ds = pydicom.dcmread(path)
+        ds.DiffusionGradientOrientation = [1.0, 0.0, 0.0]
+        ds.save_as(path)
+    extra = _duplicate(b1000, tmp_path / "dir2", DiffusionGradientOrientation=[0.0, 1.0, 0.0])
+    b0 = [p for p in paths if p not in b1000]
+    for path in b0:
+        ds = pydicom.dcmread(path)
+        ds.DiffusionGradientOrientation = [0.0, 0.0, 0.0]
+        ds.save_as(path)
+    vols = read_series([*paths, *extra])
+    assert [v.split for v in vols] == ["b0_d1", "b1000_d2", "b1000_d3"]
+    assert np.array_equal(vols[1].data, truths[1].data) or np.array_equal(vols[2].data, truths[1].data)
+    assert {tuple(v.meta["b_vector"]) for v in vols[1:]} == {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)}
