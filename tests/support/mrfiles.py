@@ -62,7 +62,7 @@ def make_mr_dataset(
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = frame_of_reference_uid or (series_uid + ".1")[:64]
+    ds.FrameOfReferenceUID = frame_of_reference_uid or str(generate_uid())
     ds.PatientName = "Test^Phantom"
     ds.PatientID = "PHANTOM01"
     ds.PatientBirthDate = "19700101"

@@ -1,0 +1,89 @@
+"""Wire check of received datasets, the file-meta encoder and the atomic spool."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.filereader import read_preamble
+
+from dicom_node.spool import Spool, safe_name
+from dicom_node.wire import DatasetError, encode_file_meta, scan_dataset
+from tests.support.dciodvfy import dciodvfy
+from tests.support.mrfiles import write_mr_series
+
+
+def _body(path: object) -> tuple[str, bytes]:
+    data = Path(str(path)).read_bytes()
+    fp = io.BytesIO(data)
+    read_preamble(fp, False)
+    meta = pydicom.filereader._read_file_meta_info(fp)
+    return str(meta.TransferSyntaxUID), data[fp.tell():]
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
+                                  "image_dfl.dcm", "MR_small_RLE.dcm", "JPEG-LL.dcm", "rtplan.dcm"])
+def test_scan_reads_identifying_values(name: str) -> None:
+    path = get_testdata_file(name)
+    assert path is not None
+    ts, body = _body(path)
+    info = scan_dataset(body, ts)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert info.sop_uid == ds.SOPInstanceUID and info.sop_class == ds.SOPClassUID
+    assert info.study_uid == ds.StudyInstanceUID and info.modality == ds.get("Modality", "")
+
+
+@pytest.mark.parametrize(("name", "message"), [("MR_truncated.dcm", "truncated"), ("rtplan_truncated.dcm", "truncated")])
+def test_scan_rejects_truncated_files(name: str, message: str) -> None:
+    path = get_testdata_file(name)
+    assert path is not None
+    ts, body = _body(path)
+    with pytest.raises(DatasetError, match=message):
+        scan_dataset(body, ts)
+
+
+def test_scan_rejects_empty_and_cut_streams() -> None:
+    path = get_testdata_file("MR_small.dcm")
+    assert path is not None
+    ts, body = _body(path)
+    with pytest.raises(DatasetError, match="empty"):
+        scan_dataset(b"", ts)
+    for cut in (3, 9, 201, len(body) - 1):  # inside an element (a cut between elements cannot be seen)
+        with pytest.raises(DatasetError):
+            scan_dataset(body[:cut], ts)
+
+
+def test_encoded_file_meta_is_valid(tmp_path: Path) -> None:
+    _, paths = write_mr_series(tmp_path / "in", 1)
+    ts, body = _body(str(paths[0]))
+    ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    head = encode_file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ts, "1.2.826.0.1.3680043.9.3811.3.0.4",
+                            "PYNETDICOM_304", "STORESCU")
+    out = tmp_path / "out.dcm"
+    out.write_bytes(head + body)
+    again = pydicom.dcmread(out)
+    assert again.file_meta.SourceApplicationEntityTitle == "STORESCU"
+    assert again.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert dciodvfy(out).errors == []
+
+
+@pytest.mark.parametrize("mode", ["file", "file+dir", "off"])
+def test_spool_writes_atomically_and_replaces(tmp_path: Path, mode: str) -> None:
+    spool = Spool(tmp_path / "spool", fsync=mode)
+    path, size = spool.write("1.2.3", "1.2.3.4", [b"ab", b"cd"])
+    assert path.read_bytes() == b"abcd" and size == 4
+    path2, _ = spool.write("1.2.3", "1.2.3.4", [b"xyz"])
+    assert path2 == path and path.read_bytes() == b"xyz"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["1.2.3.4.dcm"]
+
+
+def test_spool_names_cannot_escape(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    path, _ = spool.write("../../etc", "a/b", [b"x"])
+    assert path.resolve().is_relative_to((tmp_path / "spool").resolve())
+    assert safe_name("1.2.3") == "1.2.3" and safe_name("..").startswith("h")
+    with pytest.raises(ValueError, match="fsync mode"):
+        Spool(tmp_path / "s", fsync="sometimes")
