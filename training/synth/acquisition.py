@@ -8,6 +8,7 @@ slice profile of ``slice_thickness_mm`` (full width at half maximum), spaced by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,32 +78,35 @@ class AcquiredSeries:
     stacks: list[AcquiredStack] = field(default_factory=list)
 
 
-def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def rician(signal: np.ndarray, sigma: float, seed: int | Sequence[int]) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise (Rician), float32.
 
     Parameters
     ----------
     signal : numpy.ndarray
-        Noise-free magnitude.
+        Noise-free magnitude (float32; used as scratch space and returned).
     sigma : float
         Standard deviation of the noise in each of the real and imaginary channels.
-    rng : numpy.random.Generator
-        Source of randomness.
+    seed : int or sequence of int
+        Seeds the noise (torch's CPU generator, which gives the same numbers for any
+        thread count).
 
     Returns
     -------
     numpy.ndarray
-        ``sqrt((S + n1)^2 + n2^2)``.
+        ``sqrt((S + n1)^2 + n2^2)``, written into ``signal``'s buffer.
     """
-    re = rng.standard_normal(signal.shape, dtype=np.float32)
-    re *= np.float32(sigma)
-    re += signal
-    im = rng.standard_normal(signal.shape, dtype=np.float32)
-    im *= np.float32(sigma)
-    np.square(re, out=re)
-    np.square(im, out=im)
-    re += im
-    return np.sqrt(re, out=re)
+    import torch
+
+    entropy = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0]
+    gen = torch.Generator().manual_seed(int(entropy) & 0x7FFF_FFFF_FFFF_FFFF)
+    out = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
+    shape = tuple(out.shape)
+    re = torch.randn(shape, generator=gen).mul_(float(sigma)).add_(out)
+    im = torch.randn(shape, generator=gen).mul_(float(sigma))
+    torch.hypot(re, im, out=out)
+    result: np.ndarray = out.numpy()
+    return result
 
 
 def bias_field(shape: tuple[int, int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:

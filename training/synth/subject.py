@@ -243,7 +243,7 @@ def generate_subject(
         if seq is SequenceLabel.ADC and "DWI_b0" in extras and SequenceLabel.DWI in images:
             images[seq] = _adc(extras["DWI_b0"], images[SequenceLabel.DWI])
             continue
-        nrng = _seq_rng(seed, src_seq, 2)
+        code = list(SequenceLabel).index(src_seq)
         target = float(_seq_rng(seed, src_seq, 3).uniform(1500.0, 3500.0))
         b_values = (0.0, 1000.0) if proto.kind in ("dwi", "adc") else (0.0,)
         sig0 = tissue_signals(proto, tparams, gd, b_value=0.0)
@@ -252,10 +252,9 @@ def generate_subject(
         out = []
         for b in b_values:
             sig = sig0 if b == 0.0 else tissue_signals(proto, tparams, gd, b_value=b)
-            img = mix(maps, tumour_frac, sig)
+            img = mix(maps, tumour_frac, sig * gain)
             img *= bias
-            img *= np.float32(gain)
-            out.append(rician(img, sigma, nrng))
+            out.append(rician(img, sigma, [seed, 2000 + code, int(b)]))
         render_info[seq.value] = {"gain": gain, "noise_sigma": sigma, "target_max": target}
         if proto.kind in ("dwi", "adc"):
             if seq is SequenceLabel.DWI:
