@@ -10,7 +10,15 @@ association's threads start) replaces, on that one association only:
 * the DUL loop's sleep by ``select`` on the peer socket plus a wake-up socket that is
   signalled whenever the association thread queues a primitive to send;
 * the association loop's sleep-and-poll by a blocking ``get`` on the DIMSE message
-  queue, woken as well when the DUL hands an A-RELEASE/A-ABORT to the user.
+  queue, woken as well when the DUL hands an A-RELEASE/A-ABORT to the user;
+* the hand-off of each complete C-STORE/C-ECHO request from the DUL thread to the
+  association thread: the request is served in the DUL thread itself, right where it was
+  decoded, and its response is sent on the DUL loop's next turn. One thread per
+  association does the work (as in dcmtk and Orthanc), with no thread wake-up per
+  request; the association thread still handles release, abort and timeouts;
+* the encoding of successful C-STORE and C-ECHO responses: their command set (a handful
+  of implicit-VR elements) is written directly instead of through a pydicom dataset.
+  Any other response goes through pynetdicom unchanged.
 
 The loops' bodies are otherwise those of pynetdicom 3.0 (state machine, timers, kill
 flags), with a 50 ms ceiling on every wait so timers and kill flags are still checked.
@@ -25,14 +33,17 @@ import queue
 import select
 import socket
 import ssl
+import struct
+import threading
 import types
 from typing import Any
 
-__all__ = ["install"]
+__all__ = ["encode_response_command", "install"]
 
 log = logging.getLogger(__name__)
 
 _MAX_WAIT_S = 0.05
+_SERVED_INLINE = frozenset({"C_STORE", "C_ECHO"})
 
 
 def _wake(sock: socket.socket) -> None:
@@ -137,6 +148,54 @@ def _assoc_reactor(self: Any) -> None:
             return
 
 
+def _el(elem: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, elem, len(value)) + value
+
+
+def _uid(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def encode_response_command(command_field: int, message_id: int, status: int, sop_class: str,
+                            sop_instance: str | None) -> bytes:
+    """Encode a DIMSE-C response command set without data set (implicit VR little endian)."""
+    body = b"".join([
+        _el(0x0002, _uid(sop_class)),
+        _el(0x0100, struct.pack("<H", command_field)),
+        _el(0x0120, struct.pack("<H", message_id)),
+        _el(0x0800, struct.pack("<H", 0x0101)),
+        _el(0x0900, struct.pack("<H", status)),
+        _el(0x1000, _uid(sop_instance)) if sop_instance else b"",
+    ])
+    return _el(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _fast_send_msg(self: Any, primitive: Any, context_id: int) -> None:
+    """``DIMSEServiceProvider.send_msg`` with a direct encoder for plain successful C-STORE/C-ECHO responses."""
+    from pynetdicom.pdu_primitives import P_DATA
+
+    kind = type(primitive).__name__
+    plain = (
+        primitive.MessageIDBeingRespondedTo is not None
+        and kind in _SERVED_INLINE
+        and primitive.Status == 0x0000
+        and getattr(primitive, "ErrorComment", None) is None
+    )
+    if plain:
+        command = encode_response_command(
+            0x8001 if kind == "C_STORE" else 0x8030, int(primitive.MessageIDBeingRespondedTo), 0x0000,
+            str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID) if kind == "C_STORE" else None,
+        )
+        max_pdu = self.maximum_pdu_size
+        if not max_pdu or len(command) + 6 <= max_pdu:
+            pdata = P_DATA()
+            pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+            self.dul.send_pdu(pdata)
+            return
+    self._mrinode_send_msg(primitive, context_id)
+
+
 def install(assoc: Any) -> None:
     """Switch one not-yet-started association to the event-driven reactors.
 
@@ -159,7 +218,8 @@ def install(assoc: Any) -> None:
 
     def put_and_wake(item: Any, block: bool = True, timeout: float | None = None) -> None:
         provider_put(item, block, timeout)
-        _wake(wake_w)
+        if threading.current_thread() is not dul:
+            _wake(wake_w)
 
     provider_q.put = put_and_wake
 
@@ -172,5 +232,19 @@ def install(assoc: Any) -> None:
         dimse_q.put((None, None))
 
     user_q.put = user_put_and_wake
+
+    dimse_put = dimse_q.put
+
+    def put_or_serve(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        context_id, msg = item
+        if msg is not None and type(msg).__name__ in _SERVED_INLINE and threading.current_thread() is dul:
+            assoc._serve_request(msg, context_id)
+            return
+        dimse_put(item, block, timeout)
+
+    dimse_q.put = put_or_serve
+    dimse = assoc.dimse
+    dimse._mrinode_send_msg = dimse.send_msg
+    dimse.send_msg = types.MethodType(_fast_send_msg, dimse)
     dul.run_reactor = types.MethodType(_dul_reactor, dul)
     assoc._run_reactor = types.MethodType(_assoc_reactor, assoc)
