@@ -121,15 +121,67 @@ def sr_text_rows(sr_file: bytes, limit: int = 40) -> list[str]:
     return rows
 
 
+def _seg_planes(ds: Any) -> tuple[Any, Any, Any, tuple[float, float]]:
+    """The SEG as a label stack: (labels[k, r, c], plane origins[k], orientation, (dr, dc))."""
+    import numpy as np
+
+    pixels = _pixels(ds)
+    positions = _frame_positions(ds)
+    labelmap = str(ds.get("SegmentationType", "")).upper() == "LABELMAP"
+    numbers = _frame_segments(ds)
+    by_pos: dict[tuple[float, float, float], Any] = {}
+    for i, frame in enumerate(pixels):
+        key = positions[i] if i < len(positions) else (0.0, 0.0, float(i))
+        plane = by_pos.setdefault(key, np.zeros(frame.shape, dtype=np.uint8))
+        value = frame if labelmap else np.where(frame > 0, numbers[i] if i < len(numbers) else 1, 0)
+        plane[frame > 0] = value[frame > 0]
+    if not by_pos:
+        raise ValueError("the SEG has no frames to draw.")
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    iop = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=float)
+    dr, dc = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
+    normal = np.cross(iop[:3], iop[3:])
+    keys = sorted(by_pos, key=lambda k: float(np.dot(normal, k)))
+    return np.stack([by_pos[k] for k in keys]), np.asarray(keys, dtype=float), iop, (dr, dc)
+
+
+def _resample_to_slice(labels: Any, origins: Any, iop: Any, spacing: tuple[float, float], header: Any) -> Any:
+    """Nearest-neighbour labels of the SEG at every pixel of one image slice (patient space)."""
+    import numpy as np
+
+    rows, cols = int(header.Rows), int(header.Columns)
+    f_iop = np.asarray(header.ImageOrientationPatient, dtype=float)
+    f_dr, f_dc = (float(v) for v in header.PixelSpacing)
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    points = (np.asarray(header.ImagePositionPatient, dtype=float)[None, None, :]
+              + (c * f_dc)[..., None] * f_iop[:3] + (r * f_dr)[..., None] * f_iop[3:])
+    normal = np.cross(iop[:3], iop[3:])
+    depth = origins @ normal
+    along = points @ normal
+    k = np.abs(along[None, :, :] - depth[:, None, None]).argmin(axis=0)
+    rel = points - origins[k]
+    ci = np.rint(rel @ iop[:3] / spacing[1]).astype(int)
+    ri = np.rint(rel @ iop[3:] / spacing[0]).astype(int)
+    thick = float(np.median(np.diff(depth))) if len(depth) > 1 else 1.0
+    inside = (ri >= 0) & (ri < labels.shape[1]) & (ci >= 0) & (ci < labels.shape[2])
+    inside &= np.abs(along - depth[k]) <= 0.5 * abs(thick) + 1e-3
+    out = np.zeros((rows, cols), dtype=np.uint8)
+    out[inside] = labels[k[inside], ri[inside], ci[inside]]
+    return out
+
+
 def overlay_png(seg_file: bytes, flair_files: list[Path], out_png: Path) -> str:
     """Draw the SEG over the FLAIR slice where the segmentation is largest.
+
+    The SEG may sit on another series' grid (the node's reference series): its labels are
+    mapped onto the FLAIR slice through patient coordinates (nearest neighbour).
 
     Parameters
     ----------
     seg_file : bytes
         The SEG.
     flair_files : list of Path
-        The FLAIR series' files (the slice nearest the SEG frame's position is used).
+        The FLAIR series' files.
     out_png : Path
         Where to write the PNG.
 
@@ -146,38 +198,20 @@ def overlay_png(seg_file: bytes, flair_files: list[Path], out_png: Path) -> str:
     import pydicom
 
     ds = _read(seg_file)
-    pixels = _pixels(ds)
-    positions = _frame_positions(ds)
-    labelmap = str(ds.get("SegmentationType", "")).upper() == "LABELMAP"
-    numbers = _frame_segments(ds)
-    by_pos: dict[tuple[float, float, float], Any] = {}
-    for i, frame in enumerate(pixels):
-        key = positions[i] if i < len(positions) else (0.0, 0.0, float(i))
-        plane = by_pos.setdefault(key, np.zeros(frame.shape, dtype=np.uint8))
-        if labelmap:
-            plane[frame > 0] = frame[frame > 0]
-        else:
-            plane[frame > 0] = numbers[i] if i < len(numbers) else 1
-    if not by_pos:
-        raise ValueError("the SEG has no frames to draw.")
-    best = max(by_pos, key=lambda k: int(np.count_nonzero(by_pos[k])))
+    labels, origins, iop, spacing = _seg_planes(ds)
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in flair_files]
     if not headers:
         raise ValueError("no FLAIR files to draw the SEG on.")
-    nearest = min(
-        range(len(headers)),
-        key=lambda i: float(np.linalg.norm(np.asarray(headers[i].ImagePositionPatient, dtype=float) - np.asarray(best))),
-    )
-    image = pydicom.dcmread(flair_files[nearest]).pixel_array.astype(float)
-    label = by_pos[best]
+    mapped = [_resample_to_slice(labels, origins, iop, spacing, h) for h in headers]
+    best = int(np.argmax([int(np.count_nonzero(m)) for m in mapped]))
+    image = pydicom.dcmread(flair_files[best]).pixel_array.astype(float)
+    label = mapped[best]
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
     ax.imshow(image, cmap="gray")
-    if label.shape == image.shape:
-        masked = np.ma.masked_where(label == 0, label)
-        ax.imshow(masked, cmap="autumn", alpha=0.5, interpolation="nearest", vmin=1, vmax=max(3, int(label.max())))
-        note = f"SEG on FLAIR slice {int(headers[nearest].get('InstanceNumber', nearest + 1))}"
-    else:
-        note = f"SEG grid {label.shape} differs from the FLAIR grid {image.shape}; FLAIR drawn alone"
+    masked = np.ma.masked_where(label == 0, label)
+    ax.imshow(masked, cmap="autumn", alpha=0.5, interpolation="nearest", vmin=1, vmax=max(3, int(label.max())))
+    note = (f"SEG on FLAIR slice {int(headers[best].get('InstanceNumber', best + 1))}, "
+            f"{int(np.count_nonzero(label))} labelled pixels")
     ax.set_title(f"{note}\n(demonstration model trained on synthetic data; not for clinical use)", fontsize=8)
     ax.axis("off")
     out_png.parent.mkdir(parents=True, exist_ok=True)

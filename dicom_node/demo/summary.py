@@ -12,6 +12,13 @@ from dicom_node.demo.scenario import LoopTimes, OrthancClient, model_seconds, st
 __all__ = ["print_summary", "sequences_from_summary"]
 
 
+#: SR lines worth printing (the rest repeats algorithm and context).
+_SR_KEYS: tuple[str, ...] = (
+    "Device Observer Name", "Finding:", "Volume:", "Identified MR sequence", "Tracking Identifier: Series",
+    "Analysis status", "Comment:",
+)
+
+
 def sequences_from_summary(summary: Any) -> dict[str, str]:
     """Find ``{series UID or description: sequence label}`` in a job summary, wherever a
     pipeline put it (a ``sequences`` mapping or a list of ``{series_uid, label}`` rows)."""
@@ -82,9 +89,10 @@ def print_summary(orthanc: OrthancClient, times: LoopTimes, folder: Path, png: P
             print(f"Overlay PNG: {png}  ({note})")
         break
     for sr in by_mod.get("SR", []):
-        print(f"Structured report ({sr['MainDicomTags'].get('SeriesDescription', 'SR')}), first lines:")
-        for row in sr_text_rows(_first_file(orthanc, sr), limit=24):
-            print(f"  {row}")
+        print(f"Structured report ({sr['MainDicomTags'].get('SeriesDescription', 'SR')}), main lines:")
+        for row in sr_text_rows(_first_file(orthanc, sr), limit=400):
+            if any(key in row for key in _SR_KEYS):
+                print(f"  {row.strip()}")
     print("Seconds per stage (from the last instance stored in Orthanc):")
     rows = stage_table(times)
     for name, seconds in rows:
