@@ -38,7 +38,7 @@ import threading
 import types
 from typing import Any
 
-__all__ = ["encode_response_command", "install"]
+__all__ = ["CheapCopyContexts", "encode_response_command", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,27 @@ def _fast_send_msg(self: Any, primitive: Any, context_id: int) -> None:
             self.dul.send_pdu(pdata)
             return
     self._mrinode_send_msg(primitive, context_id)
+
+
+class CheapCopyContexts(list):  # type: ignore[type-arg]
+    """The SCP's supported presentation contexts, copied cheaply for each association.
+
+    pynetdicom deep-copies the server's contexts for every association (about 3,400
+    transfer-syntax UIDs re-validated one by one here); a shallow copy of each context
+    with its own transfer-syntax list is equivalent, since UIDs are immutable.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CheapCopyContexts:
+        import copy
+
+        out = CheapCopyContexts()
+        for cx in self:
+            clone = copy.copy(cx)
+            clone._transfer_syntax = list(cx._transfer_syntax)
+            clone._as_scu = cx._as_scu
+            clone._as_scp = cx._as_scp
+            out.append(clone)
+        return out
 
 
 def install(assoc: Any) -> None:

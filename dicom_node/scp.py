@@ -182,6 +182,10 @@ class StoreSCP:
             )
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for DICOM on {d.host}:{d.port} ({exc.strerror or exc})") from exc
+        if d.fast_reactor and server is not None:
+            from dicom_node.fastpath import CheapCopyContexts
+
+            server.contexts = CheapCopyContexts(server.contexts)
         self._ae, self._server = ae, server
         log.info("DICOM SCP %s listening on %s:%d%s", self.cfg.node.ae_title, d.host, self.port,
                  " (TLS)" if d.tls.enabled else "")
