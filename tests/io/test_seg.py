@@ -168,3 +168,16 @@ def test_bad_inputs_are_refused_with_sentences(tmp_path: Path) -> None:
     (mosaic,) = read_series(mosaic_paths)
     with pytest.raises(ValueError, match="mosaic"):
         write_seg(np.zeros(mosaic.shape, np.uint8), mosaic, BRATS_SEGMENTS, ALGORITHM)
+
+
+def test_segments_without_voxels_are_described_but_have_no_frames(tmp_path: Path) -> None:
+    paths, _ = make_series(tmp_path / "src", shape=(8, 8, 4))
+    (vol,) = read_series(paths)
+    labels = np.zeros(vol.shape, np.uint8)
+    labels[1:3, 1:3, 1] = 2
+    seg = write_seg(labels, vol, BRATS_SEGMENTS, ALGORITHM)
+    seg.save_as(tmp_path / "sparse.dcm")
+    assert int(seg.NumberOfFrames) == 1 and len(seg.SegmentSequence) == 3
+    assert np.array_equal(read_seg_labels(pydicom.dcmread(tmp_path / "sparse.dcm"), vol, BRATS_SEGMENTS), labels)
+    report = dciodvfy(tmp_path / "sparse.dcm")
+    assert report.errors == [] and report.warnings == [], report.output
