@@ -16,7 +16,7 @@ from pydicom import dcmread
 from tests.support.dciodvfy import dciodvfy
 from tests.support.mrfiles import write_mr_series
 from tests.support.node import TEST_PIPELINE, NodeProcess
-from tests.support.orthanc import OrthancServer, free_port
+from tests.support.orthanc import DICOMWEB_PLUGIN, OrthancServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +106,22 @@ def test_export_retries_while_orthanc_is_down(tmp_path: Path, stack: ExitStack) 
     orthanc.start()
     node.wait_job(study_uid, timeout=60)
     assert _wait(lambda: "SEG" in orthanc.study_modalities(study_uid), 30, "the SEG in Orthanc")
+
+
+def test_results_go_by_stow_rs_to_dicomweb(tmp_path: Path, stack: ExitStack) -> None:
+    orthanc = stack.enter_context(OrthancServer(tmp_path / "orthanc", plugins=[DICOMWEB_PLUGIN]))
+    node = stack.enter_context(NodeProcess(
+        tmp_path / "node",
+        destinations=[{"name": "web", "kind": "dicomweb", "url": f"{orthanc.url}/dicom-web/studies",
+                       "auth": {"username": orthanc.user, "password": orthanc.password}}],
+        pipelines=[TEST_PIPELINE],
+        extra={"routing": {"also_send_to": ["web"]}},
+    ))
+    study_uid, _ = write_mr_series(tmp_path / "in", 5)
+    assert _storescu(node.dicom_port, "MRINODE", tmp_path / "in").returncode == 0
+    assert node.api("POST", f"/studies/{study_uid}/complete").status_code == 200
+    job = node.wait_job(study_uid, timeout=120)
+    assert job["state"] == "done"
+    assert orthanc.study_modalities(study_uid) == ["SEG"]
+    metrics = node.api("GET", "/metrics").text
+    assert 'mrinode_objects_sent_total{destination="web"} 1.0' in metrics

@@ -115,3 +115,16 @@ def test_stable_study_completes_without_rest_call(tmp_path: Path, stack: ExitSta
     assert job["state"] == "done" and job["summary"] == {"note": "no enabled pipelines"}
     assert time.monotonic() - t0 < 30
     assert node.api("GET", f"/studies/{study_uid}").json()["state"] == "complete"
+
+
+def test_crashing_pipeline_fails_its_job_and_the_node_keeps_serving(tmp_path: Path, stack: ExitStack) -> None:
+    crash = {**TEST_PIPELINE, "options": {"fail": "crash"}}
+    node = stack.enter_context(NodeProcess(tmp_path / "node", pipelines=[crash]))
+    study_uid, _ = write_mr_series(tmp_path / "in", 2)
+    port = str(node.dicom_port)
+    assert _run("storescu", "-aec", "MRINODE", "+sd", "127.0.0.1", port, str(tmp_path / "in")).returncode == 0
+    assert node.api("POST", f"/studies/{study_uid}/complete").status_code == 200
+    job = node.wait_job(study_uid, states=("failed",), timeout=90)
+    assert job["attempts"] == 2 and "exit code 70" in job["last_error"]
+    assert node.proc is not None and node.proc.poll() is None
+    assert _run("echoscu", "-aec", "MRINODE", "127.0.0.1", port).returncode == 0
