@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         del vols
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows.append((f"(1-min load average during the run: {load:.1f} on {os.cpu_count()} cores)", "", ""))
     width = max(len(r[0]) for r in rows)
     print(f"{'imaging I/O (best of ' + str(repeat) + ')':<{width}}  {'time':>14}  {'x anchor':>8}")
     for name, value, ratio in rows:

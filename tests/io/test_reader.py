@@ -203,3 +203,11 @@ def test_split_by_b_value_and_direction(tmp_path: Path) -> None:
     assert [v.split for v in vols] == ["b0_d1", "b1000_d2", "b1000_d3"]
     assert np.array_equal(vols[1].data, truths[1].data) or np.array_equal(vols[2].data, truths[1].data)
     assert {tuple(v.meta["b_vector"]) for v in vols[1:]} == {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)}
+
+
+def test_undecodable_transfer_syntax_is_refused(tmp_path: Path) -> None:
+    paths, _ = make_series(tmp_path, shape=(16, 16, 3), transfer_syntax=RLELossless)
+    ds = pydicom.dcmread(paths[1])
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.MPEG2MPML  # video: no pixel plugin decodes it
+    ds.save_as(paths[1])
+    _expect_refusal(paths, "transfer syntax 'MPEG2 Main Profile / Main Level' could not be decoded")
