@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from dicom_node.io.reader import read_series
 from dicom_node.io.volume import Volume
@@ -47,6 +48,15 @@ def assert_same_space(vol: Volume, reference: nib.Nifti1Image, tol: float = 1e-3
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_single_frame_series_match_dcm2niix(tmp_path: Path, orientation: str) -> None:
     paths, _ = make_series(tmp_path / "dcm", orientation=orientation, instance_order="random")
+    (vol,) = read_series(paths)
+    (nii,) = dcm2niix(tmp_path / "dcm", tmp_path / "out")
+    assert_same_space(vol, nib.load(nii))
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_compressed_series_match_dcm2niix(tmp_path: Path, syntax: str) -> None:
+    """Debian's dcm2niix decodes RLE and JPEG 2000 (not JPEG-LS: built without CharLS)."""
+    paths, _ = make_series(tmp_path / "dcm", orientation="coronal", shape=(40, 36, 4), transfer_syntax=syntax)
     (vol,) = read_series(paths)
     (nii,) = dcm2niix(tmp_path / "dcm", tmp_path / "out")
     assert_same_space(vol, nib.load(nii))
