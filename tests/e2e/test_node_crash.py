@@ -136,3 +136,54 @@ def test_restart_resumes_an_interrupted_job(tmp_path: Path, stack: ExitStack) ->
     job = node.wait_job(study_uid, states=("exporting", "failed", "done"), timeout=60)
     # It ran again after the restart (the crashed run is not counted) and produced its SEG.
     assert job["attempts"] == 1 and len(job["outputs"]) == 1
+
+
+def test_sigterm_finishes_stores_in_flight_and_keeps_queued_jobs(tmp_path: Path, stack: ExitStack) -> None:
+    slow = {**TEST_PIPELINE, "options": {"sleep_s": 60}}
+    node = stack.enter_context(NodeProcess(tmp_path / "node", pipelines=[slow]))
+    first, _ = write_mr_series(tmp_path / "a", 2)
+    second, _ = write_mr_series(tmp_path / "b", 2)
+    for folder, uid in ((tmp_path / "a", first), (tmp_path / "b", second)):
+        assert subprocess.run(["storescu", "-aec", "MRINODE", "+sd", "127.0.0.1", str(node.dicom_port), str(folder)],
+                              env=ENV, capture_output=True, check=False).returncode == 0
+        assert node.api("POST", f"/studies/{uid}/complete").json()["queued"]
+    node.wait_job(first, states=("running",), timeout=30)
+    # SIGTERM in the middle of a transfer: the node answers what it has received, then exits 0.
+    write_mr_series(tmp_path / "c", 300)
+    proc = subprocess.Popen(["storescu", "-v", "-aec", "MRINODE", "+sd", "127.0.0.1", str(node.dicom_port),
+                             str(tmp_path / "c")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    db = node.data_dir / "node.db"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as c:
+            if c.execute("SELECT COUNT(*) FROM instances").fetchone()[0] >= 4 + 50:
+                break
+        time.sleep(0.005)
+    t0 = time.monotonic()
+    assert node.stop(timeout=60) == 0
+    assert time.monotonic() - t0 < 45
+    out, _ = proc.communicate(timeout=60)
+    acked = _acknowledged(out.splitlines())
+    log = node.log_path.read_text()
+    assert "received SIGTERM" in log and "interrupted by shutdown" in log
+    # Both jobs are waiting for the next start; every acknowledged instance is kept.
+    node.config["pipelines"] = [TEST_PIPELINE]
+    from tests.support.node import to_toml
+
+    node.config_path.write_text(to_toml(node.config))
+    node.start()
+    jobs = {j["study_uid"]: j for j in node.api("GET", "/jobs").json()}
+    assert set(jobs) >= {first, second}
+    stored = {p.name for p in (node.data_dir / "spool").rglob("*.dcm")}
+    for f in acked:
+        sop = str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+        assert f"{sop}.dcm" in stored
+    for uid in (first, second):
+        job = node.wait_job(uid, states=("failed",), timeout=90)  # no destination for STORESCU: results kept
+        assert "no destination" in job["last_error"] and len(job["outputs"]) == 1
+        assert job["attempts"] == 1  # the run cut short by SIGTERM is not counted
+    # REST retry: re-send is refused again for the same reason, the job is visible by id.
+    job_id = jobs[first]["id"]
+    assert node.api("GET", f"/jobs/{job_id}").json()["study_uid"] == first
+    assert node.api("POST", f"/jobs/{job_id}/retry").json()["state"] == "exporting"
+    assert node.api("GET", "/jobs/99999").status_code == 404
