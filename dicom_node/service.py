@@ -99,6 +99,9 @@ class NodeService:
     def _start_api(self) -> None:
         import uvicorn
 
+        if self.cfg.api.resolve_token() is None and self.cfg.api.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("the REST API listens on %s without a token: set api.token or api.token_file",
+                        self.cfg.api.host)
         from dicom_node.api import create_app
 
         app = create_app(self)
