@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--netns", default="mrinode-bench", help="network namespace (default mrinode-bench)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the synthetic study")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one study")
+    parser.add_argument("--node-config", default=None, help="node configuration template (default deploy/demo/node.toml)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         OrthancClient,
         copy_study,
         model_seconds,
+        pipeline_breakdown,
         send_with_storescu,
         stage_table,
         synth_study,
@@ -70,15 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     study_dir = paths.var / f"study-seed{args.seed}"
     marker = study_dir / ".complete"
     if marker.exists():
-        source = Path(marker.read_text())
+        source = Path(marker.read_text().strip())
     else:
         print(f"bench.e2e: generating the synthetic study (seed {args.seed}) ...", flush=True)
         source = synth_study(study_dir, seed=args.seed)
         marker.write_text(str(source))
     n_runs = 1 if args.quick else 3
     runs: list[tuple[list[tuple[str, float]], float, int]] = []
+    breakdowns: list[list[tuple[str, float]]] = []
     try:
-        svc = start_services(paths, netns=args.netns)
+        svc = start_services(paths, netns=args.netns, node_config=Path(args.node_config) if args.node_config else None)
         orthanc = OrthancClient(f"http://127.0.0.1:{svc['http_port']}", svc["user"], svc["password"])
         for i in range(n_runs):
             copy_dir = paths.var / f"send-{i}"
@@ -88,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             times.stored = time.time()
             wait_for_results(orthanc, times, timeout=args.timeout)
             runs.append((stage_table(times), model_seconds(times), len(files)))
+            breakdowns.append(pipeline_breakdown(times))
             print(f"bench.e2e: study {i + 1}/{n_runs}: {runs[-1][0][-1][1]:.1f} s", flush=True)
         orthanc.close()
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -108,6 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = f"{medians[name] / model:8.2f}" if model > 0 else "     n/a"
         share = f"{100 * medians[name] / total:5.0f}%" if total > 0 else "   n/a"
         print(f"| {name:<52} | {medians[name]:8.1f} | {ratio} | {share} |")
+    sub = breakdowns[0] if breakdowns and all(len(b) == len(breakdowns[0]) for b in breakdowns) else []
+    for k, (name, _) in enumerate(sub):
+        value = statistics.median(b[k][1] for b in breakdowns)
+        ratio = f"{value / model:8.2f}" if model > 0 else "     n/a"
+        share = f"{100 * value / total:5.0f}%" if total > 0 else "   n/a"
+        print(f"| {'  pipeline: ' + name:<52} | {value:8.1f} | {ratio} | {share} |")
     if model > 0 and total > 0:
         print(f"| {'of which the model forward (anchor)':<52} | {model:8.1f} | {1.0:8.2f} | {100 * model / total:5.0f}% |")
         print(f"Share of the total spent outside the model: {100 * (1 - model / total):.0f}%")

@@ -25,6 +25,7 @@ __all__ = [
     "OrthancClient",
     "copy_study",
     "model_seconds",
+    "pipeline_breakdown",
     "send_with_storescu",
     "stage_table",
     "synth_study",
@@ -286,6 +287,19 @@ def stage_table(times: LoopTimes) -> list[tuple[str, float]]:
         ("node: export to Orthanc, Orthanc stores", max(0.0, times.done - started - pipeline)),
     ]
     rows.append(("total: last instance stored -> SEG + SR stored", times.done - times.stored))
+    return rows
+
+
+def pipeline_breakdown(times: LoopTimes) -> list[tuple[str, float]]:
+    """The pipeline's own stages (identify, read, resample, model_*, write) in seconds,
+    plus what the worker spent around them (process start, imports, model loading)."""
+    rows: list[tuple[str, float]] = []
+    for summary in (times.job.get("summary") or {}).values():
+        if isinstance(summary, dict):
+            rows += [(str(k), float(v)) for k, v in (summary.get("seconds") or {}).items()]
+    pipeline = float((times.job.get("durations") or {}).get("pipeline_s", 0.0))
+    if rows and pipeline:
+        rows.append(("worker process, imports, model load", max(0.0, pipeline - sum(v for _, v in rows))))
     return rows
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.demo.report import overlay_png, seg_volumes, sr_text_rows
-from dicom_node.demo.scenario import LoopTimes, OrthancClient, model_seconds, stage_table
+from dicom_node.demo.scenario import LoopTimes, OrthancClient, model_seconds, pipeline_breakdown, stage_table
 
 __all__ = ["print_summary", "sequences_from_summary"]
 
@@ -97,6 +97,8 @@ def print_summary(orthanc: OrthancClient, times: LoopTimes, folder: Path, png: P
     rows = stage_table(times)
     for name, seconds in rows:
         print(f"  {name:<52} {seconds:8.1f} s")
+    for name, seconds in pipeline_breakdown(times):
+        print(f"    {'pipeline: ' + name:<50} {seconds:8.1f} s")
     model = model_seconds(times)
     total = rows[-1][1]
     if model > 0 and total > 0:
