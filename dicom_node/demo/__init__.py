@@ -112,6 +112,7 @@ def start_services(paths: Any, *, netns: str | None, node_config: Path | None = 
         create_netns(netns)
     else:
         print("demo: WARNING --no-netns: Orthanc listens on every interface of this machine.")
+    forwarded: list[int] = []
     start_process(paths, "orthanc", [ORTHANC_EXE, str(orthanc_cfg_path)], netns=netns)
     start_process(paths, "node", [sys.executable, "-m", "dicom_node", "serve", "--config", str(node_cfg_path)], netns=netns)
     http_port, dicom_port = int(orthanc_cfg["HttpPort"]), int(orthanc_cfg["DicomPort"])
@@ -127,6 +128,7 @@ def start_services(paths: Any, *, netns: str | None, node_config: Path | None = 
         deadline = time.monotonic() + 15
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+        forwarded = [int(p) for p in ready.read_text().split()] if ready.exists() else []
         enter_netns(netns)  # from here on, this thread (and its children) talk inside the namespace
     user, password = next(iter(orthanc_cfg["RegisteredUsers"].items()))
     api = node_cfg.get("api", {})
@@ -139,7 +141,7 @@ def start_services(paths: Any, *, netns: str | None, node_config: Path | None = 
             f"{exc}\n--- orthanc.log ---\n{_log_tail(paths.log('orthanc'))}\n--- node.log ---\n{_log_tail(paths.log('node'))}"
         ) from None
     return {"http_port": http_port, "dicom_port": dicom_port, "user": user, "password": password, "netns": netns,
-            "node_url": node_url, "node_token": api.get("token")}
+            "node_url": node_url, "node_token": api.get("token"), "forwarded": forwarded}
 
 
 def _study_folder(args: argparse.Namespace, paths: Any) -> Path:

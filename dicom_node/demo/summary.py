@@ -112,7 +112,11 @@ def print_summary(orthanc: OrthancClient, times: LoopTimes, folder: Path, png: P
           f"  (user {svc['user']}, password {svc['password']})")
     print(f"  DICOMweb:         http://127.0.0.1:{port}/dicom-web/studies/{times.study_uid}/series")
     print(f"  Routing:          http://127.0.0.1:{port}/mrinode/studies/{times.study_id}")
-    if svc.get("netns"):
+    if svc.get("netns") and port not in svc.get("forwarded", []):
+        print(f"  (127.0.0.1:{port} was taken on this machine, so it is NOT forwarded: the links above reach")
+        print(f"   whatever else listens there; use: sudo ip netns exec {svc['netns']} curl -u {svc['user']}:"
+              f"{svc['password']} http://127.0.0.1:{port}/studies)")
+    elif svc.get("netns"):
         print(f"  (the services run in network namespace {svc['netns']!r}; 127.0.0.1:{port} is forwarded into it;")
         print(f"   directly: sudo ip netns exec {svc['netns']} curl -u {svc['user']}:{svc['password']} "
               f"http://127.0.0.1:{port}/studies)")
