@@ -81,6 +81,7 @@ def _stage(name: str, folder: Path) -> None:
         shutil.copy(path, folder / name)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the broken files on purpose
 @pytest.mark.parametrize("name", PYDICOM_MR + NIBABEL_MR)
 def test_converts_or_fails_clearly(tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture) -> None:
     _stage(name, tmp_path / "in")
