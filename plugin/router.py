@@ -277,6 +277,8 @@ class Router:
         delay = 0.05
         while time.monotonic() < deadline:
             job = self.api.get(f"/jobs/{job_id}")
+            if job is None:
+                return False, f"C-STORE job {job_id} to {modality!r} vanished from Orthanc's job history"
             job_state = job.get("State") if isinstance(job, dict) else None
             if job_state == "Success":
                 return True, f"C-STORE job {job_id} to {modality!r} succeeded"

@@ -153,12 +153,18 @@ def test_state_survives_restart_and_node_down_is_reported(tmp_path: Path) -> Non
             forced = orthanc.post(f"/mrinode/studies/{sid}/route", json={"force": True})
             assert forced["action"] == "send" and forced["instances_new"] == 3
             assert len(api.completes()) == 2 and len(scp.files()) == 3  # storescp overwrites same UIDs
+            # The rules file is read again on request; a new rule shows at once.
+            rules_path = tmp_path / "rules.toml"
+            rules_path.write_text(rules_path.read_text() + '\n[[rules]]\nname = "knee"\nnode = "mrinode"\nbody_part = "KNEE"\n')
+            reloaded = orthanc.post("/mrinode/rules/reload")
+            assert [r["name"] for r in reloaded["rules"]] == ["brain-mr", "knee"]
             # Uploaded over REST, a study has no calling AE: the rule (calling_ae = SCANNER1) says no.
             rest_uid, rest_files = write_mr_series(tmp_path / "rest", 1)
             orthanc.upload(rest_files[0])
             view = wait_for(lambda: (v := _study_view(orthanc, rest_uid))["decisions"] and v, 30, "the REST decision")
             assert view["decisions"][-1]["action"] == "none"
             assert "calling AE (none) not in ['SCANNER1']" in view["decisions"][-1]["reasons"][0]
+            assert "BodyPartExamined BRAIN not in ['KNEE']" in view["decisions"][-1]["reasons"][1]
     # The node's REST API is gone: the DICOM send still succeeds, the failure is recorded.
     with StoreScp(tmp_path / "node-in2") as scp2:
         api2 = RecordingNodeApi()
