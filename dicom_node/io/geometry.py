@@ -66,6 +66,14 @@ def _label(name: str, value: Hashable, index: int) -> str:
     return f"{prefix}{_fmt(float(value))}" if isinstance(value, int | float) else f"{prefix}{index}"  # type: ignore[arg-type]
 
 
+def _sort_key(value: Hashable) -> tuple[float, tuple[float, ...]]:
+    """Numeric order of split keys: a number, or (b-value, direction or None)."""
+    if isinstance(value, tuple):
+        first, direction = value
+        return float(first), tuple(direction) if direction else ()
+    return float(value), ()  # type: ignore[arg-type]
+
+
 def split_frames(frames: Sequence[Frame], *, describe: object = None) -> list[tuple[str | None, list[Frame]]]:
     """Split the frames of a series into 3-D groups.
 
@@ -102,11 +110,7 @@ def split_frames(frames: Sequence[Frame], *, describe: object = None) -> list[tu
             groups.setdefault(v, []).append(f)
         if len(groups) < 2 or any(_has_duplicates(g) for g in groups.values()):
             continue
-        ordered = sorted(
-            groups.items(), key=lambda kv: repr(kv[0]) if not isinstance(kv[0], int | float) else kv[0]
-        )  # type: ignore[arg-type,return-value]
-        if all(isinstance(k, int | float) for k, _ in ordered):
-            ordered = sorted(groups.items(), key=lambda kv: float(kv[0]))  # type: ignore[arg-type]
+        ordered = sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
         return [(_label(name, k, i + 1), g) for i, (k, g) in enumerate(ordered)]
     raise SeriesReadError(
         frames[0].header,

@@ -187,22 +187,23 @@ def test_split_by_temporal_position(tmp_path: Path) -> None:
 
 
 def test_split_by_b_value_and_direction(tmp_path: Path) -> None:
-    paths, truths = make_dwi_series(tmp_path / "dwi", b_values=(0.0, 1000.0))
+    paths, truths = make_dwi_series(tmp_path / "dwi", b_values=(0.0, 1000.0, 500.0))
     b1000 = [p for p in paths if float(pydicom.dcmread(p, stop_before_pixels=True).DiffusionBValue) == 1000.0]
     for path in b1000:
         ds = pydicom.dcmread(path)
         ds.DiffusionGradientOrientation = [1.0, 0.0, 0.0]
         ds.save_as(path)
     extra = _duplicate(b1000, tmp_path / "dir2", DiffusionGradientOrientation=[0.0, 1.0, 0.0])
-    b0 = [p for p in paths if p not in b1000]
+    b0 = [p for p in paths if p not in b1000]  # b0 and b500: one direction each
     for path in b0:
         ds = pydicom.dcmread(path)
         ds.DiffusionGradientOrientation = [0.0, 0.0, 0.0]
         ds.save_as(path)
     vols = read_series([*paths, *extra])
-    assert [v.split for v in vols] == ["b0_d1", "b1000_d2", "b1000_d3"]
-    assert np.array_equal(vols[1].data, truths[1].data) or np.array_equal(vols[2].data, truths[1].data)
-    assert {tuple(v.meta["b_vector"]) for v in vols[1:]} == {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)}
+    assert [v.split for v in vols] == ["b0_d1", "b500_d2", "b1000_d3", "b1000_d4"]
+    assert np.array_equal(vols[1].data, truths[2].data)
+    assert np.array_equal(vols[2].data, truths[1].data) or np.array_equal(vols[3].data, truths[1].data)
+    assert {tuple(v.meta["b_vector"]) for v in vols[2:]} == {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)}
 
 
 def test_undecodable_transfer_syntax_is_refused(tmp_path: Path) -> None:
