@@ -74,7 +74,7 @@ def _sort_key(value: Hashable) -> tuple[float, tuple[float, ...]]:
     return float(value), ()  # type: ignore[arg-type]
 
 
-def split_frames(frames: Sequence[Frame], *, describe: object = None) -> list[tuple[str | None, list[Frame]]]:
+def split_frames(frames: Sequence[Frame]) -> list[tuple[str | None, list[Frame]]]:
     """Split the frames of a series into 3-D groups.
 
     A series with one frame per position is one group (key ``None``). When positions
@@ -86,8 +86,6 @@ def split_frames(frames: Sequence[Frame], *, describe: object = None) -> list[tu
     ----------
     frames : sequence of Frame
         Every frame of the series.
-    describe : object, optional
-        Unused; kept for call-site symmetry.
 
     Returns
     -------
