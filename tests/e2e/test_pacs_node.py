@@ -20,8 +20,7 @@ from pydicom import dcmread
 
 from dicom_node.demo.report import seg_volumes, sr_text_rows
 from dicom_node.demo.scenario import copy_study
-from tests.e2e.test_pacs_routing import _ct_series
-from tests.plugin.pacs_helpers import PLUGIN_SCRIPT, storescu, synthetic_study, wait_for
+from tests.plugin.pacs_helpers import PLUGIN_SCRIPT, ct_series, storescu, synthetic_study, wait_for
 from tests.support.dciodvfy import dciodvfy
 from tests.support.mrfiles import write_mr_series
 from tests.support.node import NodeProcess
@@ -105,7 +104,7 @@ def test_studies_go_to_the_node_and_seg_and_sr_come_back(tmp_path: Path, stack: 
     uid_a, files_a = copy_study(source_study, tmp_path / "a")
     uid_b, files_b = copy_study(source_study, tmp_path / "b")
     uid_c, files_c = write_mr_series(tmp_path / "c", 6, series_description="ep2d_diff_b1000_tra")
-    uid_ct, files_ct = _ct_series(tmp_path / "ct", 3)
+    uid_ct, files_ct = ct_series(tmp_path / "ct", 3)
     # Two scanners send at the same time.
     senders = [threading.Thread(target=storescu, args=(orthanc.dicom_port, f), kwargs={"calling": "SCANNER1"})
                for f in (files_a, files_b + files_c + files_ct)]

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.uid import CTImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
-from tests.plugin.pacs_helpers import PLUGIN_SCRIPT, RecordingNodeApi, StoreScp, storescu, wait_for
+from tests.plugin.pacs_helpers import PLUGIN_SCRIPT, RecordingNodeApi, StoreScp, ct_series, storescu, wait_for
 from tests.support.mrfiles import make_mr_dataset, write_mr_series
 from tests.support.orthanc import DICOMWEB_PLUGIN, OrthancServer
 
@@ -39,20 +39,6 @@ modality = ["MR"]
 body_part = ["BRAIN", "HEAD", ""]
 calling_ae = ["SCANNER1"]
 """
-
-
-def _ct_series(out: Path, n: int) -> tuple[str, list[Path]]:
-    study_uid, series_uid, paths = generate_uid(), generate_uid(), []
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(1, n + 1):
-        ds = make_mr_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=i, series_description="CT HEAD")
-        ds.Modality = "CT"
-        ds.SOPClassUID = CTImageStorage
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        path = out / f"CT{i:03d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return study_uid, paths
 
 
 def _orthanc(tmp_path: Path, scp: StoreScp, api: RecordingNodeApi) -> OrthancServer:
@@ -93,7 +79,7 @@ def test_routes_matching_study_once_and_never_routes_results(tmp_path: Path) -> 
 
         study_uid, t1 = write_mr_series(tmp_path / "t1", 4, series_description="AX T1")
         _, flair = write_mr_series(tmp_path / "fl", 4, study_uid=study_uid, series_description="AX FLAIR")
-        ct_uid, ct = _ct_series(tmp_path / "ct", 3)
+        ct_uid, ct = ct_series(tmp_path / "ct", 3)
         storescu(orthanc.dicom_port, t1 + flair, calling="SCANNER1")
         storescu(orthanc.dicom_port, ct, calling="SCANNER1")
 

@@ -23,6 +23,7 @@ __all__ = [
     "PLUGIN_SCRIPT",
     "RecordingNodeApi",
     "StoreScp",
+    "ct_series",
     "storescu",
     "synthetic_study",
     "wait_for",
@@ -175,3 +176,21 @@ def synthetic_study(base: Path, *, seed: int = 11, sequences: str = "T1,T1C,T2,F
     marker.write_text(str(folder))
     return folder
 
+
+def ct_series(out: Path, n: int) -> tuple[str, list[Path]]:
+    """Write a small CT series (a study no MR rule should route)."""
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    from tests.support.mrfiles import make_mr_dataset
+
+    study_uid, series_uid, paths = generate_uid(), generate_uid(), []
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(1, n + 1):
+        ds = make_mr_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=i, series_description="CT HEAD")
+        ds.Modality = "CT"
+        ds.SOPClassUID = CTImageStorage
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        path = out / f"CT{i:03d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return study_uid, paths
