@@ -31,16 +31,12 @@ __all__ = [
 BUNDLE_NAME = "sequence-classifier"
 
 
-def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
+def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
 
 
 class SeqClfNet(nn.Module):
@@ -54,14 +50,18 @@ class SeqClfNet(nn.Module):
         Channels per stage.
     dropout : float
         Dropout before the head.
+    convs : int
+        3x3 convolutions per stage.
     """
 
-    def __init__(self, n_classes: int, widths: Sequence[int] = (16, 32, 64, 96), dropout: float = 0.2) -> None:
+    def __init__(
+        self, n_classes: int, widths: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.2, convs: int = 1
+    ) -> None:
         super().__init__()
         stages: list[nn.Module] = []
         c = 1
         for w in widths:
-            stages.append(_block(c, w))
+            stages.append(_block(c, w, convs))
             c = w
         self.encoder = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c, n_classes))
@@ -73,8 +73,9 @@ class SeqClfNet(nn.Module):
 
 
 def build_seqclf(cfg: dict[str, Any]) -> SeqClfNet:
-    """Build the network from a card's ``network`` config (``n_classes``, ``widths``, ``dropout``)."""
-    return SeqClfNet(int(cfg["n_classes"]), tuple(int(w) for w in cfg.get("widths", (16, 32, 64, 96))), float(cfg.get("dropout", 0.2)))
+    """Build the network from a card's ``network`` config (``n_classes``, ``widths``, ``dropout``, ``convs``)."""
+    widths = tuple(int(w) for w in cfg.get("widths", (16, 32, 64, 128)))
+    return SeqClfNet(int(cfg["n_classes"]), widths, float(cfg.get("dropout", 0.2)), int(cfg.get("convs", 1)))
 
 
 def _scale(img: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,10 @@ def fuse(
     verdict = "agrees" if L(pixel_top) is header_family else "disagrees"
     evidence = [f"pixel classifier: {pixel_top} at {pixel_probs[pixel_top]:.2f} ({verdict} with the header)"]
     evidence += header.evidence
+    if _family(L(pixel_top)) is not top:
+        # the image speaks for another label: it may lower the header's belief, never raise it
+        header_support = header.confidence if header_family is top else 0.0
+        confidence = min(confidence, header_support)
     label = top
     if top is L.T1:
         label, factor, notes = contrast_decision(contrast, study_records_contrast=study_records_contrast)

@@ -107,6 +107,21 @@ def _slice_order(items: Sequence[tuple[Path, Dataset]]) -> list[tuple[Path, Data
     return sorted(items, key=key)
 
 
+def _highest_b_value(items: Sequence[tuple[Path, Dataset]]) -> Sequence[tuple[Path, Dataset]]:
+    """Keep the instances of the highest b-value when a series mixes b-values (DWI: the trace image)."""
+    by_b: dict[float, list[tuple[Path, Dataset]]] = {}
+    for item in items:
+        b = item[1].get("DiffusionBValue")
+        try:
+            key = float(b) if b not in (None, "") else -1.0
+        except (TypeError, ValueError):
+            key = -1.0
+        by_b.setdefault(key, []).append(item)
+    if len(by_b) < 2:
+        return items
+    return by_b[max(by_b)]
+
+
 def load_pixels(items: Sequence[tuple[Path, Dataset]], max_slices: int = PIXEL_SLICES) -> np.ndarray | None:
     """Read up to ``max_slices`` central slices of a series as a float32 (slices, rows, cols) array.
 
@@ -120,10 +135,11 @@ def load_pixels(items: Sequence[tuple[Path, Dataset]], max_slices: int = PIXEL_S
     Returns
     -------
     numpy.ndarray or None
-        Rescaled pixel values, or ``None`` when the series has no usable single-plane
+        Rescaled pixel values (of the highest b-value when the series mixes several), or
+        ``None`` when the series has no usable single-plane
         grey-scale pixels (mosaic, colour, mixed sizes, undecodable).
     """
-    ordered = _slice_order(items)
+    ordered = _slice_order(_highest_b_value(items))
     first = ordered[0][1]
     if "MOSAIC" in [str(v).upper() for v in first.get("ImageType", [])] or first.get("SamplesPerPixel", 1) != 1:
         return None

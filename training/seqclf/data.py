@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CLASSES", "STORE_SIZE", "load_slices", "main", "make_subject_slices"]
+__all__ = ["CLASSES", "STORE_SIZE", "load_slices", "main", "make_acquired_slices", "make_subject_slices"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,59 @@ def make_subject_slices(seed: int, per_axis: int = 6, voxel_mm: float = 2.0) -> 
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
 
 
+def make_acquired_slices(seed: int, per_series: int = 10, voxel_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Generate one subject, acquire every series as a scanner would, and cut slices.
+
+    The slices come from the acquired stacks (the plane, matrix, slice thickness and noise
+    of each protocol, the highest b-value of a diffusion series), chosen the way
+    ``models.seqclf.prepare_slices`` chooses them at inference (the slices with the most
+    signal), plus a few random ones.
+
+    Parameters
+    ----------
+    seed : int
+        The subject's seed.
+    per_series : int
+        Slices per series.
+    voxel_mm : float
+        The generator's grid.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        float16 slices (n, STORE_SIZE, STORE_SIZE) scaled to their stack's 99th percentile,
+        and int64 class indices (n,).
+    """
+    from training.synth import generate_subject
+
+    rng = np.random.default_rng(seed + 7919)
+    subject = generate_subject(
+        seed,
+        field_strength=float(rng.choice([1.5, 3.0])),
+        sequences=[s for s, _ in _SOURCES],
+        voxel_mm=voxel_mm,
+        snr_scale=float(rng.uniform(0.5, 1.5)),
+        tumour_free_fraction=0.2,
+    )
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    for source, cls in _SOURCES:
+        series = subject.acquire(source)
+        stack = max(series.stacks, key=lambda st: st.b_value or 0.0)
+        vol = np.moveaxis(stack.data.astype(np.float32), 2, 0)  # (k, i, j): slices first
+        energy = vol.reshape(vol.shape[0], -1).mean(axis=1)
+        top = np.argsort(energy)[::-1][: per_series // 2 + 2]
+        rest = np.flatnonzero(energy > 0.3 * energy.max())
+        picks = list(rng.choice(top, size=min(per_series // 2, top.size), replace=False))
+        if rest.size:
+            picks += list(rng.choice(rest, size=min(per_series - len(picks), rest.size), replace=False))
+        scale = float(np.percentile(vol[picks], 99)) or 1.0
+        for k in picks:
+            xs.append((_square(vol[k].T, STORE_SIZE) / scale).astype(np.float16))
+            ys.append(CLASSES.index(cls))
+    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
 def load_slices(cache: Path, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Load the cached slices of ``seeds`` (generating missing ones).
 
@@ -114,7 +167,10 @@ def load_slices(cache: Path, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarr
     xs, ys = [], []
     for seed in seeds:
         f = cache / f"subject-{seed}.npz"
-        if not f.is_file():
+        acquired = cache / f"acquired-{seed}.npz"
+        if acquired.is_file():
+            f = acquired
+        elif not f.is_file():
             x, y = make_subject_slices(seed)
             tmp = f.with_suffix(".tmp.npz")
             np.savez_compressed(tmp, x=x, y=y)
@@ -130,10 +186,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Cache sequence-classifier training slices from synthetic subjects.")
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs=2, metavar=("FIRST", "STOP"), required=True)
+    p.add_argument("--acquired", action="store_true", help="cut slices from the acquired series (slower, closer to inference)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    args.cache.mkdir(parents=True, exist_ok=True)
     for seed in range(*args.seeds):
-        load_slices(args.cache, [seed])
+        if args.acquired:
+            f = args.cache / f"acquired-{seed}.npz"
+            if not f.is_file():
+                x, y = make_acquired_slices(seed)
+                tmp = f.with_suffix(".tmp.npz")
+                np.savez_compressed(tmp, x=x, y=y)
+                tmp.rename(f)
+        else:
+            load_slices(args.cache, [seed])
         log.info("subject %d cached", seed)
     return 0
 

@@ -52,19 +52,22 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(*(shape or (b,)), generator=gen)
 
-    # crop and zoom: random square window of 75-100 % of the slice
-    out = torch.empty((b, 1, INPUT_SIZE, INPUT_SIZE))
-    frac = u(0.75, 1.0)
-    for i in range(b):
-        side = int(s * float(frac[i]))
-        oy = int(torch.randint(0, s - side + 1, (1,), generator=gen))
-        ox = int(torch.randint(0, s - side + 1, (1,), generator=gen))
-        crop = x[i : i + 1, :, oy : oy + side, ox : ox + side]
-        # resolution loss: through a grid 1-3x coarser
-        f = float(u(1.0, 3.0, 1))
+    # crop and zoom (random square window of 75-100 %, random place) and a small rotation,
+    # as one batched affine resampling
+    scale = u(0.75, 1.0)
+    angle = u(-0.25, 0.25)
+    shift = (1.0 - scale).view(b, 1) * (2 * torch.rand((b, 2), generator=gen) - 1)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, [b, 1, INPUT_SIZE, INPUT_SIZE], align_corners=False)
+    smooth = F.avg_pool2d(x, 3, stride=1, padding=1) if s > 1.3 * INPUT_SIZE else x
+    out = F.grid_sample(smooth, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # resolution loss: through a grid 1-2x coarser (one factor per batch)
+    f = float(u(1.0, 2.0, 1))
+    if f > 1.1:
         low = max(8, int(INPUT_SIZE / f))
-        crop = F.interpolate(crop, size=(low, low), mode="bilinear", antialias=True, align_corners=False)
-        out[i] = F.interpolate(crop, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)[0]
+        out = F.interpolate(out, size=(low, low), mode="bilinear", antialias=True, align_corners=False)
+        out = F.interpolate(out, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
     # flips and 90-degree turns (planes and display conventions differ)
     flip = torch.rand(b, generator=gen) < 0.5
     out[flip] = out[flip].flip(-1)
@@ -76,7 +79,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     # gamma and global scale
     out = out.clamp_min(0) ** u(0.7, 1.4).view(b, 1, 1, 1)
     # additive noise (magnitude, so kept positive)
-    sigma = u(0.0, 0.08).view(b, 1, 1, 1)
+    sigma = u(0.0, 0.05).view(b, 1, 1, 1)
     noise_r = torch.randn(out.shape, generator=gen) * sigma
     noise_i = torch.randn(out.shape, generator=gen) * sigma
     out = torch.sqrt((out + noise_r) ** 2 + noise_i**2)
@@ -136,7 +139,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def train(
     cache: Path, train_seeds: Sequence[int], val_seeds: Sequence[int], *, epochs: int = 25, batch: int = 64, seed: int = 0,
-    widths: Sequence[int] = (16, 32, 64, 96),
+    widths: Sequence[int] = (16, 32, 64, 128), fraction: float = 0.5,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train the classifier; return the network and its metrics.
 
@@ -148,6 +151,8 @@ def train(
         Subjects for training and for validation/calibration (disjoint).
     epochs, batch, seed : int
         Optimisation settings.
+    fraction : float
+        Share of the training slices drawn (afresh) in each epoch.
     widths : sequence of int
         Encoder channels per stage.
 
@@ -164,14 +169,15 @@ def train(
     xva, yva = load_slices(cache, val_seeds)
     net = SeqClfNet(len(CLASSES), widths)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    steps = epochs * max(1, len(ytr) // batch)
+    per_epoch = int(len(ytr) * fraction)
+    steps = epochs * max(1, per_epoch // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     xt = torch.from_numpy(xtr.astype(np.float32))[:, None]
     yt = torch.from_numpy(ytr)
     t0 = time.perf_counter()
     for epoch in range(epochs):
         net.train()
-        perm = torch.randperm(len(yt), generator=gen)
+        perm = torch.randperm(len(yt), generator=gen)[:per_epoch]
         total = 0.0
         for i in range(0, len(perm) - batch + 1, batch):
             idx = perm[i : i + batch]
@@ -180,8 +186,8 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
-        log.info("epoch %d/%d loss %.4f (%.0f s)", epoch + 1, epochs, total / len(yt), time.perf_counter() - t0)
+            total += float(loss.detach()) * len(idx)
+        log.info("epoch %d/%d loss %.4f (%.0f s)", epoch + 1, epochs, total / max(1, len(perm)), time.perf_counter() - t0)
     net.eval()
     with torch.no_grad():
         inp = _resize(torch.from_numpy(xva.astype(np.float32))[:, None])
@@ -231,13 +237,13 @@ def export(net: torch.nn.Module, metrics: dict[str, Any], out: Path, train_seeds
             "temperature": metrics["temperature"],
             "note": "'T1' is the T1 family (pre- and post-contrast); T1 vs T1C is decided from headers.",
         },
-        network={"name": "seqclf2d", "n_classes": len(CLASSES), "widths": list(widths), "dropout": 0.2},
+        network={"name": "seqclf2d", "n_classes": len(CLASSES), "widths": list(widths), "dropout": 0.2, "convs": 1},
         training={
             "data": "synthetic brain MRI from training.synth (physics-based; MNI152/CAT12 tissue maps), 2 mm grid, "
             "random vendor, field strength 1.5/3 T, SNR scale 0.5-1.5, tumour in ~80 % of subjects",
             "train_subject_seeds": [min(train_seeds), max(train_seeds)],
             "validation_subject_seeds": [min(val_seeds), max(val_seeds)],
-            "augmentation": "crop/zoom, flips, 90-degree turns, resolution loss 1-3x, gamma 0.7-1.4, bias field, Rician-like noise, scale",
+            "augmentation": "crop/zoom/rotation, flips, 90-degree turns, resolution loss 1-2x, gamma 0.7-1.4, bias field, Rician-like noise (sigma <= 0.05), scale",
             "command": command,
         },
         metrics=metrics,
@@ -255,12 +261,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     p.add_argument("--train-seeds", type=int, nargs=2, default=(1000, 1024), metavar=("FIRST", "STOP"))
     p.add_argument("--val-seeds", type=int, nargs=2, default=(1024, 1030), metavar=("FIRST", "STOP"))
-    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    widths = (16, 32, 64, 96)
+    widths = (16, 32, 64, 128)
     train_seeds = range(*args.train_seeds)
     val_seeds = range(*args.val_seeds)
     net, metrics = train(args.cache, train_seeds, val_seeds, epochs=args.epochs, widths=widths)
