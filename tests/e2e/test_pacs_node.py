@@ -1,8 +1,8 @@
 """The whole loop with real parts: storescu → Orthanc (mrinode plugin, DICOMweb) → rule →
 ``mrinode serve`` (tumour pipeline, shipped demo bundle) → SEG + SR back in the same study.
 
-One Orthanc and one node serve four studies sent together: two 4-sequence synthetic
-studies (both must complete), one without any sequence the model uses (it must get an
+One Orthanc and one node serve four studies sent together: two synthetic studies (4 and
+2 sequences; both must complete), one without any sequence the model uses (it must get an
 SR saying what was missing) and a CT (never routed). Results must not route again.
 """
 
@@ -102,7 +102,7 @@ def test_studies_go_to_the_node_and_seg_and_sr_come_back(tmp_path: Path, stack: 
                       "Mrinode": {"RulesFile": str(rules), "StateFile": str(tmp_path / "state.json")}},
     ))
     uid_a, files_a = copy_study(source_study, tmp_path / "a")
-    uid_b, files_b = copy_study(source_study, tmp_path / "b")
+    uid_b, files_b = copy_study(source_study, tmp_path / "b", series=("T1C", "FLAIR"))  # a 2-sequence visit
     uid_c, files_c = write_mr_series(tmp_path / "c", 6, series_description="ep2d_diff_b1000_tra")
     uid_ct, files_ct = ct_series(tmp_path / "ct", 3)
     # Two scanners send at the same time.
