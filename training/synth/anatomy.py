@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MassEffect", "Pose", "draw_pose", "output_grid", "rotation_matrix", "sampling_grid", "warp_maps"]
+__all__ = ["MassEffect", "Pose", "WarpGrid", "draw_pose", "output_grid", "rotation_matrix", "sampling_grid", "warp_maps"]
 
 #: Centre of rotation and scaling in template RAS (mm), roughly the middle of the head.
 HEAD_CENTRE_RAS: tuple[float, float, float] = (0.0, -18.0, 5.0)
@@ -42,6 +42,45 @@ class Pose:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready parameters."""
         return asdict(self)
+
+
+@dataclass
+class WarpGrid:
+    """A sampling grid on a coarse lattice (every ``step`` output voxels).
+
+    ``coarse`` is float32 ``(1, 3, nc0, nc1, nc2)`` with channels (k, j, i) in
+    ``grid_sample``'s normalised coordinates (align_corners=True).
+    """
+
+    coarse: Any
+    step: int
+    out_shape: tuple[int, int, int]
+
+    def at(self, sub: int = 1, crop: bool = True) -> Any:
+        """The grid every ``sub`` output voxels, shape ``(1, n0, n1, n2, 3)``.
+
+        Parameters
+        ----------
+        sub : int
+            1 for the full grid, 2 for every other voxel (``step`` must be a multiple).
+        crop : bool
+            Crop to the output shape (only meaningful for ``sub == 1``).
+
+        Returns
+        -------
+        torch.Tensor
+            The grid, channels last.
+        """
+        import torch
+
+        if self.step % sub:
+            raise ValueError(f"sub-sampling {sub} does not divide the coarse step {self.step}.")
+        nc = self.coarse.shape[2:]
+        size = [(c - 1) * (self.step // sub) + 1 for c in nc]
+        fine = torch.nn.functional.interpolate(self.coarse, size=size, mode="trilinear", align_corners=True)
+        if crop and sub == 1:
+            fine = fine[:, :, : self.out_shape[0], : self.out_shape[1], : self.out_shape[2]]
+        return fine.permute(0, 2, 3, 4, 1).contiguous()
 
 
 def rotation_matrix(rotation_deg: tuple[float, float, float]) -> np.ndarray:
@@ -135,8 +174,8 @@ def sampling_grid(
     template_affine: np.ndarray,
     pose: Pose,
     coarse_step: int = 4,
-) -> Any:
-    """Return the ``grid_sample`` grid mapping output voxels to template positions.
+) -> WarpGrid:
+    """Return the grid mapping output voxels to template positions.
 
     Parameters
     ----------
@@ -151,9 +190,8 @@ def sampling_grid(
 
     Returns
     -------
-    torch.Tensor
-        float32, shape ``(1, ni, nj, nk, 3)``, normalised (align_corners=True) with the
-        last axis ordered (k, j, i) as ``grid_sample`` expects.
+    WarpGrid
+        The coarse grid; :meth:`WarpGrid.at` gives it at full or half resolution.
     """
     import torch
     from scipy import ndimage as ndi
@@ -178,21 +216,28 @@ def sampling_grid(
     sizes = np.asarray(template_shape, dtype=np.float64)
     norm = 2.0 * vox / (sizes - 1.0) - 1.0
     coarse = torch.from_numpy(norm[..., ::-1].astype(np.float32).copy()).permute(3, 0, 1, 2)[None]
-    full_size = [(c - 1) * coarse_step + 1 for c in nc]
-    fine = torch.nn.functional.interpolate(coarse, size=full_size, mode="trilinear", align_corners=True)
-    fine = fine[:, :, : out_shape[0], : out_shape[1], : out_shape[2]]
-    return fine.permute(0, 2, 3, 4, 1).contiguous()
+    return WarpGrid(coarse=coarse, step=coarse_step, out_shape=out_shape)
 
 
-def warp_maps(maps: np.ndarray, grid: Any) -> np.ndarray:
-    """Sample ``maps`` (C, ni, nj, nk) at ``grid``; zero outside the template.
+def warp_maps(maps: np.ndarray, warp: WarpGrid, brain_box: tuple[tuple[int, int, int], tuple[int, int, int]],
+              n_fine: int = 3) -> np.ndarray:
+    """Sample template maps through a warp; zero outside the template.
+
+    The first ``n_fine`` channels (the brain: CSF, GM, WM) are sampled at full resolution
+    but only over the output box that maps into the template's brain box; the other
+    channels (tissues outside the brain) are sampled at half resolution and upsampled.
 
     Parameters
     ----------
     maps : numpy.ndarray
-        float32 template maps.
-    grid : torch.Tensor
+        float32 template maps ``(C, ni, nj, nk)``.
+    warp : WarpGrid
         From :func:`sampling_grid`.
+    brain_box : tuple
+        ``(lo, hi)`` template voxel indices (hi exclusive) outside which the first
+        ``n_fine`` channels are zero.
+    n_fine : int
+        Channels sampled at full resolution.
 
     Returns
     -------
@@ -200,7 +245,31 @@ def warp_maps(maps: np.ndarray, grid: Any) -> np.ndarray:
         float32, shape ``(C,) + output shape``.
     """
     import torch
+    import torch.nn.functional as F
 
-    src = torch.from_numpy(maps)[None]
-    out = torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out[0].numpy()
+    shape = warp.out_shape
+    out = np.zeros((maps.shape[0], *shape), dtype=np.float32)
+    sizes = np.asarray(maps.shape[1:], dtype=np.float64)
+    lo = 2.0 * (np.asarray(brain_box[0]) - 1.0) / (sizes - 1.0) - 1.0
+    hi = 2.0 * (np.asarray(brain_box[1])) / (sizes - 1.0) - 1.0
+    coarse = warp.coarse[0].numpy()[::-1]  # (3 = i, j, k normalised, nc...)
+    inside = np.ones(coarse.shape[1:], dtype=bool)
+    for axis in range(3):
+        inside &= (coarse[axis] >= lo[axis]) & (coarse[axis] <= hi[axis])
+    if inside.any():
+        idx = np.argwhere(inside)
+        a = np.maximum((idx.min(axis=0) - 1) * warp.step, 0)
+        b = np.minimum((idx.max(axis=0) + 1) * warp.step + 1, shape)
+        box = tuple(slice(int(x), int(y)) for x, y in zip(a, b, strict=True))
+        fine = warp.at(1)[:, box[0], box[1], box[2]].contiguous()
+        src = torch.from_numpy(maps[:n_fine])[None]
+        res = F.grid_sample(src, fine, mode="bilinear", padding_mode="zeros", align_corners=True)
+        out[(slice(0, n_fine), *box)] = res[0].numpy()
+    if maps.shape[0] > n_fine:
+        half = warp.at(2, crop=False)
+        src = torch.from_numpy(maps[n_fine:])[None]
+        low = F.grid_sample(src, half, mode="bilinear", padding_mode="zeros", align_corners=True)
+        size = [(n - 1) * 2 + 1 for n in low.shape[2:]]
+        up = F.interpolate(low, size=size, mode="trilinear", align_corners=True)
+        out[n_fine:] = up[0, :, : shape[0], : shape[1], : shape[2]].numpy()
+    return out

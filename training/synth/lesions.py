@@ -101,7 +101,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], ctrl: int = 
 
 def paint_tumours(
     specs: list[TumourSpec], affine: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, tuple[slice, ...] | None]:
     """Rasterise tumours onto the output grid.
 
     Parameters
@@ -116,9 +116,9 @@ def paint_tumours(
     Returns
     -------
     tuple
-        ``labels`` (uint8, BraTS 0/1/2/3) and ``fractions`` (float32, shape
-        ``(3,) + grid``: necrosis, oedema, enhancing with soft edges) or ``None`` when
-        there is no tumour.
+        ``labels`` (uint8, BraTS 0/1/2/3), ``fractions`` (float32, shape
+        ``(3,) + box shape``: necrosis, oedema, enhancing with soft edges) and ``box``
+        (the slices where the fractions lie); both ``None`` when there is no tumour.
     """
     from scipy import ndimage as ndi
 
@@ -127,7 +127,7 @@ def paint_tumours(
     shape = gm.shape
     labels = np.zeros(shape, dtype=np.uint8)
     if not specs:
-        return labels, None
+        return labels, None, None
     inv = np.linalg.inv(affine)
     voxel = np.linalg.norm(affine[:3, :3], axis=0)
     for spec in specs:
@@ -169,16 +169,16 @@ def paint_tumours(
         old = labels[box]
         labels[box] = np.where(_PRIORITY[new] > _PRIORITY[old], new, old)
     if not labels.any():
-        return labels, None
-    fractions = np.zeros((3, *shape), dtype=np.float32)
+        return labels, None, None
     sigma = 0.6 / float(np.mean(voxel))
     nz = np.argwhere(labels > 0)
     lo = np.maximum(nz.min(axis=0) - 4, 0)
     hi = np.minimum(nz.max(axis=0) + 5, shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    for channel, value in enumerate((1, 2, 3)):
-        fractions[channel][box] = ndi.gaussian_filter((labels[box] == value).astype(np.float32), max(sigma, 0.3))
-    return labels, fractions
+    fractions = np.stack(
+        [ndi.gaussian_filter((labels[box] == value).astype(np.float32), max(sigma, 0.3)) for value in (1, 2, 3)]
+    )
+    return labels, fractions, box
 
 
 def regions(labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -57,7 +57,8 @@ def tissue_signals(protocol: Protocol, params: TissueParameters, gd_mM: np.ndarr
     raise ValueError(f"Protocol kind {k!r} has no signal model; expected one of se, tse, ir, mprage, gre, dwi.")
 
 
-def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray) -> np.ndarray:
+def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
+        box: tuple[slice, ...] | None = None) -> np.ndarray:
     """Partial-volume mixture ``(1 - T) sum_m f_m S_m + sum_c t_c S_c``.
 
     Parameters
@@ -65,9 +66,11 @@ def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray) -> np.
     maps : numpy.ndarray
         Warped tissue fractions, shape ``(6,) + grid`` in ``MAP_TISSUES`` order.
     tumour : numpy.ndarray or None
-        Tumour fractions, shape ``(3,) + grid`` in ``TUMOUR_TISSUES`` order.
+        Tumour fractions, shape ``(3,) + box shape`` in ``TUMOUR_TISSUES`` order.
     signals : numpy.ndarray
         Per-tissue signals from :func:`tissue_signals`.
+    box : tuple of slice, optional
+        Where ``tumour`` lies in the grid (the whole grid when omitted).
 
     Returns
     -------
@@ -76,11 +79,11 @@ def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray) -> np.
     """
     shape = maps.shape[1:]
     s_maps = np.asarray([signals[t] for t in MAP_TISSUES], dtype=np.float32)
-    img = (s_maps @ maps.reshape(len(MAP_TISSUES), -1)).reshape(shape)
+    img: np.ndarray = (s_maps @ maps.reshape(len(MAP_TISSUES), -1)).reshape(shape)
     if tumour is not None:
+        region = box if box is not None else tuple(slice(0, n) for n in shape)
         s_t = np.asarray([signals[t] for t in TUMOUR_TISSUES], dtype=np.float32)
-        flat_t = tumour.reshape(len(TUMOUR_TISSUES), -1)
-        total = flat_t.sum(axis=0).reshape(shape)
-        img *= 1.0 - total
-        img += (s_t @ flat_t).reshape(shape)
+        sub = img[region]
+        sub *= 1.0 - tumour.sum(axis=0)
+        sub += np.tensordot(s_t, tumour, axes=1)
     return img

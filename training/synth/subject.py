@@ -215,10 +215,10 @@ def generate_subject(
     if has_tumour:
         specs, pose = draw_tumours(np.random.default_rng([seed, 3]), templates, pose)
     grid = sampling_grid(shape, affine, templates.shape, templates.affine, pose)
-    maps = warp_maps(templates.maps, grid)
+    maps = warp_maps(templates.maps, grid, templates.brain_box)
     del grid
     csf, gm, wm = maps[0], maps[1], maps[2]
-    labels, tumour_frac = paint_tumours(specs, affine, gm, wm, csf)
+    labels, tumour_frac, tumour_box = paint_tumours(specs, affine, gm, wm, csf)
     tparams = tissue_parameters(field_strength, np.random.default_rng([seed, 4]))
     gd = gd_concentration_mm(gd_scale)
     bias = bias_field(shape, bias_amp, np.random.default_rng([seed, 5]))
@@ -252,7 +252,7 @@ def generate_subject(
         out = []
         for b in b_values:
             sig = sig0 if b == 0.0 else tissue_signals(proto, tparams, gd, b_value=b)
-            img = mix(maps, tumour_frac, sig * gain)
+            img = mix(maps, tumour_frac, sig * gain, tumour_box)
             img *= bias
             out.append(rician(img, sigma, [seed, 2000 + code, int(b)]))
         render_info[seq.value] = {"gain": gain, "noise_sigma": sigma, "target_max": target}

@@ -43,11 +43,14 @@ class TemplateMaps:
         4x4 voxel-to-RAS (mm) matrix of the grid.
     wm_centres : numpy.ndarray
         ``(n, 3)`` voxel indices where WM > 0.9 (candidate tumour centres), int32.
+    brain_box : tuple
+        ``(lo, hi)`` voxel indices (hi exclusive) outside which CSF, GM and WM are zero.
     """
 
     maps: np.ndarray
     affine: np.ndarray
     wm_centres: np.ndarray
+    brain_box: tuple[tuple[int, int, int], tuple[int, int, int]]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -141,7 +144,13 @@ def _build_1mm() -> TemplateMaps:
     over = total > 1.0
     maps[:, over] /= total[over]
     centres = np.argwhere(wm > 0.9).astype(np.int32)
-    return TemplateMaps(maps=maps, affine=affine, wm_centres=centres)
+    return TemplateMaps(maps=maps, affine=affine, wm_centres=centres, brain_box=_box(maps[:3].sum(axis=0) > 0))
+
+
+def _box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    return (int(lo[0]), int(lo[1]), int(lo[2])), (int(hi[0]), int(hi[1]), int(hi[2]))
 
 
 @functools.lru_cache(maxsize=4)
@@ -168,4 +177,4 @@ def load_templates(voxel_mm: float = 1.0) -> TemplateMaps:
 
     sigma = voxel_mm / 2.355
     maps = np.stack([ndi.gaussian_filter(m, sigma) for m in base.maps]).astype(np.float32)
-    return TemplateMaps(maps=maps, affine=base.affine, wm_centres=base.wm_centres)
+    return TemplateMaps(maps=maps, affine=base.affine, wm_centres=base.wm_centres, brain_box=_box(maps[:3].sum(axis=0) > 1e-4))
