@@ -123,6 +123,31 @@ def labels_to_segment_numbers(labels: np.ndarray, segments: Sequence[SegmentSpec
     return lut[labels if small else labels.astype(np.intp)]
 
 
+def _shared_geometry(source: Dataset) -> Dataset:
+    """A view of a multi-frame source whose shared functional groups hold the geometry.
+
+    highdicom reads pixel measures and plane orientation from the *shared* functional
+    groups only; some vendors (Philips) put them per frame. The reader has checked that
+    they agree across the frames, so the first frame's items are copied into a new
+    shared group of a shallow copy (the source dataset itself is not changed).
+    """
+    shared = source.get("SharedFunctionalGroupsSequence", None)
+    shared_item = shared[0] if shared else Dataset()
+    per_frame = source.get("PerFrameFunctionalGroupsSequence", None)
+    missing = [kw for kw in ("PixelMeasuresSequence", "PlaneOrientationSequence") if kw not in shared_item]
+    if not missing or not per_frame:
+        return source
+    new_shared = Dataset()
+    new_shared.update(shared_item)
+    for keyword in missing:
+        if keyword in per_frame[0]:
+            setattr(new_shared, keyword, per_frame[0][keyword].value)
+    view = Dataset()
+    view.update(source)
+    view.SharedFunctionalGroupsSequence = [new_shared]
+    return view
+
+
 def _frames_for_source(numbers: np.ndarray, reference: Volume) -> tuple[list[Dataset], np.ndarray]:
     """Order segment-number planes as highdicom expects: one per source image (frame)."""
     refs = reference.slice_refs
@@ -139,7 +164,7 @@ def _frames_for_source(numbers: np.ndarray, reference: Volume) -> tuple[list[Dat
         raise ValueError(
             f"{reference.name}: slices mix single-frame and multi-frame sources; cannot write a SEG."
         )
-    source = reference.headers[0]
+    source = _shared_geometry(reference.headers[0])
     n_frames = int(source.get("NumberOfFrames", 1) or 1)
     full = np.zeros((n_frames, planes.shape[1], planes.shape[2]), dtype=planes.dtype)
     for k, (_, _, frame) in enumerate(refs):
