@@ -18,9 +18,12 @@ from dicom_node.io.geometry import split_frames, stack_frames
 from dicom_node.io.mosaic import is_mosaic, mosaic_frames
 from dicom_node.io.volume import Volume
 
-__all__ = ["SeriesReadError", "read_series", "series_meta"]
+__all__ = ["NON_IMAGE_MODALITIES", "SeriesReadError", "read_series", "series_meta"]
 
 log = logging.getLogger(__name__)
+
+#: Modalities of derived, non-image objects (a SEG has pixel data but is not an image).
+NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "PR", "KO", "RTSTRUCT", "REG", "DOC", "RWV", "PLAN"})
 
 #: Functional group sequences searched for acquisition parameters of multi-frame images.
 _FG_LOOKUP: dict[str, tuple[tuple[str, str], ...]] = {
@@ -142,6 +145,9 @@ def read_series(paths: Iterable[str | Path]) -> list[Volume]:
     sop_uids = {str(ds.get("SOPInstanceUID", "")) for ds in datasets}
     if len(sop_uids) != len(datasets):
         raise SeriesReadError(first, "the same SOPInstanceUID occurs in more than one file")
+    modality = str(first.get("Modality", "") or "").upper()
+    if modality in NON_IMAGE_MODALITIES:
+        raise SeriesReadError(first, f"it is a {modality} series (a derived object), not an image series")
     meta = series_meta(first)
     frames: list[Frame] = []
     for path, ds in zip(files, datasets, strict=True):

@@ -212,3 +212,19 @@ def test_undecodable_transfer_syntax_is_refused(tmp_path: Path) -> None:
     ds.file_meta.TransferSyntaxUID = pydicom.uid.MPEG2MPML  # video: no pixel plugin decodes it
     ds.save_as(paths[1])
     _expect_refusal(paths, "transfer syntax 'MPEG2 Main Profile / Main Level' could not be decoded")
+
+
+def test_seg_and_sr_series_are_not_read_as_images(tmp_path: Path) -> None:
+    """The node's own results may come back in a study: they are refused, not misread."""
+    from dicom_node.io.codes import BRATS_SEGMENTS, AlgorithmSpec
+    from dicom_node.io.seg import write_seg
+
+    paths, _ = make_series(tmp_path / "src", shape=(8, 8, 3))
+    (vol,) = read_series(paths)
+    labels = np.zeros(vol.shape, np.uint8)
+    labels[2:5, 2:5, :] = 1
+    labels[3, 3, :] = 2
+    seg = write_seg(labels, vol, BRATS_SEGMENTS, AlgorithmSpec("t", "1"))
+    seg.save_as(tmp_path / "seg.dcm")
+    with pytest.raises(SeriesReadError, match=r"series 900 .*: it is a SEG series \(a derived object\)"):
+        read_series([tmp_path / "seg.dcm"])
