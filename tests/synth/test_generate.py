@@ -103,3 +103,12 @@ def test_cli_is_deterministic(tmp_path: Path) -> None:
             b = np.asarray(nib.load(str(tmp_path / "b" / sid / name)).dataobj)  # type: ignore[attr-defined]
             assert np.array_equal(a, b)
     assert main(["synth", "--out", str(tmp_path / "c"), "--sequences", "T1,T9"]) == 2
+
+
+def test_motion_adds_ghosts_outside_the_head() -> None:
+    still = generate_subject(27, sequences=(S.T2,), voxel_mm=3.0, tumour=False, snr_scale=1000.0)
+    moved = generate_subject(27, sequences=(S.T2,), voxel_mm=3.0, tumour=False, snr_scale=1000.0, motion=1.0)
+    assert moved.params["rendering"]["T2"]["motion"] > 0
+    air = still.tissue == 0
+    # ghosts put signal into the air around the head
+    assert moved.images[S.T2][air].mean() > 1.5 * still.images[S.T2][air].mean()

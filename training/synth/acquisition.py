@@ -20,6 +20,7 @@ __all__ = [
     "AcquiredSeries",
     "AcquiredStack",
     "bias_field",
+    "motion_ghosting",
     "plane_axes_lps",
     "quantise",
     "resample_to_stack",
@@ -107,6 +108,47 @@ def rician(signal: np.ndarray, sigma: float, seed: int | Sequence[int]) -> np.nd
     torch.hypot(re, im, out=out)
     result: np.ndarray = out.numpy()
     return result
+
+
+def motion_ghosting(image: np.ndarray, severity: float, rng: np.random.Generator, axis: int = 1,
+                    voxel_mm: float = 1.0) -> np.ndarray:
+    """Ghosting from rigid head motion during the phase-encoding of a 2-D acquisition.
+
+    A random subset of phase-encode lines (``0.3 * severity`` of them) is acquired
+    with the head shifted by up to ``3 * severity`` mm along ``axis``: their k-space
+    lines get the matching linear phase, which leaves ghosts along that axis.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Noise-free magnitude image.
+    severity : float
+        0 (none) to 1 (strong).
+    rng : numpy.random.Generator
+        Source of randomness.
+    axis : int
+        Phase-encoding axis.
+    voxel_mm : float
+        Voxel size along ``axis``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 magnitude with ghosts.
+    """
+    if severity <= 0:
+        return image
+    n = image.shape[axis]
+    k = np.fft.fft(image, axis=axis)
+    freqs = np.fft.fftfreq(n)
+    moved = np.less(rng.random(n), 0.3 * severity)
+    moved[0] = False  # the centre of k-space (DC line) is acquired still
+    shift_vox = rng.uniform(-3.0, 3.0, n) * severity / voxel_mm
+    phase = np.where(moved, np.exp(-2j * np.pi * freqs * shift_vox), 1.0)
+    shape = [1, 1, 1]
+    shape[axis] = n
+    k *= phase.reshape(shape)
+    return np.abs(np.fft.ifft(k, axis=axis)).astype(np.float32)
 
 
 def bias_field(shape: tuple[int, int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:

@@ -16,6 +16,7 @@ from training.synth.acquisition import (
     AcquiredSeries,
     AcquiredStack,
     bias_field,
+    motion_ghosting,
     quantise,
     resample_to_stack,
     rician,
@@ -150,6 +151,7 @@ def generate_subject(
     snr_scale: float = 1.0,
     bias_amplitude: float | None = None,
     deformation_mm: float = 2.5,
+    motion: float = 0.0,
     subject_id: str | None = None,
 ) -> SyntheticSubject:
     """Generate one subject: random anatomy, optional tumour, physics-based contrasts.
@@ -177,6 +179,9 @@ def generate_subject(
         Log-amplitude of the bias field; None draws 0.05-0.25.
     deformation_mm : float
         Typical size of the smooth anatomical deformation.
+    motion : float
+        Largest motion-ghosting severity (0 = none, 1 = strong); each series draws its
+        own severity in ``[0, motion]`` (phase encoding along the anterior-posterior axis).
     subject_id : str or None
         Defaults to ``"synth-<seed:06d>"``.
 
@@ -196,6 +201,8 @@ def generate_subject(
         raise ValueError(f"Cannot synthesise {', '.join(bad)}; choose from {', '.join(s.value for s in SYNTH_SEQUENCES)}.")
     if not 0.0 <= tumour_free_fraction <= 1.0:
         raise ValueError(f"tumour_free_fraction must lie in [0, 1]; got {tumour_free_fraction}.")
+    if not 0.0 <= motion <= 1.0:
+        raise ValueError(f"motion must lie in [0, 1]; got {motion}.")
     if field_strength not in (1.5, 3.0):
         raise ValueError(f"field_strength must be 1.5 or 3.0 tesla; got {field_strength}.")
     rng = np.random.default_rng([seed, 1])
@@ -249,13 +256,17 @@ def generate_subject(
         sig0 = tissue_signals(proto, tparams, gd, b_value=0.0)
         gain = target / float(np.max(sig0))
         sigma = gain * float(sig0[Tissue.WM]) / (proto.snr * snr_scale)
+        motion_severity = float(_seq_rng(seed, src_seq, 4).uniform(0.0, motion)) if motion > 0 else 0.0
         out = []
         for b in b_values:
             sig = sig0 if b == 0.0 else tissue_signals(proto, tparams, gd, b_value=b)
             img = mix(maps, tumour_frac, sig * gain, tumour_box)
             img *= bias
+            if motion_severity > 0:
+                img = motion_ghosting(img, motion_severity, np.random.default_rng([seed, 3000 + code]), axis=1,
+                                      voxel_mm=float(voxel_mm))
             out.append(rician(img, sigma, [seed, 2000 + code, int(b)]))
-        render_info[seq.value] = {"gain": gain, "noise_sigma": sigma, "target_max": target}
+        render_info[seq.value] = {"gain": gain, "noise_sigma": sigma, "target_max": target, "motion": motion_severity}
         if proto.kind in ("dwi", "adc"):
             if seq is SequenceLabel.DWI:
                 extras["DWI_b0"], images[seq] = out[0], out[1]
@@ -284,6 +295,8 @@ def generate_subject(
         "bias_amplitude": bias_amp,
         "gd_scale": gd_scale,
         "snr_scale": snr_scale,
+        "motion": motion,
+        "deformation_mm": deformation_mm,
         "tissue_parameters": tparams.as_dict(),
         "gd_concentration_mm": {t.name: float(gd[t]) for t in Tissue if gd[t] > 0},
         "template_maps": list(MAP_NAMES),
