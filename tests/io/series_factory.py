@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,10 +341,35 @@ def make_enhanced_series(
     )
 
 
+def siemens_csa2(tags: dict[str, tuple[str, list[str]]]) -> bytes:
+    """Encode a Siemens CSA2 ("SV10") header: ``{name: (vr, [values as text])}``."""
+    out = bytearray(b"SV10\x04\x03\x02\x01")
+    out += struct.pack("<2I", len(tags), 77)
+    for name, (vr, values) in tags.items():
+        out += struct.pack("<64si4s3i", name.encode(), len(values), vr.encode(), 0, len(values), 77)
+        for value in values:
+            raw = value.encode() + b"\x00"
+            out += struct.pack("<4i", len(raw), len(raw), 77, len(raw))
+            out += raw + b"\x00" * (-len(raw) % 4)
+    return bytes(out)
+
+
 def make_mosaic_series(
-    out_dir: Path, *, n_slices: int = 7, tile: tuple[int, int] = (16, 14), seed: int = 9
+    out_dir: Path,
+    *,
+    n_slices: int = 7,
+    tile: tuple[int, int] = (16, 14),
+    seed: int = 9,
+    csa: bool = False,
+    descending: bool = False,
 ) -> tuple[list[Path], Truth]:
-    """Write one Siemens-style mosaic instance (NumberOfImagesInMosaic in (0019,100A))."""
+    """Write one Siemens-style mosaic instance.
+
+    Without ``csa`` the slice count is only in the private element (0019,100A); with it,
+    a CSA image header (0029,1010) states NumberOfImagesInMosaic and SliceNormalVector,
+    as Siemens scanners write it (and as dcm2niix needs it). ``descending`` stores the
+    slices against ``cross(row, column)``: the CSA normal then points the other way.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows, cols = tile
@@ -354,7 +380,9 @@ def make_mosaic_series(
         r0, c0 = (s // tiles) * rows, (s % tiles) * cols
         mosaic[r0 : r0 + rows, c0 : c0 + cols] = stored[:, :, s].T
     row_dir, col_dir = orientation_cosines("oblique")
-    normal = np.cross(row_dir, col_dir)
+    normal = np.cross(row_dir, col_dir) * (-1.0 if descending else 1.0)
+    if descending and not csa:
+        raise ValueError("a descending mosaic needs the CSA SliceNormalVector")
     sp = (2.0, 2.5)  # row spacing, column spacing
     first = np.array([-30.0, -25.0, 12.0])
     # A mosaic's IPP names a virtual mosaic-sized slice centred on the real first slice.
@@ -372,6 +400,16 @@ def make_mosaic_series(
     ds.ImagePositionPatient = _ds_str(ipp)
     ds.add_new(0x00190010, "LO", "SIEMENS MR HEADER")
     ds.add_new(0x0019100A, "US", n_slices)
+    if csa:
+        ds.Manufacturer = "SIEMENS"
+        ds.add_new(0x00290010, "LO", "SIEMENS CSA HEADER")
+        header = siemens_csa2(
+            {
+                "NumberOfImagesInMosaic": ("US", [str(n_slices)]),
+                "SliceNormalVector": ("FD", [f"{v:.8f}" for v in normal]),
+            }
+        )
+        ds.add_new(0x00291010, "OB", header)
     _image_pixels(ds, mosaic)
     path = out_dir / "mosaic.dcm"
     _finish(ds, MRImageStorage, path, None)

@@ -14,7 +14,13 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from dicom_node.io.reader import read_series
 from dicom_node.io.volume import Volume
-from tests.io.series_factory import ORIENTATIONS, make_dwi_series, make_enhanced_series, make_series
+from tests.io.series_factory import (
+    ORIENTATIONS,
+    make_dwi_series,
+    make_enhanced_series,
+    make_mosaic_series,
+    make_series,
+)
 
 NIBABEL_DATA = Path(nib.__file__).parent / "nicom" / "tests" / "data"
 
@@ -58,6 +64,16 @@ def test_compressed_series_match_dcm2niix(tmp_path: Path, syntax: str) -> None:
     """Debian's dcm2niix decodes RLE and JPEG 2000 (not JPEG-LS: built without CharLS)."""
     paths, _ = make_series(tmp_path / "dcm", orientation="coronal", shape=(40, 36, 4), transfer_syntax=syntax)
     (vol,) = read_series(paths)
+    (nii,) = dcm2niix(tmp_path / "dcm", tmp_path / "out")
+    assert_same_space(vol, nib.load(nii))
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_mosaic_with_csa_header_matches_dcm2niix(tmp_path: Path, descending: bool) -> None:
+    """A Siemens mosaic with a CSA header; descending slices have a reversed slice normal."""
+    paths, truth = make_mosaic_series(tmp_path / "dcm", csa=True, descending=descending)
+    (vol,) = read_series(paths)
+    assert np.array_equal(vol.data, truth.data)
     (nii,) = dcm2niix(tmp_path / "dcm", tmp_path / "out")
     assert_same_space(vol, nib.load(nii))
 
