@@ -221,6 +221,8 @@ def classic_frames(ds: Dataset) -> list[Frame]:
     b_value = number(ds.get("DiffusionBValue", None))
     if b_value is None:
         b_value = private_number(ds, 0x0019100C)  # Siemens B_value
+    if b_value is None:
+        b_value = private_number(ds, 0x20011003, "<f")  # Philips diffusion b-factor (FL)
     if b_value is None and Tag(0x00431039) in ds:
         b_value = private_number(ds, 0x00431039)  # GE slop_int_6: b-value (+1e9 offsets)
         if b_value is not None and b_value >= 1e9:

@@ -228,3 +228,27 @@ def test_seg_and_sr_series_are_not_read_as_images(tmp_path: Path) -> None:
     seg.save_as(tmp_path / "seg.dcm")
     with pytest.raises(SeriesReadError, match=r"series 900 .*: it is a SEG series \(a derived object\)"):
         read_series([tmp_path / "seg.dcm"])
+
+
+def test_private_b_values_split_dwi(tmp_path: Path) -> None:
+    """Vendor b-values without DiffusionBValue: Siemens (0019,100C) IS and Philips (2001,1003) FL as UN."""
+    import struct
+
+    from pydicom.dataelem import DataElement
+
+    for vendor in ("siemens", "philips"):
+        paths, truths = make_dwi_series(tmp_path / vendor, b_values=(0.0, 800.0))
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            b = float(ds.DiffusionBValue)
+            del ds.DiffusionBValue
+            if vendor == "siemens":
+                ds.add_new(0x00190010, "LO", "SIEMENS MR HEADER")
+                ds[0x0019100C] = DataElement(0x0019100C, "UN", f"{int(b)} ".encode())
+            else:
+                ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+                ds[0x20011003] = DataElement(0x20011003, "UN", struct.pack("<f", b))
+            ds.save_as(path)
+        vols = read_series(paths)
+        assert [v.split for v in vols] == ["b0", "b800"], vendor
+        assert np.array_equal(vols[1].data, truths[1].data)
