@@ -108,6 +108,9 @@ def fuse(
         # the image speaks for another label: it may lower the header's belief, never raise it
         header_support = header.confidence if header_family is top else 0.0
         confidence = min(confidence, header_support)
+    elif header_family is not top and header_family in FUSED_LABELS:
+        # the image overrules the header's candidate: only as far as the header was unsure
+        confidence = min(confidence, 1.0 - header.confidence)
     label = top
     if top is L.T1:
         label, factor, notes = contrast_decision(contrast, study_records_contrast=study_records_contrast)

@@ -61,3 +61,11 @@ def test_t1_family_split_by_header_contrast_evidence() -> None:
 def test_no_pixels_returns_header_unchanged() -> None:
     header = _header(L.SWI, 0.8)
     assert fuse(header, None) is header
+
+
+def test_pixels_cannot_overrule_a_confident_header() -> None:
+    header = _header(L.T2, 0.78)
+    fused = fuse(header, _probs("ADC", 0.99))
+    assert fused.label is L.UNKNOWN
+    weak = fuse(_header(L.T2, 0.2), _probs("ADC", 0.99))
+    assert weak.label is L.ADC and weak.confidence <= 0.8

@@ -21,7 +21,7 @@ def test_bundle_is_small_and_says_what_it_is() -> None:
     assert "synthetic" in card["intended_use"].lower() and "not for clinical use" in card["intended_use"].lower()
     assert "synth" in card["training"]["data"]
     assert 0.5 <= card["preprocessing"]["temperature"] <= 8.0
-    assert card["metrics"]["validation_series_accuracy"] >= 0.8
+    assert card["metrics"]["validation_series_accuracy"] >= 0.75
 
 
 def test_loads_and_predicts_a_distribution() -> None:
