@@ -3,8 +3,10 @@
 For each data set (500 MR instances of 64x64 and 200 of 512x512, 16-bit; ``--quick``:
 100 and 40) one ``storescu +sd`` association sends the whole folder to each receiver in
 turn; the wall time of ``storescu`` gives instances/s and MB/s. The node runs as the real
-``mrinode serve`` (fsync of every file and its folder on, index committed before each
-answer); its peak RSS (VmHWM) is read from /proc at the end. Ratios are against Orthanc
+``mrinode serve`` (default ``spool_fsync = "file"``: one fsync per instance, index
+committed before each answer) and once more with ``spool_fsync = "off"``; its peak RSS
+(VmHWM) is read from /proc at the end. The disk's own flush latency is measured too: with
+fsync on, one association can never go faster than one flush per instance. Ratios are against Orthanc
 measured in the same run. ``TCP_NODELAY=1`` is set for dcmtk and Orthanc.
 
 The whole run goes into a private network namespace (``tests/netns.sh``) when it can
@@ -113,10 +115,11 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def _bench_node(folder: Path, work: Path) -> tuple[float, float | None]:
+def _bench_node(folder: Path, work: Path, fsync: str = "file") -> tuple[float, float | None]:
     from tests.support.node import NodeProcess
 
-    node = NodeProcess(work / "node", allowed_callers=[("STORESCU", "127.0.0.1")], token=None)
+    node = NodeProcess(work / "node", allowed_callers=[("STORESCU", "127.0.0.1")], token=None,
+                       extra={"dicom": {"spool_fsync": fsync}})
     with node:
         seconds = _storescu(node.dicom_port, "MRINODE", folder)
         assert node.proc is not None
@@ -134,16 +137,37 @@ RECEIVERS: dict[str, Callable[[Path, Path], tuple[float, float | None]]] = {
     "dcmtk storescp": _bench_storescp,
     "Orthanc 1.10": _bench_orthanc,
     "mrinode serve": _bench_node,
+    "mrinode, no fsync": lambda folder, work: _bench_node(folder, work, fsync="off"),
 }
 
 
-def _run(quick: bool, repeats: int) -> list[Row]:
+def fsync_latency_ms(folder: Path, n: int = 50) -> float:
+    """Median time of write + rename + fsync of a 9 kB file in ``folder`` (the disk's flush cost)."""
+    import statistics
+
+    times = []
+    data = os.urandom(9000)
+    for i in range(n):
+        tmp, final = folder / f".t{i}", folder / f"t{i}"
+        t0 = time.perf_counter()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, data)
+        os.replace(tmp, final)
+        os.fsync(fd)
+        os.close(fd)
+        times.append(time.perf_counter() - t0)
+        final.unlink()
+    return statistics.median(times) * 1000
+
+
+def _run(quick: bool, repeats: int) -> tuple[list[Row], float]:
     from tests.support.mrfiles import write_mr_series
 
     sets = [("64x64", 100 if quick else 500, 64), ("512x512", 40 if quick else 200, 512)]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mrinode-bench-") as tmp:
         base = Path(tmp)
+        flush_ms = fsync_latency_ms(base)
         for label, n, size in sets:
             folder = base / f"data-{label}"
             write_mr_series(folder, n, size=size)
@@ -158,12 +182,15 @@ def _run(quick: bool, repeats: int) -> list[Row]:
                         best = (seconds, rss if rss is not None else (best[1] if best else None))
                 assert best is not None
                 rows.append(Row(f"{n} x {label}", name, n, mbytes, best[0], best[1]))
-    return rows
+    return rows, flush_ms
 
 
-def _print(rows: list[Row], repeats: int) -> None:
+def _print(rows: list[Row], repeats: int, flush_ms: float) -> None:
     print(f"C-STORE ingest, one storescu association, TCP_NODELAY=1, best of {repeats}; "
           "ratio = rate / Orthanc's rate in this run")
+    print(f"disk flush (write + rename + fsync of 9 kB, median): {flush_ms:.2f} ms -> at most "
+          f"{1000 / max(flush_ms, 1e-3):.0f} durable instances/s on one association; "
+          "Orthanc and storescp do not fsync")
     print(f"{'data set':<16} {'receiver':<16} {'inst/s':>8} {'MB/s':>8} {'vs Orthanc':>10} {'peak RSS MB':>12}")
     for row in rows:
         anchor = next(r for r in rows if r.dataset == row.dataset and r.receiver.startswith("Orthanc"))
@@ -200,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     repeats = 1 if args.quick else max(1, args.repeats)
-    _print(_run(args.quick, repeats), repeats)
+    rows, flush_ms = _run(args.quick, repeats)
+    _print(rows, repeats, flush_ms)
     return 0
 
 
