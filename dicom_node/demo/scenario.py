@@ -231,9 +231,13 @@ def wait_for_results(
     """
     deadline = time.monotonic() + timeout
     view: dict[str, Any] = {}
+    checked = time.monotonic()
     while time.monotonic() < deadline:
         if not times.study_id:
             times.study_id = orthanc.find_study(times.study_uid) or ""
+        if times.study_id and time.monotonic() - checked > 2.0:
+            checked = time.monotonic()
+            _raise_if_failed(orthanc.get(f"/mrinode/studies/{times.study_id}"))
         if times.study_id:
             by_mod = orthanc.series_by_modality(times.study_id)
             now = time.time()
@@ -253,6 +257,14 @@ def wait_for_results(
         f"no {'SEG and ' if need_seg else ''}SR came back within {timeout:.0f} s for study "
         f"{times.study_id or '(not in Orthanc)'}; plugin view: {str(view)[:1500]}"
     )
+
+
+def _raise_if_failed(view: dict[str, Any]) -> None:
+    """Stop waiting as soon as the node's job for the study has failed."""
+    for name, jobs in view.get("node_jobs", {}).items():
+        for job in jobs if isinstance(jobs, list) else []:
+            if job.get("state") == "failed":
+                raise RuntimeError(f"the node {name!r} failed job {job.get('id')}: {job.get('last_error')}")
 
 
 def _fill_from_plugin(times: LoopTimes, view: dict[str, Any]) -> None:
