@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ClassificationHead", "SegmentationDecoder"]
@@ -70,6 +71,11 @@ class SegmentationDecoder(nn.Module):
         Number of classes (background included).
     norm : str
         MONAI norm name (default ``"instance"``).
+    full_resolution : bool
+        True (SwinUNETR): decode up to the input resolution with a full-resolution stem
+        block on the image. False (for CPU budgets): stop at the shallowest feature stride
+        and up-sample the logits trilinearly; most of the convolution cost lies at full
+        resolution, so this trains and runs several times faster.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class SegmentationDecoder(nn.Module):
         feature_strides: Sequence[int],
         out_channels: int,
         norm: str = "instance",
+        full_resolution: bool = True,
     ) -> None:
         super().__init__()
         chans = [int(c) for c in feature_channels]
@@ -89,7 +96,9 @@ class SegmentationDecoder(nn.Module):
         if any(b < a for a, b in itertools.pairwise(strides)):
             raise ValueError(f"segmentation decoder: feature strides {strides} must be non-decreasing.")
         base = max(8, chans[0] // 2 if strides[0] == 1 else chans[0])
-        self.stem = _ResBlock(spatial_dims, in_channels, base, norm)
+        self.full_resolution = full_resolution
+        self.out_stride = 1 if full_resolution else strides[0]
+        self.stem = _ResBlock(spatial_dims, in_channels, base, norm) if full_resolution else None
         self.skips = nn.ModuleList([_ResBlock(spatial_dims, c, c, norm) for c in chans])
         ups: list[nn.Module] = []
         cur = chans[-1]
@@ -99,13 +108,13 @@ class SegmentationDecoder(nn.Module):
             cur = chans[i]
         self.ups = nn.ModuleList(ups)
         final: list[nn.Module] = []
-        stride = strides[0]
+        stride = strides[0] if full_resolution else 1
         while stride > 1:
             stride //= 2
             out_ch = base if stride == 1 else max(base, cur // 2)
             final.append(_UpBlock(spatial_dims, cur, out_ch, base if stride == 1 else 0, 2, norm))
             cur = out_ch
-        if not final:  # features already at full resolution: fuse the stem by a residual block
+        if not final and full_resolution:  # features already at full resolution: fuse the stem
             final.append(_ResBlock(spatial_dims, cur + base, base, norm))
             cur = base
         self.final = nn.ModuleList(final)
@@ -121,7 +130,7 @@ class SegmentationDecoder(nn.Module):
         features : sequence of torch.Tensor
             The encoder's feature maps, shallowest first.
         """
-        stem = self.stem(image)
+        stem = self.stem(image) if self.stem is not None else None
         skips = [blk(f) for blk, f in zip(self.skips, features, strict=True)]
         x = skips[-1]
         for j, up in enumerate(self.ups):
@@ -130,9 +139,12 @@ class SegmentationDecoder(nn.Module):
             last = k == len(self.final) - 1
             if isinstance(blk, _UpBlock):
                 x = blk(x, stem if last else None)
-            else:
+            elif stem is not None:
                 x = blk(torch.cat([x, stem], dim=1))
         out: torch.Tensor = self.out(x)
+        if self.out_stride > 1:
+            mode = "trilinear" if out.ndim == 5 else "bilinear"
+            out = F.interpolate(out, size=tuple(image.shape[2:]), mode=mode, align_corners=False)
         return out
 
 

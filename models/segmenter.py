@@ -6,6 +6,7 @@ Config dict::
       "encoder": {"name": "swin3d", "in_channels": 4, "feature_size": 12, ...},
       "num_classes": 4,                 # background + labels
       "norm": "instance",               # optional
+      "full_resolution": true,          # optional: false decodes to stride 2 and up-samples logits
       "encoder_checkpoint": "path/"     # optional: folder written by save_encoder
     }
 """
@@ -42,7 +43,7 @@ class Segmenter(nn.Module):
         Input spatial sizes must be multiples of this.
     """
 
-    def __init__(self, encoder: Encoder, num_classes: int, norm: str = "instance") -> None:
+    def __init__(self, encoder: Encoder, num_classes: int, norm: str = "instance", full_resolution: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = SegmentationDecoder(
@@ -52,6 +53,7 @@ class Segmenter(nn.Module):
             encoder.feature_strides,
             num_classes,
             norm=norm,
+            full_resolution=full_resolution,
         )
         self.size_divisor = encoder.size_divisor
         self.num_classes = num_classes
@@ -99,4 +101,7 @@ def build_segmenter(cfg: dict[str, Any]) -> Segmenter:
             )
     else:
         encoder = build_encoder(enc_cfg)
-    return Segmenter(encoder, int(cfg["num_classes"]), norm=str(cfg.get("norm", "instance")))
+    return Segmenter(
+        encoder, int(cfg["num_classes"]), norm=str(cfg.get("norm", "instance")),
+        full_resolution=bool(cfg.get("full_resolution", True)),
+    )

@@ -108,7 +108,8 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
 
     net = build_segmenter(cfg.network)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps_total, 2), pct_start=0.05)
+    # The schedule follows the config's step count; --max-steps only stops earlier (or later, at the final rate).
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.max_steps, 2), pct_start=0.05)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=1e-5, smooth_dr=1e-5)
     step, losses = 0, []
     ckpt_path = out / "checkpoint.pt"
@@ -135,7 +136,8 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched.last_epoch + 1 < sched.total_steps:
+                sched.step()
             step += 1
             losses.append(float(loss.item()))
             writer.add_scalar("loss/train", losses[-1], step)
@@ -146,13 +148,13 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
             if step % cfg.checkpoint_every == 0 or step == steps_total:
                 _save_checkpoint(ckpt_path, net, opt, sched, step, losses)
             if val_ds is not None and cfg.val_every and step % cfg.val_every == 0 and step < steps_total:
-                metrics = validate(net, list(val_ds), cfg.channels, cfg.roi_size, cfg.val_subsets)
+                metrics = validate(net, list(val_ds), cfg.channels, cfg.inference_roi_size, cfg.val_subsets)
                 for k, v in metrics.items():
                     writer.add_scalar(f"val/{k}", v, step)
                 log.info("step %d validation %s", step, _fmt(metrics))
     bar.close()
     if val_ds is not None:
-        metrics = validate(net, list(val_ds), cfg.channels, cfg.roi_size, cfg.val_subsets)
+        metrics = validate(net, list(val_ds), cfg.channels, cfg.inference_roi_size, cfg.val_subsets)
         for k, v in metrics.items():
             writer.add_scalar(f"val/{k}", v, step)
         log.info("final validation %s", _fmt(metrics))

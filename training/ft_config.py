@@ -7,10 +7,10 @@ Tables and keys (defaults in brackets)::
     [data]            manifest [""], dirs [[]], layout ["auto"], synth [{}]
                       (generate_subject keywords plus subjects, seed), val_subjects [2],
                       val_subsets [{all = channels, FLAIR = ["FLAIR"]}]
-    [network]         num_classes [4], norm ["instance"], encoder_checkpoint [""]
+    [network]         num_classes [4], norm ["instance"], full_resolution [true], encoder_checkpoint [""]
     [network.encoder] build_encoder config (in_channels defaults to len(channels))
-    [preprocessing]   channels [T1, T1C, T2, FLAIR], spacing_mm [[2, 2, 2]], roi_size [[64, 64, 64]],
-                      overlap [0.25]
+    [preprocessing]   channels [T1, T1C, T2, FLAIR], spacing_mm [[2, 2, 2]], roi_size [[64, 64, 64]]
+                      (training crops), inference_roi_size [roi_size] (sliding windows), overlap [0.25]
     [train]           max_steps [1000], batch_size [2], samples_per_subject [1], lr [1e-3],
                       weight_decay [1e-5], sequence_dropout [0.5], threads [1], log_every [10],
                       checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"]
@@ -30,8 +30,8 @@ __all__ = ["FinetuneConfig", "load_finetune_config", "parse_finetune_config"]
 _KNOWN = {
     "": {"name", "seed", "data", "network", "preprocessing", "train", "bundle"},
     "data": {"manifest", "dirs", "layout", "synth", "val_subjects", "val_subsets"},
-    "network": {"num_classes", "norm", "encoder_checkpoint", "encoder"},
-    "preprocessing": {"channels", "spacing_mm", "roi_size", "overlap"},
+    "network": {"num_classes", "norm", "full_resolution", "encoder_checkpoint", "encoder"},
+    "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
               "threads", "log_every", "checkpoint_every", "val_every", "out_dir"},
     "bundle": {"out", "version", "half", "description", "command"},
@@ -54,6 +54,7 @@ class FinetuneConfig:
     val_subsets: dict[str, list[str]] = field(default_factory=dict)
     spacing_mm: list[float] = field(default_factory=lambda: [2.0, 2.0, 2.0])
     roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])
+    inference_roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])
     overlap: float = 0.25
     max_steps: int = 1000
     batch_size: int = 2
@@ -102,7 +103,8 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         raise ValueError(f"{where}: [network.encoder] is missing (for example name = \"swin3d\").")
     encoder = dict(net["encoder"])
     encoder.setdefault("in_channels", len(channels))
-    network = {"encoder": encoder, "num_classes": int(net.get("num_classes", 4)), "norm": str(net.get("norm", "instance"))}
+    network = {"encoder": encoder, "num_classes": int(net.get("num_classes", 4)), "norm": str(net.get("norm", "instance")),
+               "full_resolution": bool(net.get("full_resolution", True))}
     if net.get("encoder_checkpoint"):
         network["encoder_checkpoint"] = str(net["encoder_checkpoint"])
     subsets = data.get("val_subsets") or {"all": channels, "FLAIR": ["FLAIR"]}
@@ -119,6 +121,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         val_subsets={str(k): [str(x) for x in v] for k, v in subsets.items()},
         spacing_mm=[float(s) for s in pre.get("spacing_mm", [2.0, 2.0, 2.0])],
         roi_size=[int(s) for s in pre.get("roi_size", [64, 64, 64])],
+        inference_roi_size=[int(s) for s in pre.get("inference_roi_size", pre.get("roi_size", [64, 64, 64]))],
         overlap=float(pre.get("overlap", 0.25)),
         max_steps=int(tr.get("max_steps", 1000)),
         batch_size=int(tr.get("batch_size", 2)),
