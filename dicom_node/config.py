@@ -14,14 +14,29 @@ otherwise.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from dicom_node.sequences import parse_sequence_label
+from dicom_node.config_models import (
+    AllowedCaller,
+    ApiConfig,
+    ConfigError,
+    DestinationAuth,
+    DestinationConfig,
+    DicomConfig,
+    ExportConfig,
+    LoggingConfig,
+    NodeConfig,
+    NodeSection,
+    PipelineConfig,
+    RoutingConfig,
+    TlsConfig,
+    TrackerConfig,
+    WorkersConfig,
+)
 
 __all__ = [
     "AllowedCaller",
@@ -42,288 +57,6 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be used; the message names every bad key."""
-
-
-def _check_ae(value: str) -> str:
-    stripped = value.strip()
-    if not stripped or not _AE_RE.match(value) or len(stripped) > 16:
-        raise ValueError(f"{value!r} is not an AE title (1-16 printable characters, no backslash)")
-    return stripped
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NodeSection(_Section):
-    """``[node]``: identity and where data lives."""
-
-    data_dir: Path = Path("./var")
-    ae_title: str = "MRINODE"
-
-    @field_validator("ae_title")
-    @classmethod
-    def _ae(cls, v: str) -> str:
-        return _check_ae(v)
-
-
-class TlsConfig(_Section):
-    """``[dicom.tls]``: optional DICOM TLS for the SCP."""
-
-    enabled: bool = False
-    cert: Path | None = None
-    key: Path | None = None
-    ca: Path | None = None
-    verify_client: bool = False
-
-    @model_validator(mode="after")
-    def _needs_files(self) -> TlsConfig:
-        if self.enabled and (self.cert is None or self.key is None):
-            raise ValueError("tls.enabled needs both 'cert' and 'key'")
-        if self.verify_client and self.ca is None:
-            raise ValueError("tls.verify_client needs 'ca' (the CA that signs client certificates)")
-        return self
-
-
-class AllowedCaller(_Section):
-    """One ``[[dicom.allowed_callers]]`` entry: a calling AE title and, optionally, its host."""
-
-    ae_title: str
-    host: str | None = None
-
-    @field_validator("ae_title")
-    @classmethod
-    def _ae(cls, v: str) -> str:
-        return _check_ae(v)
-
-
-class DicomConfig(_Section):
-    """``[dicom]``: the SCP."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=11112, ge=1, le=65535)
-    max_pdu: int = Field(default=262144, ge=0, le=2**32 - 1)
-    check_called_ae: bool = True
-    allow_any_caller: bool = False
-    allowed_callers: list[AllowedCaller] = Field(default_factory=list)
-    network_timeout_s: float = Field(default=60.0, gt=0)
-    max_associations: int = Field(default=16, ge=1)
-    spool_fsync: Literal["file+dir", "file", "off"] = "file"
-    fast_reactor: bool = True
-    tls: TlsConfig = Field(default_factory=TlsConfig)
-
-
-class ApiConfig(_Section):
-    """``[api]``: the REST API."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    token: str | None = None
-    token_file: Path | None = None
-
-    def resolve_token(self) -> str | None:
-        """Return the bearer token (from ``token`` or the first line of ``token_file``).
-
-        Raises
-        ------
-        ConfigError
-            If ``token_file`` cannot be read or is empty.
-        """
-        if self.token:
-            return self.token
-        if self.token_file is None:
-            return None
-        try:
-            text = self.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"config key 'api.token_file': cannot read {str(self.token_file)!r} ({exc}).") from exc
-        if not text:
-            raise ConfigError(f"config key 'api.token_file': {str(self.token_file)!r} is empty.")
-        return text
-
-
-class TrackerConfig(_Section):
-    """``[tracker]``: when a study counts as complete."""
-
-    stable_after_s: float = Field(default=60.0, gt=0)
-    poll_interval_s: float = Field(default=1.0, gt=0)
-
-
-class WorkersConfig(_Section):
-    """``[workers]``: the job queue's worker processes."""
-
-    count: int = Field(default=1, ge=1, le=64)
-    max_attempts: int = Field(default=2, ge=1)
-    timeout_s: float = Field(default=3600.0, gt=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-
-class ExportConfig(_Section):
-    """``[export]``: retries of result delivery."""
-
-    max_attempts: int = Field(default=6, ge=1)
-    backoff_initial_s: float = Field(default=2.0, gt=0)
-    backoff_max_s: float = Field(default=300.0, gt=0)
-    timeout_s: float = Field(default=30.0, gt=0)
-
-
-class DestinationAuth(_Section):
-    """``[destinations.auth]``: credentials for a DICOMweb destination."""
-
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
-
-
-class DestinationConfig(_Section):
-    """One ``[[destinations]]`` entry: a DICOM AE or a DICOMweb STOW-RS endpoint."""
-
-    name: str = Field(min_length=1)
-    kind: Literal["dicom", "dicomweb"] = "dicom"
-    ae_title: str | None = None
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    url: str | None = None
-    auth: DestinationAuth | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> DestinationConfig:
-        if self.kind == "dicom":
-            missing = [k for k in ("ae_title", "host", "port") if getattr(self, k) in (None, "")]
-            if missing:
-                raise ValueError(f"a 'dicom' destination needs {', '.join(missing)}")
-            assert self.ae_title is not None
-            _check_ae(self.ae_title)
-        elif not self.url:
-            raise ValueError("a 'dicomweb' destination needs 'url' (the STOW-RS studies endpoint)")
-        return self
-
-
-class RoutingConfig(_Section):
-    """``[routing]``: where results go."""
-
-    default_destinations: list[str] = Field(default_factory=list)
-    also_send_to: list[str] = Field(default_factory=list)
-
-
-class PipelineConfig(_Section):
-    """One ``[[pipelines]]`` entry."""
-
-    name: str = Field(min_length=1)
-    function: str
-    enabled: bool = True
-    required_sequences: list[str] = Field(default_factory=list)
-    optional_sequences: list[str] = Field(default_factory=list)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("function")
-    @classmethod
-    def _reference(cls, v: str) -> str:
-        module, sep, attr = v.partition(":")
-        if not sep or not module or not attr:
-            raise ValueError(f"{v!r} must look like 'package.module:function'")
-        return v
-
-    @field_validator("required_sequences", "optional_sequences")
-    @classmethod
-    def _labels(cls, v: list[str]) -> list[str]:
-        return [parse_sequence_label(x).value for x in v]
-
-
-class LoggingConfig(_Section):
-    """``[logging]``."""
-
-    level: str = "INFO"
-    audit_log: Path = Path("audit.jsonl")
-
-
-class NodeConfig(_Section):
-    """The whole configuration file."""
-
-    node: NodeSection = Field(default_factory=NodeSection)
-    dicom: DicomConfig = Field(default_factory=DicomConfig)
-    api: ApiConfig = Field(default_factory=ApiConfig)
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
-    workers: WorkersConfig = Field(default_factory=WorkersConfig)
-    export: ExportConfig = Field(default_factory=ExportConfig)
-    destinations: list[DestinationConfig] = Field(default_factory=list)
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    pipelines: list[PipelineConfig] = Field(default_factory=list)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
-
-    @model_validator(mode="after")
-    def _cross(self) -> NodeConfig:
-        names = [d.name for d in self.destinations]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"destination names must be unique; repeated: {', '.join(dup)}")
-        for key in ("default_destinations", "also_send_to"):
-            for n in getattr(self.routing, key):
-                if n not in names:
-                    raise ValueError(f"routing.{key} names {n!r}, which is not a [[destinations]] name")
-        pnames = [p.name for p in self.pipelines]
-        pdup = sorted({n for n in pnames if pnames.count(n) > 1})
-        if pdup:
-            raise ValueError(f"pipeline names must be unique; repeated: {', '.join(pdup)}")
-        return self
-
-    # ---------------------------------------------------------------- paths
-    @property
-    def spool_dir(self) -> Path:
-        """Where received instances are kept."""
-        return self.node.data_dir / "spool"
-
-    @property
-    def results_dir(self) -> Path:
-        """Where pipeline results are kept (per job)."""
-        return self.node.data_dir / "results"
-
-    @property
-    def db_path(self) -> Path:
-        """The SQLite store database."""
-        return self.node.data_dir / "node.db"
-
-    @property
-    def audit_log_path(self) -> Path:
-        """The append-only audit log (JSON lines)."""
-        p = self.logging.audit_log
-        return p if p.is_absolute() else self.node.data_dir / p
-
-    def destination(self, name: str) -> DestinationConfig:
-        """Return the destination called ``name``.
-
-        Raises
-        ------
-        KeyError
-            If there is none.
-        """
-        for d in self.destinations:
-            if d.name == name:
-                return d
-        raise KeyError(f"no destination named {name!r}")
-
-    def destinations_for(self, calling_ae: str | None) -> list[DestinationConfig]:
-        """Return where results of a study sent by ``calling_ae`` go.
-
-        ``routing.default_destinations`` when set; otherwise every ``dicom`` destination
-        whose AE title equals the calling AE; plus ``routing.also_send_to``.
-        """
-        if self.routing.default_destinations:
-            chosen = [self.destination(n) for n in self.routing.default_destinations]
-        else:
-            chosen = [d for d in self.destinations if d.kind == "dicom" and calling_ae and d.ae_title == calling_ae]
-        for n in self.routing.also_send_to:
-            d = self.destination(n)
-            if d not in chosen:
-                chosen.append(d)
-        return chosen
 
 
 def _key_of(loc: tuple[int | str, ...], data: Any) -> str:
