@@ -159,6 +159,8 @@ def _segment_groups(
         category = hd.sr.CodedConcept.from_dataset(item.SegmentedPropertyCategoryCodeSequence[0])
         prop = hd.sr.CodedConcept.from_dataset(item.SegmentedPropertyTypeCodeSequence[0])
         tracking_uid = str(item.get("TrackingUID", "") or "") or generate_uid()
+        regions = item.get("AnatomicRegionSequence", None)
+        sites = [hd.sr.FindingSite(hd.sr.CodedConcept.from_dataset(r)) for r in regions] if regions else None
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
@@ -172,6 +174,7 @@ def _segment_groups(
                 ),
                 finding_type=prop,
                 finding_category=category,
+                finding_sites=sites,
                 algorithm_id=algorithm_id,
                 measurements=[
                     hd.sr.Measurement(

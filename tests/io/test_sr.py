@@ -104,6 +104,7 @@ def test_measurement_report_with_seg(tmp_path: Path) -> None:
         segment = group.referenced_segment
         assert segment is not None and segment.referenced_sop_instance_uid == seg.SOPInstanceUID
         assert segment.source_series_for_segmentation.value == t1c.series_uid
+        assert [site.value.value for site in group.finding_sites] == ["12738006"]  # Brain
         (measurement,) = group.get_measurements()
         assert measurement.unit.value == "ml" and measurement.unit.scheme_designator == "UCUM"
         (number,) = segment.referenced_segment_numbers
