@@ -18,7 +18,9 @@ association's threads start) replaces, on that one association only:
   request; the association thread still handles release, abort and timeouts;
 * the encoding of successful C-STORE and C-ECHO responses: their command set (a handful
   of implicit-VR elements) is written directly instead of through a pydicom dataset.
-  Any other response goes through pynetdicom unchanged.
+  Any other response goes through pynetdicom unchanged;
+* pynetdicom's standard logging handlers (which format every PDU and DIMSE message for
+  INFO/DEBUG lines) are unbound when the ``pynetdicom`` logger would drop those lines.
 
 The loops' bodies are otherwise those of pynetdicom 3.0 (state machine, timers, kill
 flags), with a 50 ms ceiling on every wait so timers and kill flags are still checked.
@@ -264,6 +266,18 @@ def install(assoc: Any) -> None:
         dimse_put(item, block, timeout)
 
     dimse_q.put = put_or_serve
+    if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+        from pynetdicom import _handlers, evt
+
+        for event, handler in (
+            (evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
+            (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
+            (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
+            (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler),
+        ):
+            with contextlib.suppress(ValueError, KeyError):
+                assoc.unbind(event, handler)
+
     dimse = assoc.dimse
     dimse._mrinode_send_msg = dimse.send_msg
     dimse.send_msg = types.MethodType(_fast_send_msg, dimse)
