@@ -6,9 +6,11 @@ Usage::
         orthanc.get("/system")
         orthanc.post("/modalities/MRINODE/store", json=[study_id])
 
-or the ``orthanc_factory`` pytest fixture (see ``tests/conftest.py``-style use below)::
+or, in a test with an ``ExitStack`` fixture, ``stack.enter_context(OrthancServer(...))``.
+The ``orthanc_factory`` fixture below can be made available to a test folder by
+importing it in that folder's ``conftest.py``::
 
-    from tests.support.orthanc import orthanc_factory  # noqa: F401  (import the fixture)
+    from tests.support.orthanc import orthanc_factory  # noqa: F401
 
 The server always runs with a temporary storage directory, HTTP basic authentication
 (``user`` / ``password``), ``TCP_NODELAY=1`` in its environment, its log written to
