@@ -84,17 +84,18 @@ def test_dino2d_distils_and_teacher_follows_student(data_dir: Path, tmp_path: Pa
 
     _, encoder, objective, batch = _objective_and_batch("dino2d", data_dir, tmp_path)
     assert batch["image"].ndim == 4  # axial slices
-    # with the teacher held still (momentum 1), the student's distillation loss must fall
+    # with the teacher and its centre held still, the student's distillation loss must fall
     objective.base_momentum = 1.0
+    objective.center_momentum = 1.0
     teacher_before = [p.clone() for p in objective.teacher.parameters()]
-    losses = _train_repeated(objective, batch, steps=8, lr=2e-3)
-    assert losses[-1] < losses[0], f"dino2d loss did not go down: {losses}"
+    losses = _train_repeated(objective, batch, steps=8, lr=1e-3)
+    assert losses[-1] < 0.95 * losses[0], f"dino2d loss did not go down: {losses}"
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, objective.teacher.parameters(), strict=True))
     # with EMA on, the teacher moves towards the student
     objective.base_momentum = 0.5
-    dist = sum(float((s - t).abs().sum()) for s, t in zip(encoder.parameters(), objective.teacher.parameters(), strict=True))
+    dist = sum(float((s - t).detach().abs().sum()) for s, t in zip(encoder.parameters(), objective.teacher.parameters(), strict=True))
     objective.after_step(0, 10)
-    dist2 = sum(float((s - t).abs().sum()) for s, t in zip(encoder.parameters(), objective.teacher.parameters(), strict=True))
+    dist2 = sum(float((s - t).detach().abs().sum()) for s, t in zip(encoder.parameters(), objective.teacher.parameters(), strict=True))
     assert dist > 0 and dist2 < 0.6 * dist
     folder = save_encoder(tmp_path / "enc2d", encoder)
     loaded, _ = load_encoder(folder)
