@@ -122,5 +122,5 @@ def test_lora_adapters_start_as_identity_and_train_alone() -> None:
     seg = SliceSegmenter(build_encoder(cfg), num_classes=3, mode="lora", lora_rank=2)
     seg(x).sum().backward()
     assert all(p.grad is not None for p in trainable_parameters(seg))
-    with pytest.raises(ValueError, match="no nn.Linear layer"):
+    with pytest.raises(ValueError, match=r"no nn\.Linear layer"):
         add_lora(torch.nn.Conv2d(1, 1, 1))

@@ -96,12 +96,13 @@ def test_masking_hides_whole_patches_at_the_ratio() -> None:
 
 
 def test_run_checkpoints_resumes_and_saves_encoder(data_dir: Path, tmp_path: Path) -> None:
+    from dicom_node.cli import main as cli
     from models.encoders import load_encoder
     from training.pretrain.run import main
 
     out = tmp_path / "run"
     cfg = write_toml(tiny_raw("swin_ssl", data_dir, out), tmp_path / "swin.toml")
-    assert main(argparse.Namespace(config=str(cfg), max_steps=3, resume=False)) == 0
+    assert cli(["train", "pretrain", "--config", str(cfg), "--max-steps", "3"]) == 0
     assert (out / "checkpoint.pt").is_file() and list((out / "tb").iterdir())
     assert len(json.loads((out / "history.json").read_text())) == 3
     assert main(argparse.Namespace(config=str(cfg), max_steps=5, resume=True)) == 0
