@@ -63,11 +63,13 @@ def test_voxel_size_changes_the_grid() -> None:
         ({"vendor": "toshiba"}, "toshiba"),
         ({"field_strength": 7.0}, "field_strength"),
         ({"tumour_free_fraction": 2.0}, "tumour_free_fraction"),
+        ({"voxel_mm": 0.1}, "voxel_mm"),
+        ({"motion": 3.0}, "motion"),
     ],
 )
 def test_bad_input_gives_a_sentence(kwargs: dict, words: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValueError, match=words):
-        generate_subject(1, voxel_mm=4.0, **kwargs)
+        generate_subject(1, **{"voxel_mm": 4.0, **kwargs})
 
 
 def test_write_subject_layout(tmp_path: Path) -> None:

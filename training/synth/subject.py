@@ -201,6 +201,10 @@ def generate_subject(
         raise ValueError(f"Cannot synthesise {', '.join(bad)}; choose from {', '.join(s.value for s in SYNTH_SEQUENCES)}.")
     if not 0.0 <= tumour_free_fraction <= 1.0:
         raise ValueError(f"tumour_free_fraction must lie in [0, 1]; got {tumour_free_fraction}.")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed}.")
+    if not 0.5 <= float(voxel_mm) <= 8.0:
+        raise ValueError(f"voxel_mm must lie between 0.5 and 8 mm; got {voxel_mm}.")
     if not 0.0 <= motion <= 1.0:
         raise ValueError(f"motion must lie in [0, 1]; got {motion}.")
     if field_strength not in (1.5, 3.0):
