@@ -26,7 +26,8 @@ REST routes (behind Orthanc's own authentication):
 - ``GET /mrinode/decisions[?limit=N]``: recent routing decisions.
 - ``GET /mrinode/studies/{id}``: decisions and sends for one Orthanc study, and the
   node's jobs for it (proxied from the node's REST API).
-- ``POST /mrinode/studies/{id}/route[?force=1]``: evaluate the study again now.
+- ``POST /mrinode/studies/{id}/route``: evaluate the study again now (body ``{"force": true}``:
+  send every chosen instance again).
 """
 
 from __future__ import annotations
