@@ -134,6 +134,8 @@ class WorkerPool:
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
         spec = self._spec(job, out_dir)
+        if job.started_at is not None:
+            self.metrics.job_stage_seconds.labels(stage="queued").observe(max(job.started_at - job.created_at, 0.0))
         t0 = time.monotonic()
         if not spec["pipelines"]:
             self.queue.set_processed(job.id, out_dir, [], {"note": "no enabled pipelines"}, {"pipeline_s": 0.0})
