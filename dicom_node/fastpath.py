@@ -260,7 +260,16 @@ def install(assoc: Any) -> None:
 
     def put_or_serve(item: Any, block: bool = True, timeout: float | None = None) -> None:
         context_id, msg = item
-        if msg is not None and type(msg).__name__ in _SERVED_INLINE and threading.current_thread() is dul:
+        # Only requests on an accepted context are served inline: pynetdicom answers the
+        # others by aborting, which must happen in the association thread (an abort from
+        # the DUL thread would wait for the DUL thread itself).
+        if (
+            msg is not None
+            and type(msg).__name__ in _SERVED_INLINE
+            and threading.current_thread() is dul
+            and context_id in assoc._accepted_cx
+            and not assoc._sent_release
+        ):
             assoc._serve_request(msg, context_id)
             return
         dimse_put(item, block, timeout)
