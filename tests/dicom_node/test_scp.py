@@ -241,3 +241,23 @@ def test_common_transfer_syntaxes_are_stored_as_sent(scp_node: ScpNode, tmp_path
     assert scp_node.store.count_instances() == len({
         pydicom.dcmread(get_testdata_file(n) or "", stop_before_pixels=True).SOPInstanceUID for n in names
     })
+
+
+def test_peer_abort_and_release_leave_no_association_behind(scp_node: ScpNode, tmp_path: Path) -> None:
+    import time
+
+    _, paths = write_mr_series(tmp_path / "in", 3)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+    for ending in ("abort", "release", "abort"):
+        assoc = ae.associate("127.0.0.1", scp_node.port, ae_title="MRINODE")
+        assert assoc.is_established
+        assert int(assoc.send_c_store(paths[0]).Status) == 0
+        assoc.abort() if ending == "abort" else assoc.release()
+    server = scp_node.scp._server
+    assert server is not None
+    deadline = time.monotonic() + 10
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.active_associations == []
+    assert _dcmtk("echoscu", "-aec", "MRINODE", "127.0.0.1", str(scp_node.port)).returncode == 0
