@@ -54,3 +54,14 @@ def test_images_are_float32_on_the_grid(tumour_subject) -> None:  # type: ignore
     assert s.affine[0, 0] == 2.0
     assert set(np.unique(s.labels)) <= {0, 1, 2, 3}
     assert s.params["sequences"]["FLAIR"]["ti"] is not None
+
+
+def test_venous_sinus(tumour_subject) -> None:  # type: ignore[no-untyped-def]
+    """The superior sagittal sinus: short T2* (dark on SWI), enhances with gadolinium."""
+    s = tumour_subject
+    wm, blood = s.tissue == Tissue.WM, s.tissue == Tissue.BLOOD
+    gain = (_mean(s.images[S.T1C], blood) / _mean(s.images[S.T1C], wm)) / (
+        _mean(s.images[S.T1], blood) / _mean(s.images[S.T1], wm)
+    )
+    assert gain > 1.3
+    assert _mean(s.images[S.SWI], blood) < _mean(s.images[S.SWI], wm)

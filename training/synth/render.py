@@ -18,7 +18,11 @@ from training.synth.tissue import Tissue, TissueParameters
 __all__ = ["MAP_TISSUES", "TUMOUR_TISSUES", "mix", "tissue_signals"]
 
 #: Tissue of each template map channel (see ``templates.MAP_NAMES``).
-MAP_TISSUES: tuple[Tissue, ...] = (Tissue.CSF, Tissue.GM, Tissue.WM, Tissue.FAT, Tissue.MUSCLE, Tissue.BONE)
+MAP_TISSUES: tuple[Tissue, ...] = (
+    Tissue.CSF, Tissue.GM, Tissue.WM, Tissue.FAT, Tissue.MUSCLE, Tissue.BONE, Tissue.BLOOD,
+)
+#: Remaining signal of flowing blood on spin-echo based sequences (flow void).
+FLOW_VOID = 0.25
 #: Tissue of each tumour fraction channel (necrosis, oedema, enhancing).
 TUMOUR_TISSUES: tuple[Tissue, ...] = (Tissue.NECROSIS, Tissue.OEDEMA, Tissue.ENHANCING)
 
@@ -44,17 +48,26 @@ def tissue_signals(protocol: Protocol, params: TissueParameters, gd_mM: np.ndarr
     """
     p = with_gadolinium(params, gd_mM) if protocol.contrast else params
     k = protocol.kind
-    if k in ("se", "tse"):
-        return spin_echo(p, protocol.tr, protocol.te)
-    if k == "ir":
-        return inversion_recovery(p, protocol.tr, protocol.te, float(protocol.ti or 0.0))
+    if k in ("se", "tse", "ir", "dwi", "adc"):
+        s = _spin_echo_kind(p, protocol, b_value)
+        if not protocol.contrast:  # with gadolinium, slow sinus flow enhances instead
+            s[Tissue.BLOOD] *= FLOW_VOID
+        return s
     if k == "mprage":
         return mprage(p, protocol.tr, protocol.te, float(protocol.ti or 0.0), protocol.flip_deg)
     if k in ("gre", "localizer"):
         return spoiled_gre(p, protocol.tr, protocol.te, protocol.flip_deg)
-    if k in ("dwi", "adc"):
-        return diffusion(p, protocol.tr, protocol.te, b_value)
     raise ValueError(f"Protocol kind {k!r} has no signal model; expected one of se, tse, ir, mprage, gre, dwi.")
+
+
+def _spin_echo_kind(p: TissueParameters, protocol: Protocol, b_value: float) -> np.ndarray:
+    if protocol.kind in ("se", "tse"):
+        out: np.ndarray = spin_echo(p, protocol.tr, protocol.te).copy()
+    elif protocol.kind == "ir":
+        out = inversion_recovery(p, protocol.tr, protocol.te, float(protocol.ti or 0.0)).copy()
+    else:
+        out = diffusion(p, protocol.tr, protocol.te, b_value)
+    return out
 
 
 def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
@@ -64,7 +77,7 @@ def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
     Parameters
     ----------
     maps : numpy.ndarray
-        Warped tissue fractions, shape ``(6,) + grid`` in ``MAP_TISSUES`` order.
+        Warped tissue fractions, shape ``(7,) + grid`` in ``MAP_TISSUES`` order.
     tumour : numpy.ndarray or None
         Tumour fractions, shape ``(3,) + box shape`` in ``TUMOUR_TISSUES`` order.
     signals : numpy.ndarray

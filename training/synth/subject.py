@@ -25,7 +25,7 @@ from training.synth.acquisition import (
 from training.synth.anatomy import HEAD_CENTRE_RAS, draw_pose, output_grid, sampling_grid, warp_maps
 from training.synth.lesions import TumourSpec, draw_tumours, paint_tumours
 from training.synth.protocols import Protocol, draw_protocol
-from training.synth.render import mix, tissue_signals
+from training.synth.render import MAP_TISSUES, mix, tissue_signals
 from training.synth.templates import MAP_NAMES, load_templates
 from training.synth.tissue import Tissue, gd_concentration_mm, tissue_parameters
 
@@ -326,9 +326,9 @@ def _hard_tissue(maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Most likely tissue per voxel; tumour labels override (Tissue values)."""
     best = np.zeros(maps.shape[1:], dtype=np.uint8)  # AIR
     best_val = 1.0 - maps.sum(axis=0)
-    for channel in range(maps.shape[0]):
+    for channel, tissue in enumerate(MAP_TISSUES):
         better = maps[channel] > best_val
-        best[better] = channel + 1  # 1..6 = CSF..BONE
+        best[better] = tissue.value
         np.maximum(best_val, maps[channel], out=best_val)
     best[labels == 1] = Tissue.NECROSIS
     best[labels == 2] = Tissue.OEDEMA

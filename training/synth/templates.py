@@ -25,7 +25,7 @@ import numpy as np
 __all__ = ["MAP_NAMES", "TemplateMaps", "load_templates", "template_paths"]
 
 #: The tissue maps, in channel order.
-MAP_NAMES: tuple[str, ...] = ("csf", "gm", "wm", "fat", "muscle", "bone")
+MAP_NAMES: tuple[str, ...] = ("csf", "gm", "wm", "fat", "muscle", "bone", "blood")
 
 _COLIN_DIR = Path("/usr/share/mricron/templates")
 
@@ -137,14 +137,43 @@ def _build_1mm() -> TemplateMaps:
     fat_share = np.clip((colin - 95.0) / 55.0, 0.0, 1.0)
     bone_share = np.clip((50.0 - colin) / 30.0, 0.0, 1.0)
     muscle_share = np.clip(1.0 - fat_share - bone_share, 0.0, 1.0)
+    blood = _sagittal_sinus(intracranial, affine)
+    keep = 1.0 - blood
     maps = np.stack(
-        [csf, gm, wm, outside * fat_share, outside * muscle_share, outside * bone_share]
+        [csf * keep, gm * keep, wm * keep, outside * fat_share * keep, outside * muscle_share * keep,
+         outside * bone_share * keep, blood]
     ).astype(np.float32)
     total = maps.sum(axis=0)
     over = total > 1.0
     maps[:, over] /= total[over]
     centres = np.argwhere(wm > 0.9).astype(np.int32)
     return TemplateMaps(maps=maps, affine=affine, wm_centres=centres, brain_box=_box(maps[:3].sum(axis=0) > 0))
+
+
+def _sagittal_sinus(intracranial: np.ndarray, affine: np.ndarray, radius_mm: float = 3.5) -> np.ndarray:
+    """Fraction map of the superior sagittal sinus: a tube along the midline just
+    beneath the vertex of the intracranial space, from the occiput to the frontal pole."""
+    ni, nj, nk = (int(n) for n in intracranial.shape)
+    blood = np.zeros((ni, nj, nk), dtype=np.float32)
+    inv = np.linalg.inv(affine)
+    i0 = round(float((inv[:3, :3] @ np.zeros(3) + inv[:3, 3])[0]))
+    voxel = float(abs(affine[0, 0]))
+    r = int(np.ceil(radius_mm / voxel)) + 1
+    offs = np.arange(-r, r + 1)
+    di, dk = np.meshgrid(offs, offs, indexing="ij")
+    for j in range(nj):
+        y = float(affine[1, 1] * j + affine[1, 3])
+        if not -95.0 <= y <= 45.0:
+            continue
+        column = np.flatnonzero(intracranial[i0, j, :] > 0.5)
+        if column.size == 0:
+            continue
+        k0 = int(column.max()) - round(radius_mm / voxel)
+        frac = np.clip(radius_mm / voxel + 0.5 - np.sqrt(di**2 + dk**2), 0.0, 1.0).astype(np.float32)
+        ii, kk = i0 + di, k0 + dk
+        ok = (ii >= 0) & (ii < ni) & (kk >= 0) & (kk < nk)
+        blood[ii[ok], j, kk[ok]] = np.maximum(blood[ii[ok], j, kk[ok]], frac[ok])
+    return blood
 
 
 def _box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

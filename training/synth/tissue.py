@@ -24,6 +24,10 @@ Sources
   intermediate): Oh J et al. Quantitative apparent diffusion coefficients and T2
   relaxation times in characterizing contrast enhancing brain tumors and regions of
   peritumoral edema. J Magn Reson Imaging 2005;21:701-708 (values rounded).
+- Venous blood: T1 ~1.65 s at 3 T (Lu H et al. Determining the longitudinal relaxation
+  time (T1) of blood at 3.0 Tesla. Magn Reson Med 2004;52:679-682); T2 ~55 ms and short
+  T2* at venous oxygenation (Zhao JM et al. Oxygenation and hematocrit dependence of
+  transverse relaxation rates of blood at 3T. Magn Reson Med 2007;58:592-597).
 - Gadobutrol relaxivity in plasma, r1 5.2/5.0 and r2 6.1/7.1 s^-1 mM^-1 at 1.5/3 T:
   Rohrer M et al. Comparison of magnetic properties of MRI contrast media solutions at
   different magnetic field strengths. Invest Radiol 2005;40:715-724.
@@ -58,6 +62,7 @@ class Tissue(IntEnum):
     NECROSIS = 7  # BraTS label 1 (necrotic / non-enhancing core)
     OEDEMA = 8  # BraTS label 2
     ENHANCING = 9  # BraTS label 3
+    BLOOD = 10  # venous blood in the dural sinuses (flow void on spin echo, enhances with Gd)
 
 
 #: (T1 ms, T2 ms, T2* ms, PD, ADC 1e-6 mm^2/s) per tissue at 1.5 T.
@@ -72,6 +77,7 @@ _TABLE_15: dict[Tissue, tuple[float, float, float, float, float]] = {
     Tissue.NECROSIS: (1800.0, 300.0, 160.0, 0.90, 2100.0),
     Tissue.OEDEMA: (1100.0, 190.0, 110.0, 0.86, 1500.0),
     Tissue.ENHANCING: (1050.0, 125.0, 80.0, 0.82, 1000.0),
+    Tissue.BLOOD: (1440.0, 110.0, 40.0, 0.85, 1500.0),
 }
 
 #: (T1 ms, T2 ms, T2* ms, PD, ADC 1e-6 mm^2/s) per tissue at 3 T.
@@ -86,6 +92,7 @@ _TABLE_30: dict[Tissue, tuple[float, float, float, float, float]] = {
     Tissue.NECROSIS: (2300.0, 280.0, 130.0, 0.90, 2100.0),
     Tissue.OEDEMA: (1500.0, 180.0, 90.0, 0.86, 1500.0),
     Tissue.ENHANCING: (1450.0, 120.0, 62.0, 0.82, 1000.0),
+    Tissue.BLOOD: (1650.0, 55.0, 25.0, 0.85, 1500.0),
 }
 
 #: Gadobutrol relaxivities (r1, r2) in s^-1 mM^-1 by field strength (Rohrer 2005).
@@ -97,6 +104,7 @@ _GD_MM: dict[Tissue, float] = {
     Tissue.MUSCLE: 0.15,
     Tissue.NECROSIS: 0.02,
     Tissue.ENHANCING: 0.45,
+    Tissue.BLOOD: 0.6,
 }
 
 
