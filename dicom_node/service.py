@@ -83,11 +83,15 @@ class NodeService:
         OSError
             If the DICOM or HTTP port cannot be bound.
         """
+        from dicom_node.recovery import reindex_unindexed
+
         removed = self.spool.remove_stale_temporaries()
+        reindexed = reindex_unindexed(self.store, self.spool)
         resumed = self.queue.requeue_running()
         counts = self.queue.counts()
-        log.info("store %s: %d instances; jobs %s; %d interrupted job(s) re-queued; %d temporary file(s) removed",
-                 self.cfg.db_path, self.store.count_instances(), counts, resumed, removed)
+        log.info("store %s: %d instances (%d re-indexed); jobs %s; %d interrupted job(s) re-queued; "
+                 "%d temporary file(s) removed", self.cfg.db_path, self.store.count_instances(), reindexed, counts,
+                 resumed, removed)
         self.scp.start()
         self._thread("tracker", self.tracker.run)
         for i in range(self.cfg.workers.count):

@@ -129,6 +129,25 @@ class Spool:
             self._fsync_dir(final.parent)
         return final, size
 
+    def files_since(self, since: float) -> list[Path]:
+        """Instance files written at or after ``since`` (epoch seconds), oldest first.
+
+        Only study folders modified since then are listed, so a large spool costs one
+        ``stat`` per study folder.
+        """
+        found: list[tuple[float, Path]] = []
+        with os.scandir(self.root) as studies:
+            for d in studies:
+                if not d.is_dir(follow_symlinks=False) or d.stat().st_mtime < since:
+                    continue
+                with os.scandir(d.path) as files:
+                    for f in files:
+                        if f.name.endswith(".dcm") and not f.name.startswith("."):
+                            mtime = f.stat().st_mtime
+                            if mtime >= since:
+                                found.append((mtime, Path(f.path)))
+        return [p for _, p in sorted(found)]
+
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by a crash (call at start-up). Returns how many."""
         n = 0

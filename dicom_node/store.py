@@ -6,7 +6,8 @@ instance row is committed, and the commit happens before the C-STORE is answered
 The database runs with ``journal_mode=WAL`` and ``synchronous=NORMAL``: a committed
 transaction survives a crash or ``kill -9`` of the node (the WAL is in the OS page
 cache and is replayed on the next open); only a power loss or kernel crash can lose
-the last transactions (the instance files themselves are already on disk).
+the last transactions; the instance files themselves are already on disk, and
+:func:`dicom_node.recovery.reindex_unindexed` indexes them again at the next start.
 ``synchronous=FULL`` would add an fsync of the WAL to every C-STORE.
 """
 
@@ -207,6 +208,21 @@ class Store:
     def count_instances(self) -> int:
         """How many instances are indexed."""
         return int(self.conn().execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+
+    def last_received_at(self) -> float:
+        """The receive time of the newest indexed instance (0 when there is none)."""
+        row = self.conn().execute("SELECT MAX(received_at) FROM instances").fetchone()
+        return float(row[0] or 0.0)
+
+    def indexed_paths(self, paths: list[str]) -> set[str]:
+        """Those of ``paths`` that are indexed."""
+        found: set[str] = set()
+        c = self.conn()
+        for i in range(0, len(paths), 500):
+            chunk = paths[i : i + 500]
+            rows = c.execute(f"SELECT path FROM instances WHERE path IN ({','.join('?' * len(chunk))})", chunk)
+            found.update(r["path"] for r in rows)
+        return found
 
     def has_instance(self, sop_uid: str) -> bool:
         """Whether this SOP Instance UID is indexed."""
