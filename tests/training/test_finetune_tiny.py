@@ -25,15 +25,15 @@ def cfg(tmp_path_factory):
 
 
 def test_tiny_finetune_learns_resumes_and_exports_a_loadable_bundle(cfg) -> None:
-    first = train(cfg, max_steps=4)
-    assert first["steps"] == 4
+    first = train(cfg, max_steps=3)
+    assert first["steps"] == 3
     assert (Path(cfg.out_dir) / "checkpoint.pt").is_file()
     assert any((Path(cfg.out_dir) / "tb").iterdir()), "TensorBoard events were written"
     result = train(cfg, resume=True)
     losses = result["losses"]
     assert result["steps"] == cfg.max_steps == len(losses)
-    assert losses[:4] == first["losses"], "resume continued the same run"
-    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert losses[:3] == first["losses"], "resume continued the same run"
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
     bundle = load_bundle(result["bundle"])
     assert bundle.card.training["manifest_sha256"]
     assert bundle.card.training["steps"] == cfg.max_steps
