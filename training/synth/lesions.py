@@ -16,7 +16,7 @@ import numpy as np
 from training.synth.anatomy import MassEffect, Pose, pose_forward
 from training.synth.templates import TemplateMaps
 
-__all__ = ["BRATS_LABELS", "REGIONS", "TumourSpec", "draw_tumours", "paint_tumours", "regions"]
+__all__ = ["BRATS_LABELS", "REGIONS", "TumourSpec", "draw_tumours", "paint_tumours", "regions", "smooth_noise"]
 
 #: BraTS label values and names.
 BRATS_LABELS: dict[int, str] = {0: "background", 1: "necrotic core", 2: "oedema", 3: "enhancing tumour"}
@@ -91,7 +91,8 @@ def draw_tumours(rng: np.random.Generator, templates: TemplateMaps, pose: Pose) 
     return specs, replace(pose, mass_effects=tuple(effects))
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], ctrl: int = 6) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], ctrl: int = 6) -> np.ndarray:
+    """Smooth random field (unit-variance control points, linear interpolation), float32."""
     from scipy import ndimage as ndi
 
     small = rng.standard_normal((ctrl, ctrl, ctrl))
@@ -145,9 +146,9 @@ def paint_tumours(
         rot = rotation_matrix(spec.rotation_deg).astype(np.float32)
         q = (d @ rot) / np.asarray(spec.axes, dtype=np.float32)
         r = np.sqrt(np.sum(q * q, axis=-1))
-        r_core = r * (1.0 + 0.18 * _smooth_noise(rng, bshape))
-        r_oed = r * (1.0 + 0.30 * _smooth_noise(rng, bshape, ctrl=8))
-        rim_noise = _smooth_noise(rng, bshape, ctrl=7)
+        r_core = r * (1.0 + 0.18 * smooth_noise(rng, bshape))
+        r_oed = r * (1.0 + 0.30 * smooth_noise(rng, bshape, ctrl=8))
+        rim_noise = smooth_noise(rng, bshape, ctrl=7)
         g, w, c = gm[box], wm[box], csf[box]
         brain = (g + w) > 0.35
         intracranial = (g + w + c) > 0.5

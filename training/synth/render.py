@@ -71,7 +71,7 @@ def _spin_echo_kind(p: TissueParameters, protocol: Protocol, b_value: float) -> 
 
 
 def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
-        box: tuple[slice, ...] | None = None) -> np.ndarray:
+        box: tuple[slice, ...] | None = None, texture: np.ndarray | None = None) -> np.ndarray:
     """Partial-volume mixture ``(1 - T) sum_m f_m S_m + sum_c t_c S_c``.
 
     Parameters
@@ -84,6 +84,9 @@ def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
         Per-tissue signals from :func:`tissue_signals`.
     box : tuple of slice, optional
         Where ``tumour`` lies in the grid (the whole grid when omitted).
+    texture : numpy.ndarray, optional
+        Multiplies the tumour's own signal voxel by voxel (shape of the box):
+        heterogeneity within each compartment.
 
     Returns
     -------
@@ -98,5 +101,8 @@ def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
         s_t = np.asarray([signals[t] for t in TUMOUR_TISSUES], dtype=np.float32)
         sub = img[region]
         sub *= 1.0 - tumour.sum(axis=0)
-        sub += np.tensordot(s_t, tumour, axes=1)
+        own = np.tensordot(s_t, tumour, axes=1)
+        if texture is not None:
+            own *= texture
+        sub += own
     return img

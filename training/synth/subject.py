@@ -230,6 +230,11 @@ def generate_subject(
     del grid
     csf, gm, wm = maps[0], maps[1], maps[2]
     labels, tumour_frac, tumour_box = paint_tumours(specs, affine, gm, wm, csf)
+    texture = None
+    if tumour_frac is not None:
+        from training.synth.lesions import smooth_noise
+
+        texture = 1.0 + 0.12 * smooth_noise(np.random.default_rng([seed, 7]), tumour_frac.shape[1:], ctrl=10)
     tparams = tissue_parameters(field_strength, np.random.default_rng([seed, 4]))
     gd = gd_concentration_mm(gd_scale)
     bias = bias_field(shape, bias_amp, np.random.default_rng([seed, 5]))
@@ -264,7 +269,7 @@ def generate_subject(
         out = []
         for b in b_values:
             sig = sig0 if b == 0.0 else tissue_signals(proto, tparams, gd, b_value=b)
-            img = mix(maps, tumour_frac, sig * gain, tumour_box)
+            img = mix(maps, tumour_frac, sig * gain, tumour_box, texture)
             img *= bias
             if motion_severity > 0:
                 img = motion_ghosting(img, motion_severity, np.random.default_rng([seed, 3000 + code]), axis=1,
