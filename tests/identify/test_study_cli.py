@@ -21,7 +21,8 @@ def mixed_folder(tmp_path: Path) -> Path:
         src = get_testdata_file(name)
         assert src is not None
         shutil.copy(src, tmp_path / name)
-    (tmp_path / "notes.txt").write_text("not DICOM")
+    (tmp_path / "notes.txt").write_text("a sidecar: skipped silently")
+    (tmp_path / "garbage.dcm").write_text("not DICOM at all")
     (tmp_path / "empty.dcm").write_bytes(b"")
     # an MR file whose pixel data is cut short (a broken transfer)
     src = get_testdata_file("MR_small.dcm")
@@ -47,7 +48,8 @@ def test_identify_study_reports_every_series_without_raising(mixed_folder: Path)
     assert broken and broken[0].label.value == "T2"  # headers still readable
     unreadable = [r for r in rows if r.series_uid == ""]
     assert len(unreadable) == 1 and unreadable[0].n_instances == 2 and unreadable[0].error
-    assert "notes.txt" in unreadable[0].error or "empty.dcm" in unreadable[0].error
+    assert "garbage.dcm" in unreadable[0].error and "empty.dcm" in unreadable[0].error
+    assert "notes.txt" not in unreadable[0].error
 
 
 def test_identify_study_with_pixels_survives_truncated_pixels(mixed_folder: Path) -> None:
