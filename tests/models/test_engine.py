@@ -23,8 +23,15 @@ def subject() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     from training.synth import generate_subject
 
     s = generate_subject(9100, voxel_mm=3.0, tumour=True)
-    images = {str(k.value if hasattr(k, "value") else k): np.asarray(v, dtype=np.float32) for k, v in s.images.items()}
-    return images, np.asarray(s.labels), np.asarray(s.affine)
+    labels = np.asarray(s.labels)
+    # A 108 mm box around the tumour keeps the model grid to one 64³ window (a quick test).
+    centre = np.round(np.argwhere(labels > 0).mean(axis=0)).astype(int)
+    lo = np.clip(centre - 18, 0, np.array(labels.shape) - 36)
+    box = tuple(slice(int(a), int(a) + 36) for a in lo)
+    affine = np.asarray(s.affine).copy()
+    affine[:3, 3] = (affine @ np.array([*lo, 1.0]))[:3]
+    images = {str(k.value if hasattr(k, "value") else k): np.asarray(v, dtype=np.float32)[box] for k, v in s.images.items()}
+    return images, labels[box], affine
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def engine() -> InferenceEngine:
     return InferenceEngine(load_bundle("brain-tumour-demo"), device="cpu", threads=2)
 
 
-@pytest.mark.parametrize("subset", [SEQS, ["FLAIR"], ["T1"], ["T1C", "T2"], ["T2", "FLAIR"]])
+@pytest.mark.parametrize("subset", [SEQS, ["FLAIR"], ["T1"], ["T1C", "T2"]])
 def test_any_sequence_subset_gives_labels_on_the_reference_grid(engine, subject, subset) -> None:
     images, labels, affine = subject
     pred = engine.predict({k: images[k] for k in subset}, affine)
