@@ -123,3 +123,34 @@ def test_header_path_does_not_import_torch() -> None:
     code = "import sys, dicom_node.identify, dicom_node.cli.identify; print('torch' in sys.modules, 'highdicom' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False False"
+
+
+def test_b_value_from_siemens_csa_header_when_the_private_tag_is_missing() -> None:
+    from tests.identify.corpus_loader import CorpusEntry
+
+    ds = read_entry(CorpusEntry("nibabel", "nicom/tests/data/siemens_dwi_1000.dcm.gz", "DWI", ""))
+    if ds is None:
+        pytest.skip("nibabel's Siemens DWI test file is not installed")
+    del ds[0x0019100C]
+    for key in ("SeriesDescription", "ProtocolName", "SequenceName"):
+        delattr(ds, key)
+    r = identify_series([ds])
+    assert r.label.value == "DWI"
+    assert any("b-values 1000" in e for e in r.evidence), r.evidence
+
+
+def test_private_b_value_is_read_only_under_its_creator() -> None:
+    from pydicom.dataset import Dataset
+
+    from dicom_node.identify.facts import extract_facts
+
+    ds = Dataset()
+    ds.Modality = "MR"
+    ds.Manufacturer = "GE MEDICAL SYSTEMS"
+    ds.private_block(0x0043, "SOME OTHER CREATOR", create=True).add_new(0x39, "IS", [1000, 0, 0, 0])
+    assert extract_facts([ds]).b_values == set()
+    ds2 = Dataset()
+    ds2.Modality = "MR"
+    ds2.Manufacturer = "GE MEDICAL SYSTEMS"
+    ds2.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x39, "IS", [1_000_001_000, 8, 0, 0])
+    assert extract_facts([ds2]).b_values == {1000.0}

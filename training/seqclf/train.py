@@ -241,8 +241,8 @@ def export(net: torch.nn.Module, metrics: dict[str, Any], out: Path, train_seeds
         training={
             "data": "synthetic brain MRI from training.synth (physics-based; MNI152/CAT12 tissue maps), 2 mm grid, "
             "random vendor, field strength 1.5/3 T, SNR scale 0.5-1.5, tumour in ~80 % of subjects",
-            "train_subject_seeds": [min(train_seeds), max(train_seeds)],
-            "validation_subject_seeds": [min(val_seeds), max(val_seeds)],
+            "train_subject_seeds": sorted(train_seeds),
+            "validation_subject_seeds": sorted(val_seeds),
             "augmentation": "crop/zoom/rotation, flips, 90-degree turns, resolution loss 1-2x, gamma 0.7-1.4, bias field, Rician-like noise (sigma <= 0.05), scale",
             "command": command,
         },
@@ -254,25 +254,36 @@ def export(net: torch.nn.Module, metrics: dict[str, Any], out: Path, train_seeds
     return out
 
 
+def _ranges(values: Sequence[int]) -> list[int]:
+    if len(values) % 2:
+        raise SystemExit(f"seed ranges come in pairs FIRST STOP; got {len(values)} numbers.")
+    return [s for a, b in zip(values[::2], values[1::2], strict=True) for s in range(a, b)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: train and export the bundle."""
     p = argparse.ArgumentParser(description="Train the pixel sequence classifier on synthetic data and export a bundle.")
     p.add_argument("--cache", type=Path, required=True, help="slice cache folder (generated if missing)")
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
-    p.add_argument("--train-seeds", type=int, nargs=2, default=(1000, 1024), metavar=("FIRST", "STOP"))
-    p.add_argument("--val-seeds", type=int, nargs=2, default=(1024, 1030), metavar=("FIRST", "STOP"))
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[1000, 1024], metavar="FIRST STOP",
+                   help="pairs of seed ranges [FIRST, STOP) of training subjects")
+    p.add_argument("--val-seeds", type=int, nargs="+", default=[1024, 1030], metavar="FIRST STOP",
+                   help="pairs of seed ranges of validation/calibration subjects")
     p.add_argument("--epochs", type=int, default=24)
+    p.add_argument("--fraction", type=float, default=0.5, help="share of training slices per epoch")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     widths = (16, 32, 64, 128)
-    train_seeds = range(*args.train_seeds)
-    val_seeds = range(*args.val_seeds)
-    net, metrics = train(args.cache, train_seeds, val_seeds, epochs=args.epochs, widths=widths)
+    train_seeds = _ranges(args.train_seeds)
+    val_seeds = _ranges(args.val_seeds)
+    net, metrics = train(args.cache, train_seeds, val_seeds, epochs=args.epochs, widths=widths, fraction=args.fraction)
     command = (
-        f"python -m training.seqclf.train --cache CACHE --out {args.out} --train-seeds {args.train_seeds[0]} "
-        f"{args.train_seeds[1]} --val-seeds {args.val_seeds[0]} {args.val_seeds[1]} --epochs {args.epochs}"
+        f"python -m training.seqclf.train --cache CACHE --out {args.out} --train-seeds {' '.join(map(str, args.train_seeds))} "
+        f"--val-seeds {' '.join(map(str, args.val_seeds))} --epochs {args.epochs} --fraction {args.fraction} "
+        f"--threads {args.threads}  (CACHE filled first by: python -m training.seqclf.data --cache CACHE --seeds A B "
+        "[--acquired], one call per range; seeds >= 1100 were cut from acquired series)"
     )
     export(net, metrics, args.out, train_seeds, val_seeds, widths, command)
     print(json.dumps(metrics, indent=2))
