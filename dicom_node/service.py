@@ -26,9 +26,37 @@ from dicom_node.store import Store
 from dicom_node.tracker import Tracker
 from dicom_node.worker import WorkerPool
 
-__all__ = ["NodeService"]
+__all__ = ["NodeService", "check_pipelines_exist"]
 
 log = logging.getLogger(__name__)
+
+
+def check_pipelines_exist(cfg: NodeConfig) -> None:
+    """Check that every enabled pipeline's module can be found, without importing it.
+
+    The receive process must not import pipeline modules (they bring torch); finding the
+    module is enough to stop a typo at start-up rather than at the first study.
+
+    Raises
+    ------
+    ConfigError
+        Naming the pipeline and its ``function`` reference.
+    """
+    import importlib.util
+
+    from dicom_node.config import ConfigError
+
+    for i, p in enumerate(cfg.pipelines):
+        if not p.enabled:
+            continue
+        module = p.function.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(f"config key 'pipelines[{i}] ({p.name}).function': module {module!r} of "
+                              f"{p.function!r} cannot be found; fix the reference or set enabled = false.")
 
 
 class NodeService:
@@ -42,6 +70,7 @@ class NodeService:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
+        check_pipelines_exist(cfg)
         cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.db_path)
         self.queue = JobQueue(self.store)

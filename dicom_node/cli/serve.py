@@ -29,6 +29,10 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         service = NodeService(cfg)
+    except ConfigError as exc:
+        print(f"mrinode serve: {exc}", file=sys.stderr)
+        return 2
+    try:
         service.serve_forever()
     except OSError as exc:
         logging.getLogger("dicom_node.serve").error("cannot start: %s", exc)

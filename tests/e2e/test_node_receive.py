@@ -101,6 +101,10 @@ def test_bad_config_stops_with_a_sentence(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "config key 'dicom.port'" in r.stderr and "config key 'api.hots'" in r.stderr
     assert "Traceback" not in r.stderr
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[[pipelines]]\nname = "seg"\nfunction = "dicom_node.pipelines.tumor:run"\n')
+    r2 = _mrinode("serve", "--config", str(typo))
+    assert r2.returncode == 2 and "config key 'pipelines[0] (seg).function'" in r2.stderr
     missing = _mrinode("serve", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and "cannot read configuration file" in missing.stderr
 
