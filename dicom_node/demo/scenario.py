@@ -247,9 +247,14 @@ def wait_for_results(
                 times.sr_in = now
             if times.sr_in and (times.seg_in or not need_seg):
                 times.result_series = {m: [s["ID"] for s in by_mod.get(m, [])] for m in ("SEG", "SR")}
-                view = orthanc.get(f"/mrinode/studies/{times.study_id}")
-                _fill_from_plugin(times, view)
-                return times
+                # The node marks its job done just after Orthanc stored the last object.
+                settle = time.monotonic() + 10.0
+                while True:
+                    view = orthanc.get(f"/mrinode/studies/{times.study_id}")
+                    _fill_from_plugin(times, view)
+                    if times.job.get("state") == "done" or time.monotonic() > settle:
+                        return times
+                    time.sleep(poll)
         time.sleep(poll)
     if times.study_id:
         view = orthanc.get(f"/mrinode/studies/{times.study_id}")
