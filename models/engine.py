@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from models.bundle import Bundle, BundleError, load_bundle
-from models.preprocess import ras_grid, resample, zscore_foreground
+from models.preprocess import foreground_mask, ras_grid, resample, zscore_foreground
 
 __all__ = ["InferenceEngine", "Prediction", "get_engine", "resolve_device"]
 
@@ -147,17 +147,37 @@ class InferenceEngine:
         x = zscore_foreground(on_grid, [c in images for c in self.channels])
         return torch.from_numpy(x), grid_affine, present
 
+    def foreground_box(self, x: torch.Tensor, margin: int = 8) -> tuple[slice, ...]:
+        """Bounding box (with ``margin`` voxels) of the foreground of a prepared input.
+
+        The foreground is the Otsu mask of the present channels, computed on the normalised
+        input; the whole grid when nothing is found.
+        """
+        arr = x.numpy()
+        present = [bool(np.any(arr[c])) for c in range(arr.shape[0])]
+        mask = foreground_mask(arr - arr.min(), present)
+        if not mask.any():
+            return tuple(slice(0, int(n)) for n in arr.shape[1:])
+        idx = np.argwhere(mask)
+        lo = np.maximum(idx.min(axis=0) - margin, 0)
+        hi = np.minimum(idx.max(axis=0) + margin + 1, arr.shape[1:])
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Sliding-window logits ``(K, *grid)`` for a prepared ``(C, *grid)`` input."""
         from monai.inferers import sliding_window_inference
 
         batch = x[None].to(self.device)
+        # A window never larger than the input rounded up to the network's size divisor:
+        # a card roi that covers a whole head gives one pass instead of padded windows.
+        div = int(getattr(self.net, "size_divisor", 1))
+        roi = [min(int(r), -(-int(n) // div) * div) for r, n in zip(self.roi_size, x.shape[1:], strict=True)]
         with torch.inference_mode():
             if self.device == "cuda":
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = sliding_window_inference(batch, self.roi_size, 1, self.net, overlap=self.overlap, mode="gaussian")
+                    out = sliding_window_inference(batch, roi, 1, self.net, overlap=self.overlap, mode="gaussian")
             else:
-                out = sliding_window_inference(batch, self.roi_size, 1, self.net, overlap=self.overlap, mode="gaussian")
+                out = sliding_window_inference(batch, roi, 1, self.net, overlap=self.overlap, mode="gaussian")
         assert isinstance(out, torch.Tensor)
         return out[0].float()
 
@@ -180,8 +200,13 @@ class InferenceEngine:
         t0 = time.perf_counter()
         ref_shape = next(iter(images.values())).shape if images else ()
         x, grid_affine, present = self.prepare(images, affine)
+        box = self.foreground_box(x)
         t1 = time.perf_counter()
-        probs = torch.softmax(self.logits(x), dim=0)
+        # Only the head's bounding box goes through the network; outside it is background.
+        crop = torch.softmax(self.logits(x[(slice(None), *box)]), dim=0)
+        probs = torch.zeros((crop.shape[0], *x.shape[1:]), dtype=crop.dtype)
+        probs[0] = 1.0
+        probs[(slice(None), *box)] = crop.cpu()
         t2 = time.perf_counter()
         back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
         # Outside the model grid every probability is 0: argmax gives background there.
