@@ -114,38 +114,49 @@ def _build_1mm() -> TemplateMaps:
 
     paths = template_paths()
     t1, affine = _load(paths["t1"])
-    gm = _load(paths["gm"])[0] / 255.0
-    wm = _load(paths["wm"])[0] / 255.0
     shape = t1.shape
-    brain_mask = ndi.binary_fill_holes(t1 > 0).astype(np.float32)
-    brain_mask = ndi.gaussian_filter(brain_mask, 0.6)
-    brain = np.clip(gm + wm, 0.0, 1.0)
-    scale = np.where(brain > 1.0, 1.0 / np.maximum(brain, 1e-6), 1.0)
-    gm, wm = gm * scale, wm * scale
-    csf = np.clip(brain_mask - gm - wm, 0.0, 1.0)
+    maps = np.empty((len(MAP_NAMES), *shape), dtype=np.float32)
+    csf, gm, wm, fat, muscle, bone, blood = maps  # views, filled in place below
+    gm[...] = _load(paths["gm"])[0] / 255.0
+    wm[...] = _load(paths["wm"])[0] / 255.0
+    brain_mask = ndi.gaussian_filter(ndi.binary_fill_holes(t1 > 0).astype(np.float32), 0.6)
+    del t1
+    brain = gm + wm
+    over = brain > 1.0
+    gm[over] /= brain[over]
+    wm[over] /= brain[over]
+    del brain, over
+    np.clip(brain_mask - gm - wm, 0.0, 1.0, out=csf)
 
     colin, c_aff = _load(paths["colin"])
-    colin_brain, _ = _load(paths["colin_brain"])
     colin = _onto_grid(colin, c_aff, affine, shape)
-    colin_brain = _onto_grid((colin_brain > 0).astype(np.float32), c_aff, affine, shape)
-    head = ndi.binary_fill_holes(ndi.binary_closing(colin > 18.0, iterations=2))
-    head = ndi.gaussian_filter(head.astype(np.float32), 0.6)
+    colin_brain = _onto_grid((_load(paths["colin_brain"])[0] > 0).astype(np.float32), c_aff, affine, shape)
     intracranial = np.maximum(brain_mask, ndi.gaussian_filter(colin_brain, 0.6))
+    del colin_brain
     # Extra-axial CSF: inside Colin's brain but outside the MNI brain.
-    csf = csf + np.clip(intracranial - brain_mask, 0.0, 1.0)
-    outside = np.clip(head - intracranial, 0.0, 1.0)
-    fat_share = np.clip((colin - 95.0) / 55.0, 0.0, 1.0)
-    bone_share = np.clip((50.0 - colin) / 30.0, 0.0, 1.0)
-    muscle_share = np.clip(1.0 - fat_share - bone_share, 0.0, 1.0)
-    blood = _sagittal_sinus(intracranial, affine)
+    csf += np.clip(intracranial - brain_mask, 0.0, 1.0)
+    del brain_mask
+    head = ndi.binary_fill_holes(ndi.binary_closing(colin > 18.0, iterations=2))
+    outside = np.clip(ndi.gaussian_filter(head.astype(np.float32), 0.6) - intracranial, 0.0, 1.0)
+    del head
+    np.clip((colin - 95.0) / 55.0, 0.0, 1.0, out=fat)
+    np.clip((50.0 - colin) / 30.0, 0.0, 1.0, out=bone)
+    del colin
+    np.clip(1.0 - fat - bone, 0.0, 1.0, out=muscle)
+    fat *= outside
+    bone *= outside
+    muscle *= outside
+    del outside
+    blood[...] = _sagittal_sinus(intracranial, affine)
+    del intracranial
     keep = 1.0 - blood
-    maps = np.stack(
-        [csf * keep, gm * keep, wm * keep, outside * fat_share * keep, outside * muscle_share * keep,
-         outside * bone_share * keep, blood]
-    ).astype(np.float32)
+    for channel in maps[:-1]:
+        channel *= keep
+    del keep
     total = maps.sum(axis=0)
     over = total > 1.0
     maps[:, over] /= total[over]
+    del total, over
     centres = np.argwhere(wm > 0.9).astype(np.int32)
     return TemplateMaps(maps=maps, affine=affine, wm_centres=centres, brain_box=_box(maps[:3].sum(axis=0) > 0))
 
