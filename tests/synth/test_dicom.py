@@ -16,10 +16,16 @@ from tests.synth.conftest import ALL_SEQUENCES
 
 @pytest.fixture(scope="module")
 def siemens_study(tumour_subject, tmp_path_factory):  # type: ignore[no-untyped-def]
-    from training.synth.dicom_writer import write_study
+    """The study written series by series (as write_study does), keeping the acquired stacks."""
+    from training.synth.dicom_writer import series_folder_name, write_series
 
     out = tmp_path_factory.mktemp("siemens")
-    return tumour_subject, write_study(tumour_subject, out)
+    folders, acquired = {}, {}
+    for index, seq in enumerate(ALL_SEQUENCES, start=1):
+        acquired[seq.value] = tumour_subject.acquire(seq)
+        folders[seq.value] = out / series_folder_name(index, seq.value)
+        write_series(tumour_subject, acquired[seq.value], folders[seq.value], index)
+    return tumour_subject, folders, acquired
 
 
 def _files(folder: Path) -> list[Path]:
@@ -40,7 +46,7 @@ def _check_dciodvfy(folders: dict[str, Path]) -> None:
 
 
 def test_siemens_study_passes_dciodvfy(siemens_study) -> None:  # type: ignore[no-untyped-def]
-    _subject, folders = siemens_study
+    _subject, folders, _ = siemens_study
     assert set(folders) == {s.value for s in ALL_SEQUENCES}
     _check_dciodvfy(folders)
 
@@ -64,7 +70,7 @@ def test_other_vendors_pass_dciodvfy(vendor: str, tmp_path: Path) -> None:
 
 
 def test_headers(siemens_study) -> None:  # type: ignore[no-untyped-def]
-    subject, folders = siemens_study
+    subject, folders, _ = siemens_study
     firsts = {seq: pydicom.dcmread(_files(f)[0], stop_before_pixels=True) for seq, f in folders.items()}
     assert len({ds.StudyInstanceUID for ds in firsts.values()}) == 1
     assert len({ds.FrameOfReferenceUID for ds in firsts.values()}) == 1
@@ -102,9 +108,9 @@ def test_same_seed_writes_identical_files(tmp_path: Path) -> None:
 def test_read_back_through_project_reader(siemens_study) -> None:  # type: ignore[no-untyped-def]
     from dicom_node.io.reader import read_series
 
-    subject, folders = siemens_study
+    _subject, folders, acquired = siemens_study
     for seq, folder in folders.items():
-        series = subject.acquire(seq)
+        series = acquired[seq]
         files = _files(folder)
         if seq == "LOCALIZER":
             # one series, three planes: read each plane's slices on their own
@@ -123,13 +129,13 @@ def test_read_back_through_project_reader(siemens_study) -> None:  # type: ignor
             assert vol.frame_of_reference_uid is not None
     # the labels resampled to the acquired grid sit on the lesion in the read-back images
     flair = read_series(_files(folders["FLAIR"]))[0]
-    labels = subject.acquire(S.FLAIR).stacks[0].labels
+    labels = acquired["FLAIR"].stacks[0].labels
     assert (labels == 2).sum() > 10
     assert flair.data[labels == 2].mean() > 1.3 * flair.data[(labels == 0) & (flair.data > 0.2 * flair.data.max())].mean()
     t1c = read_series(_files(folders["T1C"]))[0]
-    lab_c = subject.acquire(S.T1C).stacks[0].labels
+    lab_c = acquired["T1C"].stacks[0].labels
     t1 = read_series(_files(folders["T1"]))[0]
-    lab_1 = subject.acquire(S.T1).stacks[0].labels
+    lab_1 = acquired["T1"].stacks[0].labels
     assert (t1c.data[lab_c == 3].mean() / np.median(t1c.data[lab_c == 2])) > 1.2 * (
         t1.data[lab_1 == 3].mean() / np.median(t1.data[lab_1 == 2])
     )
@@ -158,7 +164,7 @@ def test_read_back_geometry_matches_the_anatomy(siemens_study, tmp_path: Path) -
     from dicom_node.io.reader import read_series
     from training.synth.dicom_writer import write_series
 
-    subject, folders = siemens_study
+    subject, folders, _ = siemens_study
     # add a coronal T2 so that all three planes are checked
     coronal = replace(subject, protocols={**subject.protocols, S.T2: replace(subject.protocols[S.T2], plane="coronal")})
     write_series(coronal, coronal.acquire(S.T2), tmp_path / "cor", 99)
