@@ -171,7 +171,8 @@ class InferenceEngine:
         # A window never larger than the input rounded up to the network's size divisor:
         # a card roi that covers a whole head gives one pass instead of padded windows.
         div = int(getattr(self.net, "size_divisor", 1))
-        roi = [min(int(r), -(-int(n) // div) * div) for r, n in zip(self.roi_size, x.shape[1:], strict=True)]
+        # (at least two deepest-level cells per axis, which instance norm needs.)
+        roi = [min(int(r), max(-(-int(n) // div) * div, 2 * div)) for r, n in zip(self.roi_size, x.shape[1:], strict=True)]
         with torch.inference_mode():
             if self.device == "cuda":
                 with torch.autocast("cuda", dtype=torch.bfloat16):

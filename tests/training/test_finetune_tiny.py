@@ -40,6 +40,16 @@ def test_tiny_finetune_learns_resumes_and_exports_a_loadable_bundle(cfg) -> None
     assert "not for clinical use" in bundle.card.intended_use
     assert set(bundle.card.metrics["validation"]) >= {"all/dice_WT", "FLAIR/dice_WT"}
     bundle.build_network()
+    # the evaluation path on the same bundle: Dice/HD95 per region, markdown report with a plot
+    from training.evaluate import evaluate, write_report
+    from training.manifest import from_synth
+
+    manifest = from_synth(Path(cfg.out_dir) / "synth")
+    manifest.subjects = manifest.subjects[-1:]
+    ev = evaluate(str(result["bundle"]), manifest, {"FLAIR": ["FLAIR"]}, device="cpu")
+    assert set(ev["summary"]["FLAIR"]) >= {"dice_WT", "dice_TC", "dice_ET", "hd95_WT"}
+    report = write_report(ev, Path(cfg.out_dir) / "eval", "tiny")
+    assert "| FLAIR |" in report.read_text() and (report.parent / "dice.png").stat().st_size > 0
 
 
 def test_bad_config_is_a_sentence(tmp_path, capsys) -> None:
