@@ -98,11 +98,15 @@ def _slice_order(items: Sequence[tuple[Path, Dataset]]) -> list[tuple[Path, Data
         ds = item[1]
         iop = ds.get("ImageOrientationPatient")
         ipp = ds.get("ImagePositionPatient")
-        pos = 0.0
-        if iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3:
-            normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-            pos = float(np.dot(normal, np.asarray(ipp, float)))
-        return pos, int(ds.get("InstanceNumber", 0) or 0)
+        pos, number = 0.0, 0
+        try:
+            if iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3:
+                normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+                pos = float(np.dot(normal, np.asarray(ipp, float)))
+            number = int(ds.get("InstanceNumber", 0) or 0)
+        except (TypeError, ValueError):
+            pass  # malformed geometry or numbering: keep the file order
+        return pos, number
 
     return sorted(items, key=key)
 

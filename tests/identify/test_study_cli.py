@@ -81,3 +81,22 @@ def test_cli_missing_path_is_a_sentence(tmp_path: Path) -> None:
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     empty = _cli(str(tmp_path))
     assert empty.returncode == 1 and "no DICOM series" in empty.stderr
+
+
+def test_malformed_headers_do_not_raise(tmp_path: Path) -> None:
+    src = get_testdata_file("MR_small.dcm")
+    assert src is not None
+    for i in range(3):
+        ds = pydicom.dcmread(src)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        # wrong VRs as a broken writer would leave them: text where numbers belong
+        del ds.InstanceNumber
+        ds.add_new(0x00200013, "LO", "x" if i == 0 else str(i))
+        del ds.RepetitionTime
+        ds.add_new(0x00180080, "LO", "abc")
+        ds.ImageOrientationPatient = [1, 0, 0]
+        ds.SequenceVariant = ""
+        ds.save_as(tmp_path / f"im{i}.dcm", enforce_file_format=False)
+    rows = identify_study(tmp_path, use_pixels=True)
+    assert len(rows) == 1
+    assert rows[0].identification.label.value in {"UNKNOWN", "T2"}
