@@ -35,7 +35,7 @@ _EXPLAINS: dict[SequenceLabel, tuple[SequenceLabel, ...]] = {
 
 _NEGATIVE_AGENT = {"NONE", "NO", "N", "0", "N/A", "NA", "-", "NIL", "NEIN", "NON", "KEIN", "KEINE"}
 
-#: ImageType / FrameType / AcquisitionContrast values → (label, weight, dominant, text).
+#: (ImageType / FrameType / AcquisitionContrast values, label, weight, dominant).
 _IMAGE_TYPE_RULES: tuple[tuple[frozenset[str], SequenceLabel, float, bool], ...] = (
     (frozenset({"LOCALIZER", "SCOUT"}), L.LOCALIZER, 0.95, True),
     (frozenset({"ADC"}), L.ADC, 0.95, True),
