@@ -102,8 +102,8 @@ def fuse(
     pixel_top = max(pixel_probs, key=lambda k: pixel_probs[k])
     header_family = _family(header.candidate)
     verdict = "agrees" if L(pixel_top) is header_family else "disagrees"
-    evidence = [f"pixel classifier: {pixel_top} at {pixel_probs[pixel_top]:.2f} ({verdict} with the header)"]
-    evidence += header.evidence
+    pixel_line = f"pixel classifier: {pixel_top} at {pixel_probs[pixel_top]:.2f} ({verdict} with the header)"
+    evidence = [*header.evidence[:1], pixel_line, *header.evidence[1:]]
     if _family(L(pixel_top)) is not top:
         # the image speaks for another label: it may lower the header's belief, never raise it
         header_support = header.confidence if header_family is top else 0.0

@@ -30,7 +30,7 @@ def test_disagreement_lowers_confidence_to_unknown() -> None:
     fused = fuse(header, _probs("FLAIR", 0.9))
     assert fused.confidence < header.confidence
     assert fused.label is L.UNKNOWN
-    assert "disagrees" in fused.evidence[1]
+    assert any("disagrees" in e for e in fused.evidence)
 
 
 def test_pixels_alone_decide_only_when_confident() -> None:
