@@ -103,7 +103,8 @@ def fuse(
     header_family = _family(header.candidate)
     verdict = "agrees" if L(pixel_top) is header_family else "disagrees"
     pixel_line = f"pixel classifier: {pixel_top} at {pixel_probs[pixel_top]:.2f} ({verdict} with the header)"
-    evidence = [*header.evidence[:1], pixel_line, *header.evidence[1:]]
+    header_lines = [e for e in header.evidence if not e.startswith("best candidate ")]
+    evidence = [*header_lines[:1], pixel_line, *header_lines[1:]]
     if _family(L(pixel_top)) is not top:
         # the image speaks for another label: it may lower the header's belief, never raise it
         header_support = header.confidence if header_family is top else 0.0
