@@ -22,7 +22,8 @@ Config tables: ``[data]`` (``work_dir``, ``sequences``, ``voxel_mm``, ``train_su
 ``[pretrain]`` (``objectives``, ``steps``, ``batch_size``, ``patch``, ``lr``, ``threads``,
 ``options.<objective>``), ``[finetune]`` (``fractions``, ``steps``, ``lr``, ``batch_size``,
 ``roi``, ``repeats``, ``sequence_dropout``, ``norm`` — the decoder's; ``batch`` when the
-crop is so small that the deepest map is one voxel), ``[report]`` (``dir``).
+crop is so small that the deepest map is one voxel), ``[report]`` (``dir``; ``notes``: markdown appended
+to the report).
 """
 
 from __future__ import annotations

@@ -195,6 +195,9 @@ def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir:
             f"At 10 % labels the best objective is **{best[0]}** with {best[1]:+.1f} Dice WT points over scratch; "
             f"this {met} the target of +5 points. Objectives with a gain ≤ 0 did not help on this data."
         )
+    notes = cfg.get("report", {}).get("notes")
+    if notes:
+        lines += ["", "## Notes", "", str(notes).strip()]
     out = report_dir / "label-efficiency.md"
     out.write_text("\n".join(lines) + "\n")
     return out
