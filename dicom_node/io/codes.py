@@ -24,6 +24,7 @@ __all__ = [
     "OEDEMA",
     "PRIVATE_SCHEME",
     "SR_ANALYSIS_STATUS",
+    "SR_COMPLETED",
     "SR_IDENTIFICATION_CONFIDENCE",
     "SR_IDENTIFIED_SEQUENCE",
     "SR_MISSING_SEQUENCE",
@@ -172,6 +173,7 @@ SR_IDENTIFIED_SEQUENCE = Code("SEQ-ID", PRIVATE_SCHEME, "Identified MR sequence"
 SR_IDENTIFICATION_CONFIDENCE = Code("SEQ-CONF", PRIVATE_SCHEME, "Sequence identification confidence")
 SR_ANALYSIS_STATUS = Code("ANALYSIS-STATUS", PRIVATE_SCHEME, "Analysis status")
 SR_NOT_PERFORMED = Code("NOT-PERFORMED", PRIVATE_SCHEME, "Not performed: required sequences missing")
+SR_COMPLETED = Code("COMPLETED", PRIVATE_SCHEME, "Completed: segmentation produced")
 SR_MISSING_SEQUENCE = Code("SEQ-MISSING", PRIVATE_SCHEME, "Missing required sequence")
 
 #: Standard DICOM codes (CID 7180 / 6311) where one exists; private codes otherwise.

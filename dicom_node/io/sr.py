@@ -19,6 +19,7 @@ from pydicom.uid import generate_uid
 from dicom_node.io.codes import (
     PRIVATE_SCHEME,
     SR_ANALYSIS_STATUS,
+    SR_COMPLETED,
     SR_IDENTIFICATION_CONFIDENCE,
     SR_IDENTIFIED_SEQUENCE,
     SR_MISSING_SEQUENCE,
@@ -190,6 +191,7 @@ def _segment_groups(
 
 
 def _status_group(
+    performed: bool,
     missing_sequences: Sequence[str],
     notes: Sequence[str],
     volumes: Sequence[Volume],
@@ -198,7 +200,8 @@ def _status_group(
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    evaluations = [hd.sr.QualitativeEvaluation(name=SR_ANALYSIS_STATUS, value=SR_NOT_PERFORMED)]
+    status = SR_COMPLETED if performed else SR_NOT_PERFORMED
+    evaluations = [hd.sr.QualitativeEvaluation(name=SR_ANALYSIS_STATUS, value=status)]
     evaluations += [
         hd.sr.QualitativeEvaluation(name=SR_MISSING_SEQUENCE, value=sequence_code(str(s)))
         for s in missing_sequences
@@ -305,7 +308,7 @@ def write_measurement_report(
     if seg is not None and reference is not None:
         groups.extend(_segment_groups(seg, reference, segment_volumes_ml, algorithm_id))
     if seg is None or missing_sequences or notes:
-        groups.append(_status_group(missing_sequences, notes, list(by_uid.values()), algorithm_id))
+        groups.append(_status_group(seg is not None, missing_sequences, notes, list(by_uid.values()), algorithm_id))
     groups.extend(_identification_group(i, by_uid, algorithm_id) for i in identifications)
     report = hd.sr.MeasurementReport(
         observation_context=_device_observer(algorithm),

@@ -204,3 +204,30 @@ def test_bad_inputs(tmp_path: Path) -> None:
             algorithm=ALGORITHM,
             missing_sequences=["T3"],
         )
+
+
+def test_report_with_seg_and_notes_is_completed_not_not_performed(tmp_path: Path) -> None:
+    """Notes beside a SEG (e.g. the sequences used) must not turn the status into "Not performed"."""
+    t1c, flair = _study(tmp_path)
+    labels = np.zeros(t1c.shape, np.uint8)
+    labels[2:10, 3:9, 2:6] = 2
+    seg = write_seg(labels, t1c, BRATS_SEGMENTS, ALGORITHM)
+    sr = write_measurement_report(
+        seg=seg,
+        reference=t1c,
+        source_volumes=[t1c, flair],
+        segment_volumes_ml=segment_volumes_ml(labels, t1c, BRATS_SEGMENTS),
+        identifications=[],
+        algorithm=ALGORITHM,
+        notes=["Sequences used: FLAIR, T1C."],
+    )
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path)
+    assert dciodvfy(path).errors == []
+    codes = {
+        (item.ConceptNameCodeSequence[0].CodeMeaning, item.ConceptCodeSequence[0].CodeMeaning)
+        for item in _content_items(pydicom.dcmread(path))
+        if item.ValueType == "CODE"
+    }
+    assert ("Analysis status", "Completed: segmentation produced") in codes
+    assert not any(meaning.startswith("Not performed") for _, meaning in codes)
