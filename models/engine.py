@@ -28,7 +28,7 @@ import torch
 from models.bundle import Bundle, BundleError, load_bundle
 from models.preprocess import foreground_mask, ras_grid, resample, zscore_foreground
 
-__all__ = ["InferenceEngine", "Prediction", "get_engine", "resolve_device"]
+__all__ = ["InferenceEngine", "Prediction", "drop_small_components", "get_engine", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,36 @@ def resolve_device(device: str = "auto") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
     return device
+
+
+def drop_small_components(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Remove connected components of the foreground smaller than ``fraction`` of the largest.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label map (0 background).
+    fraction : float
+        0 keeps everything; 0.2 drops every (26-connected) foreground component under 20 %
+        of the largest one's voxel count.
+
+    Returns
+    -------
+    numpy.ndarray
+        The label map with small components set to 0.
+    """
+    if fraction <= 0 or not labels.any():
+        return labels
+    from scipy import ndimage
+
+    comp, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    if n <= 1:
+        return labels
+    sizes = np.bincount(comp.ravel())[1:]
+    keep = np.flatnonzero(sizes >= fraction * sizes.max()) + 1
+    out = labels.copy()
+    out[~np.isin(comp, keep)] = 0
+    return out
 
 
 @dataclass
@@ -212,6 +242,7 @@ class InferenceEngine:
         back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
         # Outside the model grid every probability is 0: argmax gives background there.
         labels = torch.argmax(back, dim=0).to(torch.uint8).numpy()
+        labels = drop_small_components(labels, float(self.bundle.card.preprocessing.get("min_component_fraction", 0.0)))
         t3 = time.perf_counter()
         return Prediction(
             labels=labels,
