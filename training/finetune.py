@@ -107,6 +107,9 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, collate_fn=list_data_collate)
 
     net = build_segmenter(cfg.network)
+    if cfg.init_weights:
+        net.load_state_dict(load_init_weights(Path(cfg.init_weights)))
+        log.info("warm start from %s", cfg.init_weights)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # The schedule follows the config's step count; --max-steps only stops earlier (or later, at the final rate).
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.max_steps, 2), pct_start=0.05)
@@ -163,6 +166,27 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
     if cfg.bundle_out:
         bundle_dir = export_bundle(cfg, net, manifest, metrics, step, losses)
     return {"losses": losses, "steps": step, "metrics": metrics, "bundle": bundle_dir}
+
+
+def load_init_weights(path: Path) -> dict[str, Any]:
+    """Read a whole-network state dict from a ``checkpoint.pt`` or a bundle folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is neither a checkpoint file nor a folder with ``weights.safetensors``.
+    """
+    import torch
+
+    if path.is_dir() and (path / "weights.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        return {k: v.float() for k, v in load_file(str(path / "weights.safetensors")).items()}
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model: dict[str, Any] = state["model"] if isinstance(state, dict) and "model" in state else state
+        return model
+    raise FileNotFoundError(f"[train] init_weights {path} is neither a checkpoint file nor a bundle folder.")
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -13,7 +13,9 @@ Tables and keys (defaults in brackets)::
                       (training crops), inference_roi_size [roi_size] (sliding windows), overlap [0.25]
     [train]           max_steps [1000], batch_size [2], samples_per_subject [1], lr [1e-3],
                       weight_decay [1e-5], sequence_dropout [0.5], threads [1], log_every [10],
-                      checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"]
+                      checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"],
+                      init_weights [""] (warm start of the whole network from a fine-tuning
+                      checkpoint.pt or a bundle folder; optimiser and schedule start afresh)
     [bundle]          out [""] (no export when empty), version ["0.1.0"], half [true],
                       description [""], command [""]
 """
@@ -33,7 +35,7 @@ _KNOWN = {
     "network": {"num_classes", "norm", "full_resolution", "encoder_checkpoint", "encoder"},
     "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
-              "threads", "log_every", "checkpoint_every", "val_every", "out_dir"},
+              "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights"},
     "bundle": {"out", "version", "half", "description", "command"},
 }
 
@@ -62,6 +64,7 @@ class FinetuneConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     sequence_dropout: float = 0.5
+    init_weights: str = ""
     threads: int = 1
     log_every: int = 10
     checkpoint_every: int = 100
@@ -130,6 +133,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         weight_decay=float(tr.get("weight_decay", 1e-5)),
         sequence_dropout=float(tr.get("sequence_dropout", 0.5)),
         threads=int(tr.get("threads", 1)),
+        init_weights=str(tr.get("init_weights", "")),
         log_every=int(tr.get("log_every", 10)),
         checkpoint_every=int(tr.get("checkpoint_every", 100)),
         val_every=int(tr.get("val_every", 0)),
