@@ -48,6 +48,7 @@ def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: di
             "training_roi_size": cfg.roi_size,
             "overlap": cfg.overlap,
             "missing_sequences": "zero channels (trained with sequence dropout)",
+            "min_component_fraction": cfg.min_component_fraction,
         },
         network=network,
         training={

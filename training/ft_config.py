@@ -10,7 +10,9 @@ Tables and keys (defaults in brackets)::
     [network]         num_classes [4], norm ["instance"], full_resolution [true], encoder_checkpoint [""]
     [network.encoder] build_encoder config (in_channels defaults to len(channels))
     [preprocessing]   channels [T1, T1C, T2, FLAIR], spacing_mm [[2, 2, 2]], roi_size [[64, 64, 64]]
-                      (training crops), inference_roi_size [roi_size] (sliding windows), overlap [0.25]
+                      (training crops), inference_roi_size [roi_size] (sliding windows), overlap [0.25],
+                      min_component_fraction [0.0] (engine drops foreground components smaller
+                      than this fraction of the largest)
     [train]           max_steps [1000], batch_size [2], samples_per_subject [1], lr [1e-3],
                       weight_decay [1e-5], sequence_dropout [0.5], threads [1], log_every [10],
                       checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"],
@@ -33,7 +35,7 @@ _KNOWN = {
     "": {"name", "seed", "data", "network", "preprocessing", "train", "bundle"},
     "data": {"manifest", "dirs", "layout", "synth", "val_subjects", "val_subsets"},
     "network": {"num_classes", "norm", "full_resolution", "encoder_checkpoint", "encoder"},
-    "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap"},
+    "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap", "min_component_fraction"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
               "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights"},
     "bundle": {"out", "version", "half", "description", "command"},
@@ -57,6 +59,7 @@ class FinetuneConfig:
     spacing_mm: list[float] = field(default_factory=lambda: [2.0, 2.0, 2.0])
     roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])
     inference_roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])
+    min_component_fraction: float = 0.0
     overlap: float = 0.25
     max_steps: int = 1000
     batch_size: int = 2
@@ -125,6 +128,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         spacing_mm=[float(s) for s in pre.get("spacing_mm", [2.0, 2.0, 2.0])],
         roi_size=[int(s) for s in pre.get("roi_size", [64, 64, 64])],
         inference_roi_size=[int(s) for s in pre.get("inference_roi_size", pre.get("roi_size", [64, 64, 64]))],
+        min_component_fraction=float(pre.get("min_component_fraction", 0.0)),
         overlap=float(pre.get("overlap", 0.25)),
         max_steps=int(tr.get("max_steps", 1000)),
         batch_size=int(tr.get("batch_size", 2)),
