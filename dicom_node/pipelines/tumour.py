@@ -135,6 +135,7 @@ def run(request: PipelineRequest) -> PipelineResult:
         says which and why).
     """
     from dicom_node.io.codes import BRATS_SEGMENTS, AlgorithmSpec
+    from dicom_node.io.errors import SeriesReadError
     from dicom_node.io.grouping import group_series
     from dicom_node.io.reader import read_series
     from dicom_node.io.resample import resample_to
@@ -158,8 +159,16 @@ def run(request: PipelineRequest) -> PipelineResult:
     chosen = select_series(rows, list(card.channels))
     files = group_series(paths)
     volumes: dict[str, Any] = {}
+    unreadable: list[str] = []
     for label, row in chosen.items():
-        vols = read_series(files[row.series_uid])
+        # A series the reader refuses (missing slices, tilt, ...) is treated as absent and
+        # said in the SR; the model still runs on the others. Never a failed job for that.
+        try:
+            vols = read_series(files[row.series_uid])
+        except SeriesReadError as exc:
+            unreadable.append(f"{label} not used: {exc}")
+            log.warning("tumour pipeline: %s series refused by the reader: %s", label, exc)
+            continue
         volumes[label] = vols[0]
     missing_required = [s for s in card.required_sequences if s not in volumes]
     absent = [s for s in card.channels if s not in volumes]
@@ -170,6 +179,7 @@ def run(request: PipelineRequest) -> PipelineResult:
         "sequences_found": {str(r.label): r.description for r in rows},
         "sequences_used": {lab: volumes[lab].meta.get("series_description") or "" for lab in volumes},
         "missing": absent,
+        "unreadable": unreadable,
         "seconds": seconds,
     }
     out_dir = Path(request.out_dir)
@@ -196,6 +206,7 @@ def run(request: PipelineRequest) -> PipelineResult:
     notes = [f"Sequences used: {', '.join(sorted(volumes))}."]
     if absent:
         notes.append(f"Not present, fed as empty channels: {', '.join(absent)}.")
+    notes.extend(unreadable)
     notes.append(card.intended_use)
     sr = write_measurement_report(
         seg=seg, reference=reference, source_volumes=list(volumes.values()), segment_volumes_ml=volumes_ml,
@@ -238,6 +249,7 @@ def _missing_report(request: PipelineRequest, rows: list[Any], files: dict[str, 
     notes = [f"Model {card.name} {card.version} was not run: it needs "
              + (f"{', '.join(missing_required)}" if missing_required else f"at least one of {', '.join(card.channels)}")
              + f"; the study holds {found}."]
+    notes.extend(summary.get("unreadable", []))
     sr = write_measurement_report(
         seg=None, reference=None, source_volumes=evidence, segment_volumes_ml={}, identifications=rows,
         algorithm=algorithm, missing_sequences=missing, notes=notes,

@@ -74,3 +74,30 @@ def test_unknown_model_is_a_sentence_not_a_traceback(study, tmp_path, capsys) ->
     assert main(["infer", str(study), "--out", str(tmp_path / "o"), "--model", "brain-tumor-demo"]) == 2
     err = capsys.readouterr().err
     assert "no model bundle named 'brain-tumor-demo'" in err and "Did you mean" in err
+
+
+def test_a_chosen_series_the_reader_refuses_is_reported_not_a_failed_job(study, tmp_path) -> None:
+    """A FLAIR with a missing slice is left out and said in the SR; the other sequences still run."""
+    import shutil
+
+    from dicom_node.pipelines import PipelineRequest
+    from dicom_node.pipelines.tumour import run
+
+    broken = tmp_path / "study"
+    shutil.copytree(study, broken)
+    flair = sorted(d for d in broken.iterdir() if d.name.endswith("_FLAIR"))[0]
+    files = sorted(flair.glob("*.dcm"))
+    files[len(files) // 2].unlink()  # a gap in the middle of the series
+    out = tmp_path / "out"
+    result = run(PipelineRequest(
+        study_uid="1.2.3", instance_paths=sorted(broken.rglob("*.dcm")), out_dir=out,
+        options={"use_pixels": False}, device="cpu",
+    ))
+    assert "FLAIR" not in result.summary["sequences_used"]
+    assert result.summary["unreadable"] and result.summary["unreadable"][0].startswith("FLAIR not used:")
+    assert "missing" in result.summary["unreadable"][0]
+    names = sorted(p.name for p in result.outputs)
+    assert names == ["seg.dcm", "sr.dcm"]
+    texts = [str(e.value) for e in pydicom.dcmread(out / "sr.dcm").iterall() if e.keyword == "TextValue"]
+    assert any(t.startswith("FLAIR not used:") for t in texts)
+    assert dciodvfy(out / "sr.dcm").errors == []
