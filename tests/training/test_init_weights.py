@@ -8,15 +8,6 @@ import pytest
 import torch
 
 from training.finetune import load_init_weights
-from training.ft_config import load_finetune_config
-
-CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
-
-
-def test_stage2_config_warm_starts_from_stage1() -> None:
-    cfg = load_finetune_config(CONFIGS / "brain-tumour-demo-stage2.toml")
-    assert cfg.init_weights == "var/finetune/brain-tumour-demo/checkpoint.pt"
-    assert cfg.bundle_out == "models/bundles/brain-tumour-demo"
 
 
 def test_load_init_weights_from_checkpoint_and_bundle(tmp_path: Path) -> None:
