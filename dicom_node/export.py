@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dicom_node.claim_loop import claim_loop
 from dicom_node.logs import uid_tag
 
 if TYPE_CHECKING:
@@ -206,18 +207,13 @@ class Exporter:
 
     def run(self, stop: threading.Event) -> None:
         """The export thread's loop, until ``stop``."""
-        while not stop.is_set():
-            try:
-                job = self.queue.claim_export()
-            except Exception:  # a locked or failing db must not end the thread: logged, retried
-                log.exception("claiming an export failed")
-                job = None
-            if job is None:
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
-            try:
-                self.export_job(job)
-            except Exception as exc:  # an unexpected error counts as a failed attempt, never ends the thread
-                log.exception("job %d: export error", job.id)
-                self.queue.set_export_failed(job.id, f"export error: {exc}", time.time() + self.cfg.export.backoff_initial_s)
+        claim_loop(
+            stop,
+            self.wake,
+            self.queue.claim_export,
+            self.export_job,
+            lambda job, exc: self.queue.set_export_failed(
+                job.id, f"export error: {exc}", time.time() + self.cfg.export.backoff_initial_s
+            ),
+            "export",
+        )

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dicom_node.claim_loop import claim_loop
 from dicom_node.logs import uid_tag
 
 if TYPE_CHECKING:
@@ -194,21 +195,14 @@ class WorkerPool:
 
     def run(self, stop: threading.Event) -> None:
         """One worker thread's loop: claim, run, repeat until ``stop``."""
-        while not stop.is_set():
-            try:
-                job = self.queue.claim_next()
-            except Exception:  # a locked or failing db must not end the thread: logged, retried
-                log.exception("claiming a job failed")
-                job = None
-            if job is None:
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
-            try:
-                self.run_job(job, stop)
-            except Exception as exc:  # a supervisor error fails this run, logged, never the thread
-                log.exception("job %d: supervisor error", job.id)
-                self._failed_run(job, f"supervisor error: {exc}")
+        claim_loop(
+            stop,
+            self.wake,
+            self.queue.claim_next,
+            lambda job: self.run_job(job, stop),
+            lambda job, exc: self._failed_run(job, f"supervisor error: {exc}"),
+            "pipeline",
+        )
 
     def kill_all(self) -> None:
         """Kill every running child process (used on shutdown)."""
