@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import tomllib
+from pathlib import Path
 
 __all__ = ["register"]
 
@@ -15,8 +17,26 @@ _TARGETS: dict[str, str] = {
 }
 
 
+#: ``evaluate`` with a config holding this table runs the label-efficiency evidence instead.
+_LABEL_EFFICIENCY = "training.pretrain.label_efficiency"
+
+
+def _target(args: argparse.Namespace) -> str:
+    """The module for ``args``: ``evaluate`` goes to the label-efficiency evidence when its
+    config has a ``[label_efficiency]`` table, else to bundle evaluation (which reports an
+    unreadable config itself)."""
+    if args.train_command == "evaluate":
+        try:
+            raw = tomllib.loads(Path(args.config).read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return _TARGETS["evaluate"]
+        if isinstance(raw.get("label_efficiency"), dict):
+            return _LABEL_EFFICIENCY
+    return _TARGETS[args.train_command]
+
+
 def _run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(_TARGETS[args.train_command])
+    module = importlib.import_module(_target(args))
     result: int = module.main(args)
     return result
 
@@ -29,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     helps = {
         "pretrain": "self-supervised pretraining of an encoder",
         "finetune": "supervised fine-tuning of a segmenter; exports a bundle",
-        "evaluate": "Dice and HD95 per region of a bundle on held-out subjects; markdown report",
+        "evaluate": "Dice and HD95 per region of a bundle on held-out subjects, or (a config with a "
+                    "[label_efficiency] table) the pretraining label-efficiency curves; markdown report",
     }
     for name, text in helps.items():
         q = sub.add_parser(name, help=text, description=text)
@@ -37,4 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         if name != "evaluate":
             q.add_argument("--max-steps", type=int, default=None, help="override the config's step count")
             q.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+        else:
+            q.add_argument("--report-only", action="store_true",
+                           help="label-efficiency configs: redraw the report from the results so far")
         q.set_defaults(func=_run)

@@ -43,5 +43,5 @@ def test_report_summarises_repeats_and_states_the_verdict(tmp_path: Path) -> Non
     text = report.read_text()
     assert (tmp_path / "docs" / "label-efficiency.png").stat().st_size > 1000
     assert "| prism | 10% | 4 | 0.590 ± 0.010 |" in text
-    assert "| swin_ssl | -2.0 | n/a |" in text
+    assert "| swin_ssl | scratch | -2.0 | n/a |" in text
     assert "best objective is **prism** with +8.0 Dice WT points" in text and "this meets the target" in text

@@ -12,6 +12,7 @@ region metrics (:mod:`training.regions`: Dice and HD95 for WT, TC, ET).
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, cast
@@ -69,6 +70,7 @@ def finetune_segmenter(
     batch_size: int = 2,
     sequence_dropout: float = 0.0,
     seed: int = 0,
+    encoder_lr_scale: float = 1.0,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Fine-tune a segmenter on labelled items for a fixed number of steps.
 
@@ -76,7 +78,9 @@ def finetune_segmenter(
     ----------
     seg_cfg : dict
         :func:`models.segmenter.build_segmenter` config (``encoder_checkpoint`` for a
-        pretrained start).
+        pretrained start), or with ``slice`` set a slice segmenter
+        (:func:`training.pretrain.slices.build_slice_segmenter`; ``roi`` is then
+        ``[h, w, 1]``).
     items : list of dict
         From :func:`load_items`.
     channels : sequence of str
@@ -96,6 +100,10 @@ def finetune_segmenter(
         Probability of dropping a random subset of sequences per crop.
     seed : int
         Seed of the weights' random parts and of the crops.
+    encoder_lr_scale : float
+        Learning rate of the pretrained encoder's parameters relative to ``lr`` (only with
+        ``encoder_checkpoint``; the new parameters, and every parameter of a network from
+        scratch, train at ``lr``).
 
     Returns
     -------
@@ -107,10 +115,11 @@ def finetune_segmenter(
 
     from models.segmenter import build_segmenter
     from training.datasets import make_dataset, train_transforms
+    from training.pretrain.slices import build_slice_segmenter
 
     set_determinism(seed=seed)
     torch.manual_seed(seed)
-    net = build_segmenter(seg_cfg)
+    net: torch.nn.Module = build_slice_segmenter(seg_cfg) if seg_cfg.get("slice") else build_segmenter(seg_cfg)
     augment = train_transforms(roi, sequence_dropout, num_samples=batch_size)
     augment.set_random_state(seed=seed)  # MONAI random transforms keep their own generators
     data = make_dataset(items, channels, [spacing_mm] * 3, augment)
@@ -121,8 +130,10 @@ def finetune_segmenter(
         generator=torch.Generator().manual_seed(seed),
     )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=lr * 0.05)
+    opt = torch.optim.AdamW(_param_groups(net, lr, encoder_lr_scale if seg_cfg.get("encoder_checkpoint") else 1.0),
+                            weight_decay=1e-5)
+    total = max(1, steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
     losses: list[float] = []
     started = time.perf_counter()
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
@@ -139,6 +150,22 @@ def finetune_segmenter(
     net.eval()
     set_determinism(seed=None)
     return net, {"losses": losses, "seconds": time.perf_counter() - started}
+
+
+def _param_groups(net: torch.nn.Module, lr: float, encoder_scale: float) -> list[dict[str, Any]]:
+    """Optimiser groups: the encoder's trainable parameters at ``lr * encoder_scale``, the rest at ``lr``."""
+    inner = getattr(net, "net", net)  # a slice segmenter is wrapped for 3D batches
+    encoder = getattr(inner, "encoder", None)
+    enc_ids = set()
+    if isinstance(encoder, torch.nn.Module):  # LoRA adapters are new parameters: full rate
+        enc_ids = {id(p) for n, p in encoder.named_parameters() if "lora_" not in n}
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    enc = [p for p in trainable if id(p) in enc_ids]
+    rest = [p for p in trainable if id(p) not in enc_ids]
+    groups = [{"params": rest, "lr": lr}]
+    if enc:
+        groups.append({"params": enc, "lr": lr * encoder_scale})
+    return groups
 
 
 def evaluate_segmenter(
@@ -185,7 +212,8 @@ def evaluate_segmenter(
         for item in items:
             d = load(cast("Mapping[Hashable, Any]", item))
             x = torch.as_tensor(np.asarray(d["image"]))[None]
-            logits = sliding_window_inference(x, list(roi), 1, net, overlap=overlap)
+            batch = 16 if 1 in list(roi) else 1  # slice windows are small: several per call
+            logits = sliding_window_inference(x, list(roi), batch, net, overlap=overlap)
             pred = torch.argmax(torch.as_tensor(logits)[0], 0).numpy()
             ref = np.asarray(d["label"])[0].astype(np.int16)
             for k, v in region_scores(pred, ref, [spacing_mm] * 3).items():

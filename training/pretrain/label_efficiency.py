@@ -29,6 +29,7 @@ to the report).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -37,7 +38,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["label_counts", "main", "run"]
+__all__ = ["baselines", "label_counts", "main", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -90,27 +91,37 @@ def _write_subjects(folder: Path, seeds: range, voxel_mm: float, sequences: list
     return paths
 
 
+def _fingerprint(obj: Any) -> str:
+    """A short digest of a JSON-able settings object (cache keys of encoders and results)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _spatial_dims(objective: str) -> int:
+    from training.pretrain.registry import objective_class
+
+    return int(getattr(objective_class(objective), "spatial_dims", 3))
+
+
 def _pretrain(objective: str, cfg: dict[str, Any], work: Path, train_dirs: list[str], extra_dirs: list[str]) -> Path:
     from training.pretrain.config import parse_config
-    from training.pretrain.data import collect_subjects  # noqa: F401  (validates sources early)
     from training.pretrain.run import train
 
     out = work / "encoders" / objective
-    if (out / "encoder" / "encoder.json").is_file():
-        return out / "encoder"
     pre, data = cfg["pretrain"], cfg["data"]
-    steps = int(pre["steps"])
+    two_d = _spatial_dims(objective) == 2
+    steps = int(pre.get("steps_2d", pre["steps"])) if two_d else int(pre["steps"])
+    patch = [*pre.get("patch_2d", [48, 48]), 1] if two_d else pre.get("patch", [32, 32, 32])
     data_table = {
         "sources": train_dirs + extra_dirs,
         "sequences": data["sequences"],
         "voxel_mm": float(data["voxel_mm"]),
-        "patch": pre.get("patch", [32, 32, 32]),
-        "batch_size": int(pre.get("batch_size", 2)),
+        "patch": patch,
+        "batch_size": int(pre.get("batch_size_2d", 16)) if two_d else int(pre.get("batch_size", 2)),
     }
     raw: dict[str, Any] = {
         "objective": objective,
         "seed": int(data.get("seed", 0)),
-        "encoder": dict(cfg["encoder"]),
+        "encoder": dict(cfg["encoder2d"] if two_d else cfg["encoder"]),
         "options": dict(pre.get("options", {}).get(objective, {})),
         "data": data_table,
         "optim": {"lr": float(pre.get("lr", 1e-3)), "warmup_steps": max(1, steps // 20), "max_steps": steps},
@@ -121,8 +132,64 @@ def _pretrain(objective: str, cfg: dict[str, Any], work: Path, train_dirs: list[
             {"name": "general", "steps": steps // 2, "data": {"sources": extra_dirs}},
             {"name": "target", "steps": steps - steps // 2, "data": {"sources": train_dirs}},
         ]
+    settings = {k: v for k, v in raw.items() if k != "run"}
+    marker = out / "settings.json"
+    if (out / "encoder" / "encoder.json").is_file():
+        if not marker.is_file():  # made before settings were recorded, by this same code path
+            log.info("adopting the pretrained %s encoder in %s (no settings recorded)", objective, out)
+            marker.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        elif _fingerprint(json.loads(marker.read_text())) != _fingerprint(settings):
+            raise ValueError(
+                f"the {objective} encoder in {out} was pretrained with other settings than the config's; "
+                "use another [data] work_dir or remove that folder."
+            )
+        return out / "encoder"
     result = train(parse_config(raw, f"label-efficiency pretrain {objective}"), resume=(out / "checkpoint.pt").is_file())
+    marker.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
     return Path(result["encoder"])
+
+
+def _arm_config(init: str, objective: str | None, enc: Path | None, cfg: dict[str, Any], n_seq: int) -> dict[str, Any]:
+    """Segmenter config, crop, batch, steps and learning rates of one fine-tuning arm."""
+    ft = cfg["finetune"]
+    two_d = init == "scratch2d" or (objective is not None and _spatial_dims(objective) == 2)
+    if two_d:
+        ft2 = {**ft, **cfg.get("finetune2d", {})}
+        seg: dict[str, Any] = {
+            "encoder": dict(cfg["encoder2d"], in_channels=n_seq),
+            "num_classes": 4,
+            # from scratch every weight must train; a pretrained encoder may stay frozen or get LoRA
+            "slice": {"mode": str(ft2.get("mode", "full")) if enc is not None else "full",
+                      "width": int(ft2.get("width", 64)), "lora_rank": int(ft2.get("lora_rank", 4))},
+        }
+        roi = [*[int(r) for r in ft2.get("roi", [48, 48])][:2], 1]
+    else:
+        ft2 = dict(ft)
+        seg = {"encoder": dict(cfg["encoder"], in_channels=n_seq), "num_classes": 4, "norm": str(ft.get("norm", "instance"))}
+        roi = [int(r) for r in ft.get("roi", [32, 32, 32])]
+    if enc is not None:
+        seg["encoder_checkpoint"] = str(enc)
+    return {
+        "seg": seg, "roi": roi, "steps": int(ft2["steps"]), "lr": float(ft2.get("lr", 1e-3)),
+        "batch_size": int(ft2.get("batch_size", 2)), "sequence_dropout": float(ft2.get("sequence_dropout", 0.0)),
+        "encoder_lr_scale": float(ft2.get("encoder_lr_scale", 1.0)),
+    }
+
+
+def baselines(objectives: list[str]) -> dict[str, str]:
+    """The from-scratch arm each objective is compared with: the same architecture untrained.
+
+    Parameters
+    ----------
+    objectives : list of str
+        Pretraining objectives.
+
+    Returns
+    -------
+    dict
+        Objective -> ``"scratch"`` (3D Swin segmenter) or ``"scratch2d"`` (2D slice segmenter).
+    """
+    return {o: "scratch2d" if _spatial_dims(o) == 2 else "scratch" for o in objectives}
 
 
 def run(config_path: str | Path, *, report_only: bool = False) -> Path:
@@ -133,12 +200,17 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
     config_path : str or Path
         The TOML config.
     report_only : bool
-        Only redraw the report from ``results.json``.
+        Only redraw the report from the results file.
 
     Returns
     -------
     Path
         The markdown report.
+
+    Raises
+    ------
+    ValueError
+        If the config is missing or invalid (the message names the file or key).
     """
     import torch
 
@@ -148,72 +220,101 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
     path = Path(config_path)
     if not path.is_file():
         raise ValueError(f"label-efficiency config {path} does not exist.")
-    cfg = tomllib.loads(path.read_text())
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"label-efficiency config {path} is not valid TOML ({exc}).") from exc
     data, ft = cfg["data"], cfg["finetune"]
+    split = str(cfg.get("label_efficiency", {}).get("split", "test"))
+    if split not in ("test", "validation"):
+        raise ValueError(f"label-efficiency config {path}: [label_efficiency] split must be 'test' or 'validation', not {split!r}.")
     work = Path(data["work_dir"])
-    report_dir = Path(cfg.get("report", {}).get("dir", "docs/pretraining"))
-    results_path = work / "results.json"
+    objectives = [str(o) for o in cfg["pretrain"]["objectives"]]
+    base_of = baselines(objectives)
+    if any(_spatial_dims(o) == 2 for o in objectives) and "encoder2d" not in cfg:
+        raise ValueError(f"label-efficiency config {path}: a 2D objective needs an [encoder2d] table.")
+    if split == "test":
+        report_dir = Path(cfg.get("report", {}).get("dir", "docs/pretraining"))
+        results_path = work / "results.json"
+    else:
+        report_dir, results_path = work / "validation-report", work / "results-validation.json"
+    settings = _fingerprint({k: cfg.get(k) for k in ("data", "encoder", "encoder2d", "pretrain", "finetune", "finetune2d")}
+                            | {"split": split})
     results: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
     if report_only:
-        return write_report(results, cfg, report_dir, work)
+        return write_report(results, cfg, report_dir, work, base_of)
+    stale = [r for r in results if r.get("settings") != settings]
+    if stale:
+        log.info("dropping %d result rows made with other settings", len(stale))
+        results = [r for r in results if r.get("settings") == settings]
     torch.set_num_threads(int(cfg["pretrain"].get("threads", 2)))
     seq = list(data["sequences"])
     vox = float(data["voxel_mm"])
     base = int(data.get("seed", 0))
     n_train, n_test, n_extra = int(data["train_subjects"]), int(data["test_subjects"]), int(data["unlabelled_subjects"])
     train_dirs = _write_subjects(work / "subjects" / "train", range(base, base + n_train), vox, seq, True)
-    test_dirs = _write_subjects(work / "subjects" / "test", range(base + 10_000, base + 10_000 + n_test), vox, seq, True)
     extra_dirs = _write_subjects(work / "subjects" / "unlabelled", range(base + 20_000, base + 20_000 + n_extra), vox, seq, None)
-    train_items, test_items = load_items(train_dirs, seq), load_items(test_dirs, seq)
+    if split == "test":
+        eval_dirs = _write_subjects(work / "subjects" / "test", range(base + 10_000, base + 10_000 + n_test), vox, seq, True)
+    else:
+        n_val = int(data.get("val_subjects", 0))
+        if n_val < 1:
+            raise ValueError(f"label-efficiency config {path}: split 'validation' needs [data] val_subjects >= 1.")
+        eval_dirs = _write_subjects(work / "subjects" / "validation", range(base + 30_000, base + 30_000 + n_val), vox, seq, True)
+    train_items, eval_items = load_items(train_dirs, seq), load_items(eval_dirs, seq)
 
-    encoders: dict[str, Path | None] = {"scratch": None}
-    for objective in cfg["pretrain"]["objectives"]:
+    encoders: dict[str, tuple[str | None, Path | None]] = {}
+    for objective in objectives:
+        if base_of[objective] not in encoders:
+            encoders[base_of[objective]] = (None, None)
         started = time.perf_counter()
-        encoders[objective] = _pretrain(objective, cfg, work, train_dirs, extra_dirs)
+        encoders[objective] = (objective, _pretrain(objective, cfg, work, train_dirs, extra_dirs))
         log.info("pretrained %s in %.0f s", objective, time.perf_counter() - started)
+    encoders = dict(sorted(encoders.items(), key=lambda kv: (kv[0] != "scratch", kv[0] != "scratch2d")))
 
     counts = label_counts(len(train_items), [float(f) for f in ft["fractions"]])
-    roi = [int(r) for r in ft.get("roi", [32, 32, 32])]
     for repeat in range(int(ft.get("repeats", 1))):
+        # the labelled subset is the same for every init: the first k of a per-repeat shuffle
+        order = torch.randperm(len(train_items), generator=torch.Generator().manual_seed(base + repeat)).tolist()
         for fraction, k in counts.items():
-            for init, enc in encoders.items():
+            for init, (pretrained_by, enc) in encoders.items():
                 if any(r["init"] == init and r["fraction"] == fraction and r["repeat"] == repeat for r in results):
                     continue
-                seg_cfg: dict[str, Any] = {
-                    "encoder": dict(cfg["encoder"], in_channels=len(seq)),
-                    "num_classes": 4,
-                    "norm": str(ft.get("norm", "instance")),
-                }
-                if enc is not None:
-                    seg_cfg["encoder_checkpoint"] = str(enc)
-                # the labelled subset is the same for every init: the first k of a per-repeat shuffle
-                order = torch.randperm(len(train_items), generator=torch.Generator().manual_seed(base + repeat)).tolist()
-                subset = [train_items[i] for i in order[:k]]
+                arm = _arm_config(init, pretrained_by, enc, cfg, len(seq))
                 net, info = finetune_segmenter(
-                    seg_cfg, subset, seq, spacing_mm=vox, roi=roi, steps=int(ft["steps"]), lr=float(ft.get("lr", 1e-3)),
-                    batch_size=int(ft.get("batch_size", 2)), sequence_dropout=float(ft.get("sequence_dropout", 0.0)),
-                    seed=base + repeat,
+                    arm["seg"], [train_items[i] for i in order[:k]], seq, spacing_mm=vox, roi=arm["roi"],
+                    steps=arm["steps"], lr=arm["lr"], batch_size=arm["batch_size"],
+                    sequence_dropout=arm["sequence_dropout"], seed=base + repeat, encoder_lr_scale=arm["encoder_lr_scale"],
                 )
-                metrics = evaluate_segmenter(net, test_items, seq, spacing_mm=vox, roi=roi)
-                row = {"init": init, "fraction": fraction, "labelled": k, "repeat": repeat, **metrics,
-                       "finetune_seconds": info["seconds"], "final_loss": info["losses"][-1]}
+                metrics = evaluate_segmenter(net, eval_items, seq, spacing_mm=vox, roi=arm["roi"])
+                row = {"init": init, "fraction": fraction, "labelled": k, "repeat": repeat, "split": split, **metrics,
+                       "finetune_seconds": info["seconds"], "final_loss": info["losses"][-1], "settings": settings}
                 results.append(row)
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
-                log.info("label efficiency %s @ %s (%d subjects): Dice WT %.3f", init, fraction, k, metrics["dice_WT"])
-    return write_report(results, cfg, report_dir, work)
+                log.info("label efficiency %s @ %s (%d subjects, %s): Dice WT %.3f", init, fraction, k, split,
+                         metrics["dice_WT"])
+    return write_report(results, cfg, report_dir, work, base_of)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns an exit code."""
-    parser = argparse.ArgumentParser(description="Label-efficiency evidence for the pretraining objectives.")
-    parser.add_argument("--config", required=True, help="label-efficiency TOML config")
-    parser.add_argument("--report-only", action="store_true", help="redraw the report from results.json")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace | list[str] | None = None) -> int:
+    """Entry point of ``mrinode train evaluate`` for a label-efficiency config; returns an exit code.
+
+    Parameters
+    ----------
+    args : argparse.Namespace or list of str, optional
+        The CLI's namespace (``config``, ``report_only``) or an argument list
+        (``--config FILE [--report-only]``).
+    """
+    if not isinstance(args, argparse.Namespace):
+        parser = argparse.ArgumentParser(description="Label-efficiency evidence for the pretraining objectives.")
+        parser.add_argument("--config", required=True, help="label-efficiency TOML config")
+        parser.add_argument("--report-only", action="store_true", help="redraw the report from the results so far")
+        args = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        report = run(args.config, report_only=args.report_only)
+        report = run(args.config, report_only=bool(getattr(args, "report_only", False)))
     except KeyError as exc:
-        print(f"label efficiency: the config lacks the key {exc}.", file=sys.stderr)
+        print(f"label efficiency: the config {args.config} lacks the key {exc}.", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as exc:
         print(f"label efficiency: {exc}", file=sys.stderr)

@@ -106,8 +106,9 @@ def _fmt(v: float, sd: float, digits: int = 3) -> str:
     return f"{v:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd > 0 else "")
 
 
-def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir: Path, work: Path) -> Path:
-    """Write ``label-efficiency.md`` and its plots under ``report_dir``.
+def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir: Path, work: Path,
+                 baselines: dict[str, str] | None = None) -> Path:
+    """Write ``label-efficiency.md``, its plots and the result rows under ``report_dir``.
 
     Parameters
     ----------
@@ -119,6 +120,9 @@ def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir:
         Output folder (``docs/pretraining``).
     work : Path
         Work folder (pretraining histories).
+    baselines : dict, optional
+        Objective -> the from-scratch init of the same architecture it is compared with
+        (default ``"scratch"`` for every objective).
 
     Returns
     -------
@@ -128,16 +132,22 @@ def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir:
     report_dir.mkdir(parents=True, exist_ok=True)
     summary = summarise(results)
     objectives = list(cfg["pretrain"]["objectives"])
-    inits = ["scratch", *objectives]
+    base_of = {o: (baselines or {}).get(o, "scratch") for o in objectives}
+    inits = [b for b in ("scratch", "scratch2d") if b in base_of.values()] + objectives
+    (report_dir / "label-efficiency-results.json").write_text(json.dumps(results, indent=1) + "\n")
     fractions = sorted({float(f) for f in cfg["finetune"]["fractions"]})
     _plot(summary, inits, fractions, report_dir / "label-efficiency.png")
     has_losses = _plot_losses(work, objectives, report_dir / "pretraining-loss.png")
     d, ft, pre, enc = cfg["data"], cfg["finetune"], cfg["pretrain"], cfg["encoder"]
+    split = str(cfg.get("label_efficiency", {}).get("split", "test"))
     lines = [
         "# Label efficiency of the pretraining objectives",
         "",
-        "Made by `python -m training.pretrain.label_efficiency --config <config>` "
-        "(this run: see the settings below; `--report-only` redraws this page from `results.json`).",
+        "Made by `mrinode train evaluate --config <config>` (a config with a `[label_efficiency]` table; "
+        "this run: see the settings below; `--report-only` redraws this page from the results file, "
+        "copied here as `label-efficiency-results.json`).",
+        f"Scored on the **{split}** subjects."
+        + (" The validation subjects are for choosing settings; the evidence is the test-split report." if split != "test" else ""),
         "All data are **synthetic** (the project's physics-based engine); the models are tiny CPU models. "
         "These figures say whether each objective helps on this data at this scale, nothing about real scans.",
         "",
@@ -146,12 +156,27 @@ def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir:
         f"- Subjects: {d['train_subjects']} labelled training pool, {d['test_subjects']} held-out test subjects "
         f"(seeds never used in training), {d['unlabelled_subjects']} extra unlabelled subjects for pretraining only; "
         f"sequences {', '.join(d['sequences'])}; {d['voxel_mm']} mm grid.",
-        f"- Encoder (same architecture for every row): `{json.dumps(enc, sort_keys=True)}`.",
+        f"- 3D arm (`scratch` and the 3D objectives; same architecture in every row): encoder "
+        f"`{json.dumps(enc, sort_keys=True)}` with the SwinUNETR-style decoder (`models.segmenter`).",
         f"- Pretraining: {pre['steps']} steps, batch {pre.get('batch_size', 2)}, crops {pre.get('patch', [32, 32, 32])}, "
         "on the training pool's images plus the extra subjects (`swin_ssl`: extra subjects, then the pool).",
         f"- Fine-tuning: {ft['steps']} steps for every fraction and init, batch {ft.get('batch_size', 2)}, "
-        f"crops {ft.get('roi', [32, 32, 32])}, lr {ft.get('lr', 1e-3)}, Dice+CE; "
-        f"{ft.get('repeats', 1)} repeat(s) (different labelled subsets and seeds).",
+        f"crops {ft.get('roi', [32, 32, 32])}, lr {ft.get('lr', 1e-3)} (AdamW, cosine to 5 %), Dice+CE; "
+        f"a pretrained encoder's weights train at {ft.get('encoder_lr_scale', 1.0)} × lr, the new decoder and every "
+        f"weight of a from-scratch network at lr; {ft.get('repeats', 1)} repeat(s) (different labelled subsets and seeds).",
+    ]
+    if "scratch2d" in inits:
+        ft2 = {**ft, **cfg.get("finetune2d", {})}
+        lines += [
+            f"- 2D arm (`scratch2d` and the 2D objectives): encoder `{json.dumps(cfg.get('encoder2d', {}), sort_keys=True)}` "
+            f"with a light head on its deepest map (`training.pretrain.adapters.SliceSegmenter`), axial slices "
+            f"{ft2.get('roi', [48, 48])[:2]}, batch {ft2.get('batch_size', 2)}, {ft2['steps']} steps, lr {ft2.get('lr', 1e-3)}; "
+            f"pretrained encoder mode `{ft2.get('mode', 'full')}` at {ft2.get('encoder_lr_scale', 1.0)} × lr, "
+            "from scratch every weight trains (mode `full`). Pretraining: "
+            f"{pre.get('steps_2d', pre['steps'])} steps, batch {pre.get('batch_size_2d', 16)} slices "
+            f"{pre.get('patch_2d', [48, 48])}. Each objective is compared with the from-scratch network of its own architecture.",
+        ]
+    lines += [
         "",
         "## Held-out results (mean ± sd over repeats)",
         "",
@@ -171,13 +196,14 @@ def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir:
     lines += ["", "![Dice and HD95 against the label fraction](label-efficiency.png)", ""]
     if has_losses:
         lines += ["![Pretraining loss](pretraining-loss.png)", ""]
-    lines += ["## Gain over scratch (Dice WT points)", "", "| objective | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " |",
-              "|---|" + "---|" * len(fractions)]
+    lines += ["## Gain over scratch of the same architecture (Dice WT points)", "",
+              "| objective | vs | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " |",
+              "|---|---|" + "---|" * len(fractions)]
     best: tuple[str, float] | None = None
     for obj in objectives:
         cells = []
         for f in fractions:
-            a, b = summary.get((obj, f)), summary.get(("scratch", f))
+            a, b = summary.get((obj, f)), summary.get((base_of[obj], f))
             if a is None or b is None:
                 cells.append("n/a")
                 continue
@@ -185,14 +211,15 @@ def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir:
             cells.append(f"{gain:+.1f}")
             if abs(f - 0.1) < 1e-9 and (best is None or gain > best[1]):
                 best = (obj, gain)
-        lines.append(f"| {obj} | " + " | ".join(cells) + " |")
+        lines.append(f"| {obj} | {base_of[obj]} | " + " | ".join(cells) + " |")
     lines += ["", "## Verdict", ""]
     if best is None:
         lines.append("The 10 % rows are not complete yet; no verdict.")
     else:
         met = "meets" if best[1] >= 5.0 else "does not meet"
         lines.append(
-            f"At 10 % labels the best objective is **{best[0]}** with {best[1]:+.1f} Dice WT points over scratch; "
+            f"At 10 % labels the best objective is **{best[0]}** with {best[1]:+.1f} Dice WT points over "
+            f"{base_of[best[0]]} (the same architecture from scratch); "
             f"this {met} the target of +5 points. Objectives with a gain ≤ 0 did not help on this data."
         )
     notes = cfg.get("report", {}).get("notes")
