@@ -79,7 +79,12 @@ class AcquiredSeries:
     stacks: list[AcquiredStack] = field(default_factory=list)
 
 
-def rician(signal: np.ndarray, sigma: float, seed: int | Sequence[int]) -> np.ndarray:
+#: The noise of one image is drawn in this many fixed chunks (one seed each), so the
+#: numbers do not depend on how many threads draw them.
+_NOISE_CHUNKS = 4
+
+
+def rician(signal: np.ndarray, sigma: float, seed: int | Sequence[int], threads: int | None = None) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise (Rician), float32.
 
     Parameters
@@ -89,25 +94,45 @@ def rician(signal: np.ndarray, sigma: float, seed: int | Sequence[int]) -> np.nd
     sigma : float
         Standard deviation of the noise in each of the real and imaginary channels.
     seed : int or sequence of int
-        Seeds the noise (torch's CPU generator, which gives the same numbers for any
-        thread count).
+        Seeds the noise. The image is cut into ``_NOISE_CHUNKS`` fixed chunks, each with
+        its own child seed (``numpy.random.SeedSequence.spawn``) for a torch CPU
+        generator; the numbers are the same for any thread count.
+    threads : int, optional
+        Worker threads (default: torch's CPU thread count, at most ``_NOISE_CHUNKS``).
 
     Returns
     -------
     numpy.ndarray
         ``sqrt((S + n1)^2 + n2^2)``, written into ``signal``'s buffer.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
-    entropy = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0]
-    gen = torch.Generator().manual_seed(int(entropy) & 0x7FFF_FFFF_FFFF_FFFF)
-    out = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
-    shape = tuple(out.shape)
-    re = torch.randn(shape, generator=gen).mul_(float(sigma)).add_(out)
-    im = torch.randn(shape, generator=gen).mul_(float(sigma))
-    torch.hypot(re, im, out=out)
-    result: np.ndarray = out.numpy()
-    return result
+    out = np.ascontiguousarray(signal, dtype=np.float32)
+    flat = torch.from_numpy(out.reshape(-1))
+    bounds = np.linspace(0, flat.numel(), _NOISE_CHUNKS + 1).astype(np.int64)
+    states = np.random.SeedSequence(seed).spawn(_NOISE_CHUNKS)
+    s = float(sigma)
+
+    def chunk(c: int) -> None:
+        part = flat[int(bounds[c]): int(bounds[c + 1])]
+        entropy = int(states[c].generate_state(1, dtype=np.uint64)[0]) & 0x7FFF_FFFF_FFFF_FFFF
+        gen = torch.Generator().manual_seed(entropy)
+        re = torch.randn(part.shape, generator=gen).mul_(s).add_(part)
+        im = torch.randn(part.shape, generator=gen).mul_(s)
+        torch.hypot(re, im, out=part)
+
+    if threads is None:
+        threads = torch.get_num_threads()
+    n = max(1, min(int(threads), _NOISE_CHUNKS))
+    if n == 1:
+        for c in range(_NOISE_CHUNKS):
+            chunk(c)
+    else:  # torch releases the GIL, so the chunks run in parallel
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(chunk, range(_NOISE_CHUNKS)))
+    return out
 
 
 def motion_ghosting(image: np.ndarray, severity: float, rng: np.random.Generator, axis: int = 1,

@@ -7,6 +7,7 @@ grid is computed on a coarse lattice (every ``coarse_step`` voxels) and upsample
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -81,6 +82,29 @@ class WarpGrid:
         if crop and sub == 1:
             fine = fine[:, :, : self.out_shape[0], : self.out_shape[1], : self.out_shape[2]]
         return fine.permute(0, 2, 3, 4, 1).contiguous()
+
+    def box(self, lo: Sequence[int], hi: Sequence[int]) -> tuple[tuple[slice, ...], Any]:
+        """The full-resolution grid over the output box spanned by coarse nodes ``lo..hi``.
+
+        Parameters
+        ----------
+        lo, hi : sequence of int
+            First and last coarse node (inclusive) per axis.
+
+        Returns
+        -------
+        tuple
+            ``(box, grid)``: the output slices and the grid over them, channels last;
+            equal to ``at(1)[:, box...]`` but interpolated over the box only.
+        """
+        import torch
+
+        sub = self.coarse[:, :, lo[0]: hi[0] + 1, lo[1]: hi[1] + 1, lo[2]: hi[2] + 1]
+        size = [(b - a) * self.step + 1 for a, b in zip(lo, hi, strict=True)]
+        fine = torch.nn.functional.interpolate(sub, size=size, mode="trilinear", align_corners=True)
+        box = tuple(slice(a * self.step, min(a * self.step + n, m)) for a, n, m in zip(lo, size, self.out_shape, strict=True))
+        fine = fine[:, :, : box[0].stop - box[0].start, : box[1].stop - box[1].start, : box[2].stop - box[2].start]
+        return box, fine.permute(0, 2, 3, 4, 1).contiguous()
 
 
 def rotation_matrix(rotation_deg: tuple[float, float, float]) -> np.ndarray:
@@ -258,10 +282,9 @@ def warp_maps(maps: np.ndarray, warp: WarpGrid, brain_box: tuple[tuple[int, int,
         inside &= (coarse[axis] >= lo[axis]) & (coarse[axis] <= hi[axis])
     if inside.any():
         idx = np.argwhere(inside)
-        a = np.maximum((idx.min(axis=0) - 1) * warp.step, 0)
-        b = np.minimum((idx.max(axis=0) + 1) * warp.step + 1, shape)
-        box = tuple(slice(int(x), int(y)) for x, y in zip(a, b, strict=True))
-        fine = warp.at(1)[:, box[0], box[1], box[2]].contiguous()
+        lo_node = np.maximum(idx.min(axis=0) - 1, 0)
+        hi_node = np.minimum(idx.max(axis=0) + 1, np.asarray(inside.shape) - 1)
+        box, fine = warp.box([int(v) for v in lo_node], [int(v) for v in hi_node])
         src = torch.from_numpy(maps[:n_fine])[None]
         res = F.grid_sample(src, fine, mode="bilinear", padding_mode="zeros", align_corners=True)
         out[(slice(0, n_fine), *box)] = res[0].numpy()

@@ -92,12 +92,18 @@ def draw_tumours(rng: np.random.Generator, templates: TemplateMaps, pose: Pose) 
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], ctrl: int = 6) -> np.ndarray:
-    """Smooth random field (unit-variance control points, linear interpolation), float32."""
-    from scipy import ndimage as ndi
+    """Smooth random field (unit-variance control points, linear interpolation), float32.
 
-    small = rng.standard_normal((ctrl, ctrl, ctrl))
-    up = ndi.zoom(small, [s / ctrl for s in shape], order=1, mode="nearest", grid_mode=True)
-    return up[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    A ``ctrl``-cubed lattice of standard normal values is interpolated (trilinear, the
+    lattice points at the centres of ``ctrl`` equal cells, edges held) onto ``shape``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    small = torch.from_numpy(rng.standard_normal((ctrl, ctrl, ctrl)).astype(np.float32))
+    up = F.interpolate(small[None, None], size=tuple(int(n) for n in shape[:3]), mode="trilinear", align_corners=False)
+    result: np.ndarray = up[0, 0].numpy()
+    return result
 
 
 def paint_tumours(
@@ -141,11 +147,17 @@ def paint_tumours(
             continue
         box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         bshape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
-        grids = np.meshgrid(*[np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi, strict=True)], indexing="ij")
-        d = np.stack([g - c for g, c in zip(grids, c_vox, strict=True)], axis=-1) * voxel.astype(np.float32)
-        rot = rotation_matrix(spec.rotation_deg).astype(np.float32)
-        q = (d @ rot) / np.asarray(spec.axes, dtype=np.float32)
-        r = np.sqrt(np.sum(q * q, axis=-1))
+        # r = |(d @ rot) / axes| with d the offset (mm) from the centre, built axis by axis
+        # from broadcast 1-D offsets (no (n, 3) array of points).
+        offsets = [((np.arange(a, b) - c) * v).astype(np.float32) for a, b, c, v in zip(lo, hi, c_vox, voxel, strict=True)]
+        m = rotation_matrix(spec.rotation_deg) / np.asarray(spec.axes)[None, :]
+        r2 = np.zeros(bshape, dtype=np.float32)
+        for k in range(3):
+            qk = (offsets[0] * np.float32(m[0, k]))[:, None, None] + (offsets[1] * np.float32(m[1, k]))[None, :, None]
+            qk = qk + (offsets[2] * np.float32(m[2, k]))[None, None, :]
+            qk *= qk
+            r2 += qk
+        r = np.sqrt(r2, out=r2)
         r_core = r * (1.0 + 0.18 * smooth_noise(rng, bshape))
         r_oed = r * (1.0 + 0.30 * smooth_noise(rng, bshape, ctrl=8))
         rim_noise = smooth_noise(rng, bshape, ctrl=7)

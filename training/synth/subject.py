@@ -328,17 +328,20 @@ def _adc(b0: np.ndarray, b1000: np.ndarray) -> np.ndarray:
 
 
 def _hard_tissue(maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Most likely tissue per voxel; tumour labels override (Tissue values)."""
-    best = np.zeros(maps.shape[1:], dtype=np.uint8)  # AIR
-    best_val = 1.0 - maps.sum(axis=0)
-    for channel, tissue in enumerate(MAP_TISSUES):
-        better = maps[channel] > best_val
-        best[better] = tissue.value
-        np.maximum(best_val, maps[channel], out=best_val)
+    """Most likely tissue per voxel, air where the remainder ``1 - sum`` is largest; tumour
+    labels override (Tissue values). Ties go to the earlier channel, air first."""
+    import torch
+
+    t = torch.from_numpy(maps)
+    best_val, best_idx = t.max(dim=0)
+    air = torch.sub(1.0, t.sum(dim=0))
+    codes = torch.tensor([tissue.value for tissue in MAP_TISSUES], dtype=torch.uint8)
+    best = torch.where(best_val > air, codes[best_idx], torch.zeros((), dtype=torch.uint8)).numpy()
     best[labels == 1] = Tissue.NECROSIS
     best[labels == 2] = Tissue.OEDEMA
     best[labels == 3] = Tissue.ENHANCING
-    return best
+    result: np.ndarray = best
+    return result
 
 
 def write_subject(subject: SyntheticSubject, out_dir: Path | str, *, dicom: bool = False, nifti: bool = True) -> Path:
