@@ -240,13 +240,11 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
         report_dir, results_path = work / "validation-report", work / "results-validation.json"
     settings = _fingerprint({k: cfg.get(k) for k in ("data", "encoder", "encoder2d", "pretrain", "finetune", "finetune2d")}
                             | {"split": split})
-    results: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
+    # rows made with other settings stay in the file (another config may share the work folder) but are not used
+    every_row: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
+    results = [r for r in every_row if r.get("settings") == settings]
     if report_only:
         return write_report(results, cfg, report_dir, work, base_of)
-    stale = [r for r in results if r.get("settings") != settings]
-    if stale:
-        log.info("dropping %d result rows made with other settings", len(stale))
-        results = [r for r in results if r.get("settings") == settings]
     torch.set_num_threads(int(cfg["pretrain"].get("threads", 2)))
     seq = list(data["sequences"])
     vox = float(data["voxel_mm"])
@@ -290,7 +288,8 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
                 row = {"init": init, "fraction": fraction, "labelled": k, "repeat": repeat, "split": split, **metrics,
                        "finetune_seconds": info["seconds"], "final_loss": info["losses"][-1], "settings": settings}
                 results.append(row)
-                results_path.write_text(json.dumps(results, indent=1) + "\n")
+                every_row.append(row)
+                results_path.write_text(json.dumps(every_row, indent=1) + "\n")
                 log.info("label efficiency %s @ %s (%d subjects, %s): Dice WT %.3f", init, fraction, k, split,
                          metrics["dice_WT"])
     return write_report(results, cfg, report_dir, work, base_of)
