@@ -291,4 +291,10 @@ def install(assoc: Any) -> None:
     dimse._mrinode_send_msg = dimse.send_msg
     dimse.send_msg = types.MethodType(_fast_send_msg, dimse)
     dul.run_reactor = types.MethodType(_dul_reactor, dul)
+    # ``Thread.__init__`` captured the original bound ``run_reactor`` as the thread's
+    # target; point the not-yet-started thread at the replacement.
+    if not dul.is_alive():
+        from pynetdicom.utils import make_target
+
+        dul._target = make_target(dul.run_reactor)
     assoc._run_reactor = types.MethodType(_assoc_reactor, assoc)

@@ -1,6 +1,13 @@
-"""The fast path's direct response encoder matches pynetdicom's own encoding byte for byte."""
+"""The fast path: its response encoder matches pynetdicom's byte for byte, and its reactor really runs."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RSP
@@ -8,6 +15,7 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import encode
 
 from dicom_node.fastpath import encode_response_command
+from tests.support.mrfiles import write_mr_series
 
 
 @pytest.mark.parametrize("uid", ["1.2.3.4", "1.2.840.113619.2.55.3.604688119.969.1268071029.320"])
@@ -32,3 +40,51 @@ def test_c_echo_response_encoding_matches_pynetdicom() -> None:
     msg.primitive_to_message(rsp)
     expected = encode(msg.command_set, True, True)
     assert encode_response_command(0x8030, 65535, 0, "1.2.840.10008.1.1", None) == expected
+
+
+@pytest.mark.parametrize("fast_reactor", [True, False])
+def test_c_store_is_served_inside_the_event_driven_reactor(tmp_path: Path, fast_reactor: bool) -> None:
+    """With ``fast_reactor`` the association's DUL thread runs :func:`dicom_node.fastpath._dul_reactor`
+    (not pynetdicom's 1 ms polling loop) and serves each C-STORE in that thread; without it,
+    pynetdicom's own loops run. The handler looks at its own call stack."""
+    from dicom_node import fastpath
+    from dicom_node.audit import AuditLog
+    from dicom_node.metrics import NodeMetrics
+    from dicom_node.scp import StoreSCP
+    from dicom_node.spool import Spool
+    from dicom_node.store import Store
+    from tests.dicom_node.conftest import make_config
+
+    cfg = make_config(tmp_path, fast_reactor=fast_reactor)
+    store, metrics = Store(cfg.db_path), NodeMetrics()
+    scp = StoreSCP(cfg, store, Spool(cfg.spool_dir), metrics, AuditLog(cfg.audit_log_path))
+    seen: list[tuple[bool, str]] = []
+    original = scp._store
+
+    def spy(event: Any) -> Any:
+        frame = sys._getframe()
+        codes = set()
+        while frame is not None:
+            codes.add(frame.f_code)
+            frame = frame.f_back  # type: ignore[assignment]
+        seen.append((fastpath._dul_reactor.__code__ in codes, threading.current_thread().name))
+        return original(event)
+
+    scp._store = spy  # type: ignore[method-assign]
+    scp.start()
+    try:
+        _, paths = write_mr_series(tmp_path / "in", 3)
+        r = subprocess.run(["storescu", "-aec", "MRINODE", "127.0.0.1", str(scp.port), *map(str, paths)],
+                           capture_output=True, text=True, env=dict(os.environ, TCP_NODELAY="1"), timeout=60,
+                           check=False)
+        assert r.returncode == 0, r.stderr
+    finally:
+        scp.stop(grace_s=5)
+        store.close()
+    assert len(seen) == 3
+    assert all(in_reactor == fast_reactor for in_reactor, _ in seen), seen
+    reopened = Store(cfg.db_path)
+    try:
+        assert reopened.count_instances() == 3
+    finally:
+        reopened.close()
