@@ -16,7 +16,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Transform
 
-from models.preprocess import ras_grid, resample, zscore_foreground
+from models.preprocess import foreground_mask, ras_grid, resample, zscore_foreground
 from training.manifest import Manifest, ManifestError
 
 __all__ = ["LoadSubjectd", "SequenceDropoutd", "make_dataset", "subject_items", "train_transforms"]
@@ -43,6 +43,9 @@ def subject_items(manifest: Manifest, channels: Sequence[str], require_labels: b
 
 class LoadSubjectd(Transform):
     """Load one subject onto the model grid: ``image`` (C, *grid), ``label`` (1, *grid), ``present`` (C,).
+
+    ``head`` (1, *grid, uint8) is the foreground mask the z-score used; training draws its
+    negative (tumour-free) crop centres inside it, so that they show normal brain, not air.
 
     Parameters
     ----------
@@ -78,6 +81,7 @@ class LoadSubjectd(Transform):
             present[c] = True
         out: dict[Hashable, Any] = {"id": item["id"], "present": present}
         out["image"] = zscore_foreground(stack, list(present))
+        out["head"] = foreground_mask(stack, list(present))[None].astype(np.uint8)
         if item.get("labels"):
             lab = np.asarray(ref.dataobj).astype(np.int16)
             for src, dst in (item.get("label_map") or {}).items():
@@ -130,30 +134,57 @@ class SequenceDropoutd(Randomizable, MapTransform):
         return d
 
 
-def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: int = 1) -> Any:
-    """Random transforms applied after the cache: pad, crop around labels, flip, jitter, dropout."""
+def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: int = 1,
+                     pos_neg: Sequence[float] = (2.0, 1.0), intensity_augment: bool = False) -> Any:
+    """Random transforms applied after the cache: pad, crop, flip, intensity jitter, dropout.
+
+    Parameters
+    ----------
+    roi_size : sequence of int
+        Crop size in voxels.
+    dropout_prob : float
+        Probability of sequence dropout (:class:`SequenceDropoutd`).
+    num_samples : int
+        Crops per subject per visit.
+    pos_neg : sequence of float
+        Relative frequency of crops centred on tumour (``pos``) and on tumour-free head
+        tissue (``neg``, drawn inside the ``head`` mask, never in the air around it).
+    intensity_augment : bool
+        Also blur, sharpen the contrast (gamma) and add noise, so that the model does not
+        learn the synthetic engine's exact noise and resolution.
+    """
     from monai.transforms import (
         Compose,
+        DeleteItemsd,
+        RandAdjustContrastd,
         RandCropByPosNegLabeld,
         RandFlipd,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
         RandScaleIntensityd,
         RandShiftIntensityd,
         SpatialPadd,
     )
 
-    return Compose(
-        [
-            SpatialPadd(keys=["image", "label"], spatial_size=list(roi_size)),
-            RandCropByPosNegLabeld(
-                keys=["image", "label"], label_key="label", spatial_size=list(roi_size), pos=2, neg=1,
-                num_samples=num_samples, allow_smaller=False,
-            ),
-            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
-            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-            RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
-            SequenceDropoutd(keys="image", prob=dropout_prob),
+    steps: list[Any] = [
+        SpatialPadd(keys=["image", "label", "head"], spatial_size=list(roi_size)),
+        RandCropByPosNegLabeld(
+            keys=["image", "label"], label_key="label", spatial_size=list(roi_size), pos=float(pos_neg[0]),
+            neg=float(pos_neg[1]), num_samples=num_samples, allow_smaller=False, image_key="head", image_threshold=0,
+        ),
+        DeleteItemsd(keys="head"),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+    ]
+    if intensity_augment:
+        steps += [
+            RandGaussianSmoothd(keys="image", sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), sigma_z=(0.3, 1.0), prob=0.25),
+            RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.25),
+            RandGaussianNoised(keys="image", std=0.1, prob=0.25),
         ]
-    )
+    steps.append(SequenceDropoutd(keys="image", prob=dropout_prob))
+    return Compose(steps)
 
 
 def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: Sequence[float],

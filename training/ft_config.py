@@ -17,7 +17,9 @@ Tables and keys (defaults in brackets)::
                       weight_decay [1e-5], sequence_dropout [0.5], threads [1], log_every [10],
                       checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"],
                       init_weights [""] (warm start of the whole network from a fine-tuning
-                      checkpoint.pt or a bundle folder; optimiser and schedule start afresh)
+                      checkpoint.pt or a bundle folder; optimiser and schedule start afresh),
+                      pos_neg [[2, 1]] (crops centred on tumour : on tumour-free head tissue),
+                      intensity_augment [false] (random blur, gamma and noise)
     [bundle]          out [""] (no export when empty), version ["0.1.0"], half [true],
                       description [""], command [""]
 """
@@ -37,7 +39,8 @@ _KNOWN = {
     "network": {"num_classes", "norm", "full_resolution", "encoder_checkpoint", "encoder"},
     "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap", "min_component_fraction"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
-              "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights"},
+              "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights", "pos_neg",
+              "intensity_augment"},
     "bundle": {"out", "version", "half", "description", "command"},
 }
 
@@ -68,6 +71,8 @@ class FinetuneConfig:
     weight_decay: float = 1e-5
     sequence_dropout: float = 0.5
     init_weights: str = ""
+    pos_neg: list[float] = field(default_factory=lambda: [2.0, 1.0])
+    intensity_augment: bool = False
     threads: int = 1
     log_every: int = 10
     checkpoint_every: int = 100
@@ -138,6 +143,8 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         sequence_dropout=float(tr.get("sequence_dropout", 0.5)),
         threads=int(tr.get("threads", 1)),
         init_weights=str(tr.get("init_weights", "")),
+        pos_neg=[float(v) for v in tr.get("pos_neg", [2.0, 1.0])],
+        intensity_augment=bool(tr.get("intensity_augment", False)),
         log_every=int(tr.get("log_every", 10)),
         checkpoint_every=int(tr.get("checkpoint_every", 100)),
         val_every=int(tr.get("val_every", 0)),
