@@ -44,12 +44,14 @@ def _run(args: argparse.Namespace) -> int:
                 sequences=sequences,
                 voxel_mm=args.voxel_mm,
                 vendor=args.vendor,
+                anatomy=None if args.anatomy == "random" else args.anatomy,
             )
         except ValueError as exc:
             print(f"mrinode synth: {exc}", file=sys.stderr)
             return 2
         folder = write_subject(subject, out, dicom=args.dicom, nifti=not args.no_nifti)
-        print(f"{folder} vendor={subject.params['vendor']} tumour={subject.params['tumour']}")
+        print(f"{folder} vendor={subject.params['vendor']} anatomy={subject.params['anatomy_source']} "
+              f"tumour={subject.params['tumour']}")
     return 0
 
 
@@ -74,5 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help=f"comma-separated labels from T1,T1C,T2,FLAIR,PD,DWI,ADC,SWI,LOCALIZER (default {_DEFAULT_SEQUENCES})")
     p.add_argument("--voxel-mm", type=float, default=1.0, help="grid spacing of the NIfTI output (default 1.0)")
     p.add_argument("--vendor", choices=("siemens", "ge", "philips"), default=None, help="header style (default: random per subject)")
+    p.add_argument("--anatomy", choices=("random", "mni152", "cat12"), default="random",
+                   help="brain anatomy source: MNI152 2009a tissue maps, the CAT12 shooting template, "
+                        "or one drawn per subject (default random)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.set_defaults(func=_run)

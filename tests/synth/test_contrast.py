@@ -13,8 +13,8 @@ def _mean(img: np.ndarray, mask: np.ndarray) -> float:
     return float(img[mask].mean())
 
 
-def test_grey_white_csf_contrast(tumour_subject) -> None:  # type: ignore[no-untyped-def]
-    s = tumour_subject
+def test_grey_white_csf_contrast(any_subject) -> None:  # type: ignore[no-untyped-def]
+    s = any_subject
     wm, gm, csf = (s.tissue == Tissue.WM), (s.tissue == Tissue.GM), (s.tissue == Tissue.CSF)
     t1, t2, flair = s.images[S.T1], s.images[S.T2], s.images[S.FLAIR]
     assert _mean(t1, wm) > _mean(t1, gm) > _mean(t1, csf)
@@ -23,8 +23,8 @@ def test_grey_white_csf_contrast(tumour_subject) -> None:  # type: ignore[no-unt
     assert _mean(s.images[S.PD], gm) > _mean(s.images[S.PD], wm)  # proton density: GM above WM
 
 
-def test_tumour_compartments(tumour_subject) -> None:  # type: ignore[no-untyped-def]
-    s = tumour_subject
+def test_tumour_compartments(any_subject) -> None:  # type: ignore[no-untyped-def]
+    s = any_subject
     wm = s.tissue == Tissue.WM
     et, ed = s.labels == 3, s.labels == 2
     t1, t1c, flair = s.images[S.T1], s.images[S.T1C], s.images[S.FLAIR]
@@ -37,8 +37,8 @@ def test_tumour_compartments(tumour_subject) -> None:  # type: ignore[no-untyped
     assert abs(ed_gain - 1.0) < 0.1
 
 
-def test_diffusion_images(tumour_subject) -> None:  # type: ignore[no-untyped-def]
-    s = tumour_subject
+def test_diffusion_images(any_subject) -> None:  # type: ignore[no-untyped-def]
+    s = any_subject
     gm, csf = (s.tissue == Tissue.GM), (s.tissue == Tissue.CSF)
     adc = s.images[S.ADC]
     assert _mean(adc, csf) > 1.5 * _mean(adc, gm)
@@ -46,8 +46,8 @@ def test_diffusion_images(tumour_subject) -> None:  # type: ignore[no-untyped-de
     assert 500.0 < float(np.median(adc[s.tissue == Tissue.WM])) < 1100.0
 
 
-def test_images_are_float32_on_the_grid(tumour_subject) -> None:  # type: ignore[no-untyped-def]
-    s = tumour_subject
+def test_images_are_float32_on_the_grid(any_subject) -> None:  # type: ignore[no-untyped-def]
+    s = any_subject
     for img in s.images.values():
         assert img.dtype == np.float32
         assert img.shape == s.labels.shape == s.tissue.shape
@@ -56,9 +56,9 @@ def test_images_are_float32_on_the_grid(tumour_subject) -> None:  # type: ignore
     assert s.params["sequences"]["FLAIR"]["ti"] is not None
 
 
-def test_venous_sinus(tumour_subject) -> None:  # type: ignore[no-untyped-def]
+def test_venous_sinus(any_subject) -> None:  # type: ignore[no-untyped-def]
     """The superior sagittal sinus: short T2* (dark on SWI), enhances with gadolinium."""
-    s = tumour_subject
+    s = any_subject
     wm, blood = s.tissue == Tissue.WM, s.tissue == Tissue.BLOOD
     gain = (_mean(s.images[S.T1C], blood) / _mean(s.images[S.T1C], wm)) / (
         _mean(s.images[S.T1], blood) / _mean(s.images[S.T1], wm)

@@ -105,6 +105,10 @@ def test_cli_is_deterministic(tmp_path: Path) -> None:
             b = np.asarray(nib.load(str(tmp_path / "b" / sid / name)).dataobj)  # type: ignore[attr-defined]
             assert np.array_equal(a, b)
     assert main(["synth", "--out", str(tmp_path / "c"), "--sequences", "T1,T9"]) == 2
+    one = ["synth", "--seed", "40", "--voxel-mm", "4", "--sequences", "t1", "--anatomy", "cat12"]
+    assert main([*one, "--out", str(tmp_path / "d")]) == 0
+    params = json.loads((tmp_path / "d" / "synth-000040" / "params.json").read_text())
+    assert params["anatomy_source"] == "cat12"
 
 
 def test_motion_adds_ghosts_outside_the_head() -> None:

@@ -243,37 +243,38 @@ def sampling_grid(
     return WarpGrid(coarse=coarse, step=coarse_step, out_shape=out_shape)
 
 
-def warp_maps(maps: np.ndarray, warp: WarpGrid, brain_box: tuple[tuple[int, int, int], tuple[int, int, int]],
-              n_fine: int = 3) -> np.ndarray:
+def warp_maps(brain: np.ndarray, head: np.ndarray, warp: WarpGrid,
+              brain_box: tuple[tuple[int, int, int], tuple[int, int, int]]) -> np.ndarray:
     """Sample template maps through a warp; zero outside the template.
 
-    The first ``n_fine`` channels (the brain: CSF, GM, WM) are sampled at full resolution
-    but only over the output box that maps into the template's brain box; the other
-    channels (tissues outside the brain) are sampled at half resolution and upsampled.
+    The brain channels are sampled at full resolution but only over the output box that
+    maps into the template's brain box; the head channels (tissues outside the brain) are
+    sampled at half resolution and upsampled.
 
     Parameters
     ----------
-    maps : numpy.ndarray
-        float32 template maps ``(C, ni, nj, nk)``.
+    brain : numpy.ndarray
+        float32 template brain maps ``(Cb, ni, nj, nk)``.
+    head : numpy.ndarray
+        float32 template head maps ``(Ch, ni, nj, nk)``.
     warp : WarpGrid
         From :func:`sampling_grid`.
     brain_box : tuple
-        ``(lo, hi)`` template voxel indices (hi exclusive) outside which the first
-        ``n_fine`` channels are zero.
-    n_fine : int
-        Channels sampled at full resolution.
+        ``(lo, hi)`` template voxel indices (hi exclusive) outside which the brain
+        channels are zero.
 
     Returns
     -------
     numpy.ndarray
-        float32, shape ``(C,) + output shape``.
+        float32, shape ``(Cb + Ch,) + output shape``, brain channels first.
     """
     import torch
     import torch.nn.functional as F
 
     shape = warp.out_shape
-    out = np.zeros((maps.shape[0], *shape), dtype=np.float32)
-    sizes = np.asarray(maps.shape[1:], dtype=np.float64)
+    n_fine = brain.shape[0]
+    out = np.zeros((n_fine + head.shape[0], *shape), dtype=np.float32)
+    sizes = np.asarray(brain.shape[1:], dtype=np.float64)
     lo = 2.0 * (np.asarray(brain_box[0]) - 1.0) / (sizes - 1.0) - 1.0
     hi = 2.0 * (np.asarray(brain_box[1])) / (sizes - 1.0) - 1.0
     coarse = warp.coarse[0].numpy()[::-1]  # (3 = i, j, k normalised, nc...)
@@ -285,12 +286,12 @@ def warp_maps(maps: np.ndarray, warp: WarpGrid, brain_box: tuple[tuple[int, int,
         lo_node = np.maximum(idx.min(axis=0) - 1, 0)
         hi_node = np.minimum(idx.max(axis=0) + 1, np.asarray(inside.shape) - 1)
         box, fine = warp.box([int(v) for v in lo_node], [int(v) for v in hi_node])
-        src = torch.from_numpy(maps[:n_fine])[None]
+        src = torch.from_numpy(brain)[None]
         res = F.grid_sample(src, fine, mode="bilinear", padding_mode="zeros", align_corners=True)
         out[(slice(0, n_fine), *box)] = res[0].numpy()
-    if maps.shape[0] > n_fine:
+    if head.shape[0]:
         half = warp.at(2, crop=False)
-        src = torch.from_numpy(maps[n_fine:])[None]
+        src = torch.from_numpy(head)[None]
         low = F.grid_sample(src, half, mode="bilinear", padding_mode="zeros", align_corners=True)
         size = [(n - 1) * 2 + 1 for n in low.shape[2:]]
         up = F.interpolate(low, size=size, mode="trilinear", align_corners=True)

@@ -26,7 +26,7 @@ from training.synth.anatomy import HEAD_CENTRE_RAS, draw_pose, output_grid, samp
 from training.synth.lesions import TumourSpec, draw_tumours, paint_tumours
 from training.synth.protocols import Protocol, draw_protocol
 from training.synth.render import MAP_TISSUES, mix, tissue_signals
-from training.synth.templates import MAP_NAMES, load_templates
+from training.synth.templates import ANATOMY_SOURCES, MAP_NAMES, load_templates, source_files
 from training.synth.tissue import Tissue, gd_concentration_mm, tissue_parameters
 
 __all__ = [
@@ -153,6 +153,7 @@ def generate_subject(
     deformation_mm: float = 2.5,
     motion: float = 0.0,
     subject_id: str | None = None,
+    anatomy: str | None = None,
 ) -> SyntheticSubject:
     """Generate one subject: random anatomy, optional tumour, physics-based contrasts.
 
@@ -184,6 +185,11 @@ def generate_subject(
         own severity in ``[0, motion]`` (phase encoding along the anterior-posterior axis).
     subject_id : str or None
         Defaults to ``"synth-<seed:06d>"``.
+    anatomy : str or None
+        Anatomy source of the brain: ``"mni152"`` (ICBM 2009a tissue maps) or ``"cat12"``
+        (CAT12 Geodesic Shooting template with atlas ventricles); None draws one per
+        subject with equal probability (from its own seeded stream, so the other draws
+        do not change). Recorded in ``params["anatomy_source"]``.
 
     Returns
     -------
@@ -209,6 +215,12 @@ def generate_subject(
         raise ValueError(f"motion must lie in [0, 1]; got {motion}.")
     if field_strength not in (1.5, 3.0):
         raise ValueError(f"field_strength must be 1.5 or 3.0 tesla; got {field_strength}.")
+    if anatomy is None:
+        source = ANATOMY_SOURCES[int(np.random.default_rng([seed, 8]).integers(len(ANATOMY_SOURCES)))]
+    elif anatomy.lower() in ANATOMY_SOURCES:
+        source = anatomy.lower()
+    else:
+        raise ValueError(f"Unknown anatomy source {anatomy!r}; expected one of {', '.join(ANATOMY_SOURCES)}.")
     rng = np.random.default_rng([seed, 1])
     chosen_vendor = str(rng.choice(VENDORS)) if vendor is None else vendor.lower()
     if chosen_vendor not in VENDORS:
@@ -219,14 +231,14 @@ def generate_subject(
     gd_scale = float(rng.uniform(0.7, 1.3))
     bias_amp = float(rng.uniform(0.05, 0.25)) if bias_amplitude is None else float(bias_amplitude)
 
-    templates = load_templates(float(voxel_mm))
+    templates = load_templates(float(voxel_mm), source)
     shape, affine = output_grid(templates.shape, templates.affine, float(voxel_mm))
     pose = draw_pose(np.random.default_rng([seed, 2]), deformation_mm=deformation_mm)
     specs: list[TumourSpec] = []
     if has_tumour:
         specs, pose = draw_tumours(np.random.default_rng([seed, 3]), templates, pose)
     grid = sampling_grid(shape, affine, templates.shape, templates.affine, pose)
-    maps = warp_maps(templates.maps, grid, templates.brain_box)
+    maps = warp_maps(templates.brain, templates.head, grid, templates.brain_box)
     del grid
     csf, gm, wm = maps[0], maps[1], maps[2]
     labels, tumour_frac, tumour_box = paint_tumours(specs, affine, gm, wm, csf)
@@ -309,6 +321,8 @@ def generate_subject(
         "tissue_parameters": tparams.as_dict(),
         "gd_concentration_mm": {t.name: float(gd[t]) for t in Tissue if gd[t] > 0},
         "template_maps": list(MAP_NAMES),
+        "anatomy_source": source,
+        "template_files": source_files(source),
         "sequences": {s.value: protocols[s].as_dict() for s in wanted},
         "rendering": render_info,
     }

@@ -1,15 +1,22 @@
 """Tissue fraction maps of a template head, built once per process from shipped files.
 
-- Brain: GM and WM probability maps and the brain mask of the ICBM 2009a nonlinear
+Two anatomy sources share one 1 mm MNI grid, one intracranial mask and one head outside
+the brain; they differ in the brain (CSF, GM, WM):
+
+- ``"mni152"``: GM and WM probability maps and the brain mask of the ICBM 2009a nonlinear
   symmetric MNI152 template as shipped by nilearn
   (``nilearn/datasets/data/mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz``);
   CSF is the rest of the intracranial mask.
+- ``"cat12"``: GM and WM of CAT12's Geodesic Shooting template (``Template_4_GS.nii.gz``,
+  1.5 mm, an average of the IXI-555 adults aged 20-86) as shipped by deepmriprep, resampled
+  (trilinear) onto the grid; CSF is the rest of the same intracranial mask. See
+  :mod:`training.synth.cat12`.
 - Outside the brain (scalp fat, muscle and skin, skull): the Colin27 full-head T1
   (``ch2.nii.gz``) and its brain mask (``ch2bet.nii.gz``) from Debian's mricron-data,
   which lie on the same 1 mm MNI axes (an integer voxel shift apart). Extra-axial space
   inside Colin's brain mask but outside the MNI brain mask becomes CSF.
 
-The licence notices of both sources are in ``training/synth/LICENSES.md``.
+The licence notices of every source are in ``training/synth/LICENSES.md``.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAP_NAMES", "TemplateMaps", "load_templates", "template_paths"]
+__all__ = ["ANATOMY_SOURCES", "MAP_NAMES", "TemplateMaps", "load_templates", "source_files", "template_paths"]
 
-#: The tissue maps, in channel order.
+#: The tissue maps, in channel order: the brain (first three) then the head outside it.
 MAP_NAMES: tuple[str, ...] = ("csf", "gm", "wm", "fat", "muscle", "bone", "blood")
+#: Anatomy sources of the brain channels.
+ANATOMY_SOURCES: tuple[str, ...] = ("mni152", "cat12")
 
 _COLIN_DIR = Path("/usr/share/mricron/templates")
 
@@ -36,26 +45,33 @@ class TemplateMaps:
 
     Attributes
     ----------
-    maps : numpy.ndarray
-        float32, shape ``(len(MAP_NAMES), ni, nj, nk)``; fractions in [0, 1] that sum to at
-        most 1 (the remainder is air).
+    brain : numpy.ndarray
+        float32, shape ``(3, ni, nj, nk)``: CSF, GM, WM fractions.
+    head : numpy.ndarray
+        float32, shape ``(4, ni, nj, nk)``: fat, muscle, bone, blood fractions (shared by
+        every anatomy source). Brain and head fractions sum to at most 1 (the remainder is
+        air).
     affine : numpy.ndarray
         4x4 voxel-to-RAS (mm) matrix of the grid.
     wm_centres : numpy.ndarray
         ``(n, 3)`` voxel indices where WM > 0.9 (candidate tumour centres), int32.
     brain_box : tuple
         ``(lo, hi)`` voxel indices (hi exclusive) outside which CSF, GM and WM are zero.
+    source : str
+        The anatomy source of the brain channels (one of :data:`ANATOMY_SOURCES`).
     """
 
-    maps: np.ndarray
+    brain: np.ndarray
+    head: np.ndarray
     affine: np.ndarray
     wm_centres: np.ndarray
     brain_box: tuple[tuple[int, int, int], tuple[int, int, int]]
+    source: str = "mni152"
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(ni, nj, nk)`` of the grid."""
-        _, ni, nj, nk = self.maps.shape
+        _, ni, nj, nk = self.brain.shape
         return int(ni), int(nj), int(nk)
 
 
@@ -108,8 +124,9 @@ def _onto_grid(data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, 
     return out
 
 
-@functools.lru_cache(maxsize=2)
-def _build_1mm() -> TemplateMaps:
+@functools.lru_cache(maxsize=1)
+def _build_1mm() -> tuple[TemplateMaps, np.ndarray]:
+    """The MNI152 source and the intracranial mask (after the sinus is cut out of it)."""
     from scipy import ndimage as ndi
 
     paths = template_paths()
@@ -148,17 +165,43 @@ def _build_1mm() -> TemplateMaps:
     muscle *= outside
     del outside
     blood[...] = _sagittal_sinus(intracranial, affine)
-    del intracranial
     keep = 1.0 - blood
     for channel in maps[:-1]:
         channel *= keep
+    intracranial *= keep
     del keep
     total = maps.sum(axis=0)
     over = total > 1.0
     maps[:, over] /= total[over]
     del total, over
     centres = np.argwhere(wm > 0.9).astype(np.int32)
-    return TemplateMaps(maps=maps, affine=affine, wm_centres=centres, brain_box=_box(maps[:3].sum(axis=0) > 0))
+    mni = TemplateMaps(brain=maps[:3], head=maps[3:], affine=affine, wm_centres=centres,
+                       brain_box=_box(maps[:3].sum(axis=0) > 0), source="mni152")
+    return mni, intracranial
+
+
+@functools.lru_cache(maxsize=1)
+def _build_cat12_1mm() -> TemplateMaps:
+    """The CAT12 source: its GM/WM within the shared intracranial mask, CSF the rest."""
+    from training.synth.cat12 import cat12_brain
+
+    mni, intracranial = _build_1mm()
+    gm, wm = cat12_brain(mni.affine, mni.shape)
+    # Brain within the intracranial space, and brain plus head at most 1.
+    room = np.minimum(intracranial, 1.0 - mni.head.sum(axis=0))
+    brain = gm + wm
+    over = brain > room
+    scale = room[over] / brain[over]
+    gm[over] *= scale
+    wm[over] *= scale
+    del brain, over, scale
+    csf = np.clip(room - gm - wm, 0.0, 1.0)
+    del room
+    maps = np.stack([csf, gm, wm])
+    del csf, gm
+    centres = np.argwhere(wm > 0.9).astype(np.int32)
+    return TemplateMaps(brain=maps, head=mni.head, affine=mni.affine, wm_centres=centres,
+                        brain_box=_box(maps.sum(axis=0) > 0), source="cat12")
 
 
 def _sagittal_sinus(intracranial: np.ndarray, affine: np.ndarray, radius_mm: float = 3.5) -> np.ndarray:
@@ -193,28 +236,72 @@ def _box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     return (int(lo[0]), int(lo[1]), int(lo[2])), (int(hi[0]), int(hi[1]), int(hi[2]))
 
 
-@functools.lru_cache(maxsize=4)
-def load_templates(voxel_mm: float = 1.0) -> TemplateMaps:
-    """Return the template tissue maps, prepared for sampling at ``voxel_mm``.
+def source_files(source: str) -> list[str]:
+    """File names an anatomy source reads (for the parameter JSON).
+
+    Parameters
+    ----------
+    source : str
+        One of :data:`ANATOMY_SOURCES`.
+
+    Returns
+    -------
+    list of str
+        Base names of the template files, brain first, then the head.
+    """
+    from training.synth.cat12 import CAT12_FILES
+
+    head = ["ch2.nii.gz", "ch2bet.nii.gz"]
+    mni = [f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")]
+    if source == "mni152":
+        return [*mni, *head]
+    if source == "cat12":
+        return [*CAT12_FILES, mni[0], *head]  # the MNI T1 gives the shared intracranial mask
+    raise ValueError(f"Unknown anatomy source {source!r}; expected one of {', '.join(ANATOMY_SOURCES)}.")
+
+
+@functools.lru_cache(maxsize=2)
+def _smoothed_head(voxel_mm: float) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    head = _build_1mm()[0].head
+    sigma = voxel_mm / 2.355
+    return np.stack([ndi.gaussian_filter(m, sigma) for m in head]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def load_templates(voxel_mm: float = 1.0, source: str = "mni152") -> TemplateMaps:
+    """Return the template tissue maps of an anatomy source, prepared for sampling at ``voxel_mm``.
 
     Parameters
     ----------
     voxel_mm : float
         Output voxel size. Above 1 mm the maps are smoothed (Gaussian, FWHM about one
         output voxel) so that sampling them gives partial-volume fractions.
+    source : str
+        ``"mni152"`` or ``"cat12"`` (see the module docstring). Built once per process.
 
     Returns
     -------
     TemplateMaps
-        Cached; do not modify the arrays.
+        Cached; do not modify the arrays. The head channels are the same arrays for
+        every source.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive voxel size or an unknown source.
     """
     if voxel_mm <= 0:
         raise ValueError(f"voxel_mm must be positive; got {voxel_mm}.")
-    base = _build_1mm()
+    if source not in ANATOMY_SOURCES:
+        raise ValueError(f"Unknown anatomy source {source!r}; expected one of {', '.join(ANATOMY_SOURCES)}.")
+    base = _build_1mm()[0] if source == "mni152" else _build_cat12_1mm()
     if voxel_mm <= 1.0:
         return base
     from scipy import ndimage as ndi
 
     sigma = voxel_mm / 2.355
-    maps = np.stack([ndi.gaussian_filter(m, sigma) for m in base.maps]).astype(np.float32)
-    return TemplateMaps(maps=maps, affine=base.affine, wm_centres=base.wm_centres, brain_box=_box(maps[:3].sum(axis=0) > 1e-4))
+    brain = np.stack([ndi.gaussian_filter(m, sigma) for m in base.brain]).astype(np.float32)
+    return TemplateMaps(brain=brain, head=_smoothed_head(float(voxel_mm)), affine=base.affine,
+                        wm_centres=base.wm_centres, brain_box=_box(brain.sum(axis=0) > 1e-4), source=source)

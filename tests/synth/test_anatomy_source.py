@@ -1,0 +1,78 @@
+"""The two anatomy sources (MNI152 2009a, CAT12 Geodesic Shooting template): drawn per
+subject, recorded, reproducible, and alike in what the images show."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicom_node.sequences import SequenceLabel as S
+from training.synth import generate_subject
+from training.synth.templates import ANATOMY_SOURCES, load_templates
+from training.synth.tissue import Tissue
+
+
+def test_source_is_drawn_per_subject_and_recorded() -> None:
+    drawn = {generate_subject(seed, sequences=(S.T1,), voxel_mm=6.0, tumour=False).params["anatomy_source"]
+             for seed in range(8)}
+    assert drawn == set(ANATOMY_SOURCES)
+    s = generate_subject(3, sequences=(S.T1,), voxel_mm=6.0, tumour=False, anatomy="cat12")
+    assert s.params["anatomy_source"] == "cat12"
+    assert "Template_4_GS.nii.gz" in s.params["template_files"]
+    m = generate_subject(3, sequences=(S.T1,), voxel_mm=6.0, tumour=False, anatomy="MNI152")
+    assert m.params["anatomy_source"] == "mni152"
+    assert "Template_4_GS.nii.gz" not in m.params["template_files"]
+    assert not np.array_equal(s.images[S.T1], m.images[S.T1])
+
+
+def test_cat12_subject_is_reproducible() -> None:
+    a = generate_subject(31, sequences=(S.FLAIR,), voxel_mm=3.0, tumour=True, anatomy="cat12")
+    b = generate_subject(31, sequences=(S.FLAIR,), voxel_mm=3.0, tumour=True, anatomy="cat12")
+    assert a.images[S.FLAIR].tobytes() == b.images[S.FLAIR].tobytes()
+    assert a.labels.tobytes() == b.labels.tobytes() and a.labels.any()
+    assert a.params == b.params
+
+
+def test_unknown_source_gives_a_sentence() -> None:
+    with pytest.raises(ValueError, match="anatomy source 'colin'"):
+        generate_subject(1, voxel_mm=6.0, anatomy="colin")
+
+
+def test_sources_share_grid_head_and_intracranial_space() -> None:
+    mni, cat = load_templates(2.0, "mni152"), load_templates(2.0, "cat12")
+    assert cat.head is mni.head  # one copy of the head channels per process
+    assert cat.shape == mni.shape and np.array_equal(cat.affine, mni.affine)
+    total_mni, total_cat = mni.brain.sum(axis=0), cat.brain.sum(axis=0)
+    # the same intracranial space, divided differently between CSF, GM and WM
+    assert abs(float(total_cat.sum()) / float(total_mni.sum()) - 1.0) < 0.02
+    assert float((total_cat + cat.head.sum(axis=0)).max()) <= 1.0 + 1e-5
+    vol = {src: [float(c.sum()) * 8e-3 for c in t.brain] for src, t in (("mni", mni), ("cat", cat))}  # cm^3
+    for i in range(3):  # CSF, GM, WM: each within 30 % of the other source (adult variation)
+        assert 0.7 < vol["cat"][i] / vol["mni"][i] < 1.3, vol
+    assert vol["mni"][1] / vol["mni"][2] != pytest.approx(vol["cat"][1] / vol["cat"][2], rel=0.05)
+
+
+def test_cat12_brain_follows_its_template() -> None:
+    """The CAT12 source's WM is the template's WM (resampled), not a copy of the MNI maps."""
+    import nibabel as nib
+
+    from training.synth.cat12 import cat12_paths
+
+    img = nib.load(str(cat12_paths()["template"]))
+    tpl_wm = np.asarray(img.dataobj[..., 1], dtype=np.float32)  # type: ignore[attr-defined]
+    cat, mni = load_templates(1.0, "cat12"), load_templates(1.0, "mni152")
+    # template WM volume (cm^3, 1.5 mm voxels) against the source's WM (1 mm voxels)
+    assert float(cat.brain[2].sum()) * 1e-3 == pytest.approx(float(tpl_wm.sum()) * 1.5**3 * 1e-3, rel=0.03)
+    corr = np.corrcoef(cat.brain[2][::3, ::3, ::3].ravel(), mni.brain[2][::3, ::3, ::3].ravel())[0, 1]
+    assert 0.8 < corr < 0.99  # the same space, a different brain
+
+
+def test_sources_give_the_same_contrasts(tumour_subject, cat12_subject) -> None:  # type: ignore[no-untyped-def]
+    """Tissue-to-WM signal ratios agree within 10 % between the sources (same physics)."""
+    for seq in (S.T1, S.T2, S.FLAIR, S.PD):
+        ratios = []
+        for s in (tumour_subject, cat12_subject):
+            img = s.images[seq]
+            wm = float(img[s.tissue == Tissue.WM].mean())
+            ratios.append([float(img[s.tissue == t].mean()) / wm for t in (Tissue.CSF, Tissue.GM)])
+        assert np.allclose(ratios[0], ratios[1], rtol=0.10), (seq, ratios)
