@@ -1,4 +1,9 @@
-"""``mrinode convert DICOM_DIR OUT_DIR``: one NIfTI (+ JSON sidecar) per series and split."""
+"""``mrinode convert DICOM_DIR OUT_DIR``: one NIfTI (+ JSON sidecar) per series and split.
+
+Each sidecar also carries the series' identified sequence (``SequenceLabel``, header rules
+only, with the study's contrast context) and its ``SequenceConfidence``, so that training
+manifests can be built from the output (``training.manifest.from_converted``).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ def convert_folder(dicom_dir: Path, out_dir: Path) -> tuple[list[Path], list[str
     problems : list of str
         One sentence per series that was not converted.
     """
+    from dicom_node.identify import identify_study
     from dicom_node.io.errors import SeriesReadError
     from dicom_node.io.grouping import group_series
     from dicom_node.io.nifti import nifti_stem, write_nifti_with_sidecar
@@ -38,6 +44,11 @@ def convert_folder(dicom_dir: Path, out_dir: Path) -> tuple[list[Path], list[str
     written: list[Path] = []
     problems: list[str] = []
     used: set[str] = set()
+    labels = {
+        row.series_uid: {"SequenceLabel": row.identification.label.value,
+                         "SequenceConfidence": round(float(row.identification.confidence), 3)}
+        for row in identify_study(dicom_dir, use_pixels=False) if row.series_uid
+    }
     for uid, paths in group_series(dicom_dir).items():
         try:
             volumes = read_series(paths)
@@ -55,7 +66,7 @@ def convert_folder(dicom_dir: Path, out_dir: Path) -> tuple[list[Path], list[str
             if stem in used:
                 stem = f"{stem}_{uid_tag(uid)[4:]}"
             used.add(stem)
-            nii, _ = write_nifti_with_sidecar(vol, out_dir, stem)
+            nii, _ = write_nifti_with_sidecar(vol, out_dir, stem, labels.get(uid))
             written.append(nii)
     return written, problems
 

@@ -100,7 +100,8 @@ def nifti_stem(vol: Volume) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "series"
 
 
-def write_nifti_with_sidecar(vol: Volume, out_dir: str | Path, stem: str | None = None) -> tuple[Path, Path]:
+def write_nifti_with_sidecar(vol: Volume, out_dir: str | Path, stem: str | None = None,
+                             extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.nii.gz`` and ``<stem>.json``.
 
     Parameters
@@ -110,6 +111,8 @@ def write_nifti_with_sidecar(vol: Volume, out_dir: str | Path, stem: str | None 
         Created if missing.
     stem : str, optional
         File name stem; :func:`nifti_stem` when omitted.
+    extra : dict, optional
+        More sidecar keys (for example the identified ``SequenceLabel``).
 
     Returns
     -------
@@ -123,5 +126,5 @@ def write_nifti_with_sidecar(vol: Volume, out_dir: str | Path, stem: str | None 
     stem = stem or nifti_stem(vol)
     nii_path, json_path = out / f"{stem}.nii.gz", out / f"{stem}.json"
     nib.save(volume_to_nifti(vol), nii_path)
-    json_path.write_text(json.dumps(sidecar(vol), indent=2) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps({**sidecar(vol), **(extra or {})}, indent=2) + "\n", encoding="utf-8")
     return nii_path, json_path
