@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +33,8 @@ def test_converted_study_gives_a_four_sequence_subject(tmp_path: Path) -> None:
     import nibabel as nib
     from scipy.ndimage import map_coordinates
 
-    conv_img, orig_img = nib.load(seqs["T1"].path), nib.load(subject / "T1.nii.gz")
+    conv_img: Any = nib.load(seqs["T1"].path)
+    orig_img: Any = nib.load(subject / "T1.nii.gz")
     orig = np.asarray(orig_img.dataobj, dtype=np.float32)
     ijk = np.indices(orig.shape).reshape(3, -1)
     world = orig_img.affine[:3, :3] @ ijk + orig_img.affine[:3, 3:]
@@ -43,7 +46,7 @@ def test_converted_study_gives_a_four_sequence_subject(tmp_path: Path) -> None:
     flipped = np.corrcoef(conv[::-1][head], orig[head])[0, 1]  # a left-right error would show
     assert r > 0.8 and flipped < r - 0.1
 
-    item = LoadSubjectd(["T1", "T1C", "T2", "FLAIR"], [2.0, 2.0, 2.0])(
-        subject_items(manifest, ["T1", "T1C", "T2", "FLAIR"], require_labels=False)[0])
+    raw: dict[Hashable, Any] = dict(subject_items(manifest, ["T1", "T1C", "T2", "FLAIR"], require_labels=False)[0])
+    item = LoadSubjectd(["T1", "T1C", "T2", "FLAIR"], [2.0, 2.0, 2.0])(raw)
     assert np.asarray(item["present"]).all()
     assert np.isfinite(np.asarray(item["image"])).all() and np.asarray(item["image"]).std() > 0.5
