@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ def test_converted_study_gives_a_four_sequence_subject(tmp_path: Path) -> None:
     flipped = np.corrcoef(conv[::-1][head], orig[head])[0, 1]  # a left-right error would show
     assert r > 0.8 and flipped < r - 0.1
 
-    raw: dict[Hashable, Any] = {**subject_items(manifest, ["T1", "T1C", "T2", "FLAIR"], require_labels=False)[0]}
+    raw: Any = subject_items(manifest, ["T1", "T1C", "T2", "FLAIR"], require_labels=False)[0]
     item = LoadSubjectd(["T1", "T1C", "T2", "FLAIR"], [2.0, 2.0, 2.0])(raw)
     assert np.asarray(item["present"]).all()
     assert np.isfinite(np.asarray(item["image"])).all() and np.asarray(item["image"]).std() > 0.5
