@@ -23,7 +23,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from dicom_node.logs import uid_tag
@@ -224,9 +224,10 @@ class StoreSCP:
     def _on_conn_open(self, event: Event) -> None:
         set_nodelay(event)
         if self.cfg.dicom.fast_reactor:
-            from dicom_node.fastpath import install
+            from dicom_node import fastdimse, fastpath
 
-            install(event.assoc)
+            fastpath.install(event.assoc)
+            fastdimse.install(event.assoc, self._on_store_stream)
 
     def _refuse(self, event: Event, reason: str, rsd: tuple[int, int, int], why: str) -> None:
         rq = event.assoc.requestor
@@ -267,29 +268,49 @@ class StoreSCP:
         return 0x0000
 
     def _on_store(self, event: Event) -> Any:
+        """``EVT_C_STORE`` handler (requests that pynetdicom decoded itself)."""
+        req: Any = event.request
+        stream: bytes = req.DataSet.getvalue() if req.DataSet is not None else b""
+        calling = (event.assoc.requestor.ae_title or "").strip()
+        with self._counted():
+            code, comment = self._store_stream(stream, str(event.context.transfer_syntax),
+                                               str(req.AffectedSOPClassUID or ""), str(req.AffectedSOPInstanceUID or ""),
+                                               calling)
+        return code if comment is None else _status(code, comment)
+
+    def _on_store_stream(self, assoc: Any, context_id: int, sop_class: str, sop_instance: str, transfer_syntax: str,
+                         stream: bytes) -> tuple[int, str | None]:
+        """The handler of :class:`dicom_node.fastdimse.StoreReceiver` (requests read directly)."""
+        calling = (assoc.requestor.ae_title or "").strip()
+        with self._counted():
+            try:
+                return self._store_stream(stream, transfer_syntax, sop_class, sop_instance, calling)
+            except Exception as exc:  # as pynetdicom does for EVT_C_STORE: a failure status, the association lives on
+                log.exception("C-STORE handler failed for instance %s", uid_tag(sop_instance))
+                self.metrics.store_failures.labels(status="0xC211").inc()
+                return 0xC211, f"Processing failure: {type(exc).__name__}"
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
         with self._cond:
             self._inflight += 1
         try:
-            return self._store(event)
+            yield
         finally:
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
 
-    def _fail(self, code: int, comment: str, detail: str) -> Any:
+    def _fail(self, code: int, comment: str, detail: str) -> tuple[int, str]:
         self.metrics.store_failures.labels(status=f"0x{code:04X}").inc()
         log.warning("C-STORE failed with 0x%04X: %s", code, detail)
-        return _status(code, comment)
+        return code, comment[:64]
 
-    def _store(self, event: Event) -> Any:
+    def _store_stream(self, stream: bytes, ts: str, rq_class: str, rq_sop: str,
+                      calling: str) -> tuple[int, str | None]:
+        """Check, spool and index one received data set; return ``(status, error comment or None)``."""
         from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-        req: Any = event.request
-        stream: bytes = req.DataSet.getvalue() if req.DataSet is not None else b""
-        ts = str(event.context.transfer_syntax)
-        rq_sop = str(req.AffectedSOPInstanceUID or "")
-        rq_class = str(req.AffectedSOPClassUID or "")
-        calling = (event.assoc.requestor.ae_title or "").strip()
         try:
             info = scan_dataset(stream, ts)
         except DatasetError as exc:
@@ -333,4 +354,4 @@ class StoreSCP:
             self.audit.record("study_received", study=uid_tag(info.study_uid), calling_ae=calling)
         if self.on_instance is not None:
             self.on_instance(info.study_uid)
-        return 0x0000
+        return 0x0000, None

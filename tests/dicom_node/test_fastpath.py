@@ -59,18 +59,18 @@ def test_c_store_is_served_inside_the_event_driven_reactor(tmp_path: Path, fast_
     store, metrics = Store(cfg.db_path), NodeMetrics()
     scp = StoreSCP(cfg, store, Spool(cfg.spool_dir), metrics, AuditLog(cfg.audit_log_path))
     seen: list[tuple[bool, str]] = []
-    original = scp._store
+    original = scp._store_stream
 
-    def spy(event: Any) -> Any:
+    def spy(*args: Any) -> Any:
         frame = sys._getframe()
         codes = set()
         while frame is not None:
             codes.add(frame.f_code)
             frame = frame.f_back  # type: ignore[assignment]
         seen.append((fastpath._dul_reactor.__code__ in codes, threading.current_thread().name))
-        return original(event)
+        return original(*args)
 
-    scp._store = spy  # type: ignore[method-assign]
+    scp._store_stream = spy  # type: ignore[method-assign,assignment]
     scp.start()
     try:
         _, paths = write_mr_series(tmp_path / "in", 3)
