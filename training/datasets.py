@@ -196,4 +196,4 @@ def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: 
     steps: list[Any] = [LoadSubjectd(channels, spacing)]
     if transform is not None:
         steps.append(transform)
-    return CacheDataset(items, Compose(steps), cache_rate=cache_rate, num_workers=0, progress=False)
+    return CacheDataset(items, Compose(steps), cache_rate=cache_rate, num_workers=2, progress=False)
