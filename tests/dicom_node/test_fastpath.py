@@ -88,3 +88,34 @@ def test_c_store_is_served_inside_the_event_driven_reactor(tmp_path: Path, fast_
         assert reopened.count_instances() == 3
     finally:
         reopened.close()
+
+
+def test_idle_association_is_aborted_after_the_network_timeout(tmp_path: Path) -> None:
+    """The event-driven reactor still runs pynetdicom's idle timer: a silent peer is aborted."""
+    import time
+
+    from pynetdicom import AE
+
+    from dicom_node.audit import AuditLog
+    from dicom_node.metrics import NodeMetrics
+    from dicom_node.scp import StoreSCP
+    from dicom_node.spool import Spool
+    from dicom_node.store import Store
+    from tests.dicom_node.conftest import make_config
+
+    cfg = make_config(tmp_path, network_timeout_s=1.0)
+    store, metrics = Store(cfg.db_path), NodeMetrics()
+    scp = StoreSCP(cfg, store, Spool(cfg.spool_dir), metrics, AuditLog(cfg.audit_log_path))
+    scp.start()
+    try:
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="MRINODE")
+        assert assoc.is_established
+        deadline = time.monotonic() + 20
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert assoc.is_aborted, "the node did not abort an association silent for longer than network_timeout_s"
+    finally:
+        scp.stop(grace_s=5)
+        store.close()
