@@ -1,29 +1,39 @@
 """The label-efficiency evidence: does pretraining help when labels are scarce?
 
-``python -m training.pretrain.label_efficiency --config training/configs/label-efficiency.toml``
+``mrinode train evaluate --config training/configs/label-efficiency.toml [--report-only]``
+(the CLI sends a config with a ``[label_efficiency]`` table here; bundle configs go to
+:mod:`training.evaluate`). Also ``python -m training.pretrain.label_efficiency --config FILE``.
 
 1. Writes synthetic subjects with the project's engine (``training.synth``): a labelled
-   training pool, a held-out test set (seeds never used for training) and extra unlabelled
-   subjects (healthy and tumour) that only pretraining sees.
+   training pool, held-out test subjects and validation subjects (seeds never used for
+   training), and extra unlabelled subjects (healthy and tumour) that only pretraining sees.
 2. Pretrains one encoder per objective on the unlabelled images (training pool images +
    extra subjects; ``swin_ssl`` in BrainSegFounder's two stages: extra subjects first, then
-   the target pool).
+   the target pool). 3D objectives train the ``[encoder]``, 2D ones (``dino2d``) the
+   ``[encoder2d]``.
 3. Fine-tunes the same segmenter (same architecture, same steps) from each pretrained encoder
-   and from scratch on 1 %, 10 % and 100 % of the labelled pool, and scores Dice WT/TC/ET and
-   HD95 on the held-out set.
-4. Writes ``label-efficiency.md`` and PNG plots under the report folder.
+   and from scratch (``scratch``: the 3D Swin segmenter; ``scratch2d``: the 2D slice
+   segmenter) on 1 %, 10 % and 100 % of the labelled pool, and scores Dice WT/TC/ET and HD95
+   on the test subjects, or on the validation subjects with ``split = "validation"`` (for
+   choosing settings without looking at the test subjects).
+4. Writes ``label-efficiency.md``, PNG plots and the result rows under the report folder.
 
-Every stage is cached under ``work_dir`` (subjects, encoders, ``results.json``), so a run
-that was stopped continues where it was, and ``--report-only`` redraws the report from the
-results so far.
+Every stage is cached under ``work_dir`` (subjects, encoders with the settings they were
+made with, result rows keyed by a digest of the settings), so a run that was stopped
+continues where it was, and ``--report-only`` redraws the report from the results so far.
 
-Config tables: ``[data]`` (``work_dir``, ``sequences``, ``voxel_mm``, ``train_subjects``,
-``test_subjects``, ``unlabelled_subjects``, ``seed``), ``[encoder]`` (registry config),
-``[pretrain]`` (``objectives``, ``steps``, ``batch_size``, ``patch``, ``lr``, ``threads``,
-``options.<objective>``), ``[finetune]`` (``fractions``, ``steps``, ``lr``, ``batch_size``,
-``roi``, ``repeats``, ``sequence_dropout``, ``norm`` — the decoder's; ``batch`` when the
-crop is so small that the deepest map is one voxel), ``[report]`` (``dir``; ``notes``: markdown appended
-to the report).
+Config tables: ``[label_efficiency]`` (``split``: ``"test"`` or ``"validation"``),
+``[data]`` (``work_dir``, ``sequences``, ``voxel_mm``, ``train_subjects``,
+``test_subjects``, ``val_subjects``, ``unlabelled_subjects``, ``seed``), ``[encoder]`` and
+``[encoder2d]`` (registry configs), ``[pretrain]`` (``objectives``, ``steps``,
+``batch_size``, ``patch``, ``steps_2d``, ``batch_size_2d``, ``patch_2d``, ``lr``,
+``threads``, ``options.<objective>``), ``[finetune]`` (``fractions``, ``steps``, ``lr``,
+``batch_size``, ``roi``, ``repeats``, ``sequence_dropout``, ``encoder_lr_scale`` — the
+pretrained encoder's learning rate relative to ``lr``; ``norm`` — the decoder's; ``batch``
+when the crop is so small that the deepest map is one voxel), ``[finetune2d]`` (overrides
+for the 2D arm: ``roi`` (2 values), ``batch_size``, ``mode`` — ``full``, ``frozen`` or
+``lora`` for a pretrained encoder, ``width``, ``lora_rank``), ``[report]`` (``dir``;
+``notes``: markdown appended to the report).
 """
 
 from __future__ import annotations
