@@ -118,3 +118,19 @@ def test_motion_adds_ghosts_outside_the_head() -> None:
     air = still.tissue == 0
     # ghosts put signal into the air around the head
     assert moved.images[S.T2][air].mean() > 1.5 * still.images[S.T2][air].mean()
+
+
+def test_output_does_not_depend_on_the_thread_count() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = generate_subject(28, sequences=(S.T1, S.T2, S.DWI), voxel_mm=3.0, tumour=True)
+        torch.set_num_threads(2)
+        two = generate_subject(28, sequences=(S.T1, S.T2, S.DWI), voxel_mm=3.0, tumour=True)
+    finally:
+        torch.set_num_threads(before)
+    for seq in one.images:
+        assert one.images[seq].tobytes() == two.images[seq].tobytes()
+    assert one.tissue.tobytes() == two.tissue.tobytes()

@@ -286,14 +286,43 @@ def warp_maps(brain: np.ndarray, head: np.ndarray, warp: WarpGrid,
         lo_node = np.maximum(idx.min(axis=0) - 1, 0)
         hi_node = np.minimum(idx.max(axis=0) + 1, np.asarray(inside.shape) - 1)
         box, fine = warp.box([int(v) for v in lo_node], [int(v) for v in hi_node])
-        src = torch.from_numpy(brain)[None]
-        res = F.grid_sample(src, fine, mode="bilinear", padding_mode="zeros", align_corners=True)
-        out[(slice(0, n_fine), *box)] = res[0].numpy()
+        _sample_into(out[(slice(0, n_fine), *box)], brain, fine)
     if head.shape[0]:
         half = warp.at(2, crop=False)
-        src = torch.from_numpy(head)[None]
-        low = F.grid_sample(src, half, mode="bilinear", padding_mode="zeros", align_corners=True)
+        low_np = np.empty((head.shape[0], *half.shape[1:4]), dtype=np.float32)
+        _sample_into(low_np, head, half)
+        low = torch.from_numpy(low_np)[None]
         size = [(n - 1) * 2 + 1 for n in low.shape[2:]]
         up = F.interpolate(low, size=size, mode="trilinear", align_corners=True)
         out[n_fine:] = up[0, :, : shape[0], : shape[1], : shape[2]].numpy()
     return out
+
+
+def _sample_into(out: np.ndarray, maps: np.ndarray, grid: Any) -> None:
+    """``grid_sample`` (trilinear, zeros outside) of ``maps`` at ``grid``, written into ``out``.
+
+    torch's 3-D CPU sampler runs on one thread for a batch of one; the grid is cut into
+    slabs along its first axis, sampled on parallel threads (torch releases the GIL).
+    Every output voxel depends only on its own grid point, so the result does not depend
+    on the number of slabs.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    import torch.nn.functional as F
+
+    src = torch.from_numpy(maps)[None]
+    n = int(grid.shape[1])
+    threads = max(1, min(torch.get_num_threads(), 4, n))
+    edges = np.linspace(0, n, threads + 1).astype(int)
+
+    def slab(i: int) -> None:
+        a, b = int(edges[i]), int(edges[i + 1])
+        res = F.grid_sample(src, grid[:, a:b], mode="bilinear", padding_mode="zeros", align_corners=True)
+        out[:, a:b] = res[0].numpy()
+
+    if threads == 1:
+        slab(0)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(slab, range(threads)))

@@ -70,6 +70,48 @@ def _spin_echo_kind(p: TissueParameters, protocol: Protocol, b_value: float) -> 
     return out
 
 
+#: Voxels per block of :func:`_weighted_sums` (7 float32 maps of a block stay in cache).
+_BLOCK = 1 << 17
+
+
+def _weighted_sums(maps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``weights @ maps`` for ``(c, n)`` maps and ``(k, c)`` weights, reading the maps once.
+
+    The maps are walked in cache-sized blocks; within a block each output row is summed
+    channel by channel in a fixed order, so a row's values do not depend on which other
+    rows are computed with it (a BLAS product of k rows may round differently from one of
+    a single row). Blocks are shared between threads (numpy releases the GIL).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    n_img, n_map = weights.shape
+    n = maps.shape[1]
+    out = np.empty((n_img, n), dtype=np.float32)
+    w = weights.astype(np.float32)
+
+    def block(start: int) -> None:
+        stop = min(start + _BLOCK, n)
+        tmp = np.empty(stop - start, dtype=np.float32)
+        for i in range(n_img):
+            acc = out[i, start:stop]
+            np.multiply(maps[0, start:stop], w[i, 0], out=acc)
+            for c in range(1, n_map):
+                np.multiply(maps[c, start:stop], w[i, c], out=tmp)
+                acc += tmp
+
+    starts = range(0, n, _BLOCK)
+    threads = max(1, min(torch.get_num_threads(), 4))
+    if threads == 1:
+        for start in starts:
+            block(start)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(block, starts))
+    return out
+
+
 def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
         box: tuple[slice, ...] | None = None, texture: np.ndarray | None = None) -> np.ndarray:
     """Partial-volume mixture ``(1 - T) sum_m f_m S_m + sum_c t_c S_c``.
@@ -81,7 +123,8 @@ def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
     tumour : numpy.ndarray or None
         Tumour fractions, shape ``(3,) + box shape`` in ``TUMOUR_TISSUES`` order.
     signals : numpy.ndarray
-        Per-tissue signals from :func:`tissue_signals`.
+        Per-tissue signals from :func:`tissue_signals`, shape ``(n_tissue,)`` for one
+        image or ``(k, n_tissue)`` for ``k`` images rendered in one pass over ``maps``.
     box : tuple of slice, optional
         Where ``tumour`` lies in the grid (the whole grid when omitted).
     texture : numpy.ndarray, optional
@@ -91,18 +134,21 @@ def mix(maps: np.ndarray, tumour: np.ndarray | None, signals: np.ndarray,
     Returns
     -------
     numpy.ndarray
-        float32 image on the grid.
+        float32 image on the grid, or ``(k,) + grid`` images for 2-D ``signals``.
     """
     shape = maps.shape[1:]
-    s_maps = np.asarray([signals[t] for t in MAP_TISSUES], dtype=np.float32)
-    img: np.ndarray = (s_maps @ maps.reshape(len(MAP_TISSUES), -1)).reshape(shape)
+    sig = np.atleast_2d(np.asarray(signals))
+    s_maps = np.ascontiguousarray(sig[:, [t.value for t in MAP_TISSUES]], dtype=np.float32)
+    imgs = _weighted_sums(maps.reshape(len(MAP_TISSUES), -1), s_maps).reshape(len(sig), *shape)
     if tumour is not None:
         region = box if box is not None else tuple(slice(0, n) for n in shape)
-        s_t = np.asarray([signals[t] for t in TUMOUR_TISSUES], dtype=np.float32)
-        sub = img[region]
-        sub *= 1.0 - tumour.sum(axis=0)
-        own = np.tensordot(s_t, tumour, axes=1)
-        if texture is not None:
-            own *= texture
-        sub += own
-    return img
+        s_t = np.ascontiguousarray(sig[:, [t.value for t in TUMOUR_TISSUES]], dtype=np.float32)
+        keep = 1.0 - tumour.sum(axis=0)
+        for i in range(len(sig)):
+            sub = imgs[(i, *region)]
+            sub *= keep
+            own = np.tensordot(s_t[i], tumour, axes=1)
+            if texture is not None:
+                own *= texture
+            sub += own
+    return imgs if np.ndim(signals) == 2 else imgs[0]

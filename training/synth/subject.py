@@ -257,6 +257,10 @@ def generate_subject(
     extras: dict[str, np.ndarray] = {}
     render_info: dict[str, dict[str, float]] = {}
     wanted = [s for s in SYNTH_SEQUENCES if s in seqs]
+    # First the protocols and per-tissue signals of every image, then one pass over the
+    # tissue maps renders them all, then bias, motion and noise per image.
+    renders: list[tuple[SequenceLabel, float, np.ndarray]] = []  # (sequence, b-value, signals * gain)
+    noise: dict[SequenceLabel, tuple[float, float, int]] = {}  # sigma, motion severity, code
     for seq in wanted:
         prng = _seq_rng(seed, seq, 1)
         src_seq = SequenceLabel.DWI if seq is SequenceLabel.ADC else seq
@@ -268,9 +272,8 @@ def generate_subject(
 
             proto = replace(proto, sequence=SequenceLabel.ADC.value, kind="adc")
         protocols[seq] = proto
-        if seq is SequenceLabel.ADC and "DWI_b0" in extras and SequenceLabel.DWI in images:
-            images[seq] = _adc(extras["DWI_b0"], images[SequenceLabel.DWI])
-            continue
+        if seq is SequenceLabel.ADC and SequenceLabel.DWI in wanted:
+            continue  # derived from the DWI images below
         code = list(SequenceLabel).index(src_seq)
         target = float(_seq_rng(seed, src_seq, 3).uniform(1500.0, 3500.0))
         b_values = (0.0, 1000.0) if proto.kind in ("dwi", "adc") else (0.0,)
@@ -278,23 +281,29 @@ def generate_subject(
         gain = target / float(np.max(sig0))
         sigma = gain * float(sig0[Tissue.WM]) / (proto.snr * snr_scale)
         motion_severity = float(_seq_rng(seed, src_seq, 4).uniform(0.0, motion)) if motion > 0 else 0.0
-        out = []
         for b in b_values:
             sig = sig0 if b == 0.0 else tissue_signals(proto, tparams, gd, b_value=b)
-            img = mix(maps, tumour_frac, sig * gain, tumour_box, texture)
-            img *= bias
-            if motion_severity > 0:
-                img = motion_ghosting(img, motion_severity, np.random.default_rng([seed, 3000 + code]), axis=1,
-                                      voxel_mm=float(voxel_mm))
-            out.append(rician(img, sigma, [seed, 2000 + code, int(b)]))
+            renders.append((seq, b, sig * gain))
+        noise[seq] = (sigma, motion_severity, code)
         render_info[seq.value] = {"gain": gain, "noise_sigma": sigma, "target_max": target, "motion": motion_severity}
-        if proto.kind in ("dwi", "adc"):
-            if seq is SequenceLabel.DWI:
-                extras["DWI_b0"], images[seq] = out[0], out[1]
-            else:
-                images[seq] = _adc(out[0], out[1])
+    acquired: dict[tuple[SequenceLabel, float], np.ndarray] = {}
+    mixed = mix(maps, tumour_frac, np.stack([r[2] for r in renders]), tumour_box, texture) if renders else maps[:0]
+    for i, (seq, b, _) in enumerate(renders):
+        sigma, motion_severity, code = noise[seq]
+        img = mixed[i]
+        img *= bias
+        if motion_severity > 0:
+            img = motion_ghosting(img, motion_severity, np.random.default_rng([seed, 3000 + code]), axis=1,
+                                  voxel_mm=float(voxel_mm))
+        acquired[(seq, b)] = rician(img, sigma, [seed, 2000 + code, int(b)])
+    for seq in wanted:
+        if seq is SequenceLabel.DWI:
+            extras["DWI_b0"], images[seq] = acquired[(seq, 0.0)], acquired[(seq, 1000.0)]
+        elif seq is SequenceLabel.ADC:
+            src = SequenceLabel.DWI if SequenceLabel.DWI in wanted else seq
+            images[seq] = _adc(acquired[(src, 0.0)], acquired[(src, 1000.0)])
         else:
-            images[seq] = out[0]
+            images[seq] = acquired[(seq, 0.0)]
 
     tissue = _hard_tissue(maps, labels)
     sid = subject_id or f"synth-{seed:06d}"
