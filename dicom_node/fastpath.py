@@ -19,6 +19,8 @@ association's threads start) replaces, on that one association only:
 * the encoding of successful C-STORE and C-ECHO responses: their command set (a handful
   of implicit-VR elements) is written directly instead of through a pydicom dataset.
   Any other response goes through pynetdicom unchanged;
+* (with :mod:`dicom_node.fastdimse`, installed next) C-STORE requests are read from the
+  P-DATA fragments directly; what it leaves to pynetdicom is served inline as above;
 * pynetdicom's standard logging handlers (which format every PDU and DIMSE message for
   INFO/DEBUG lines) are unbound when the ``pynetdicom`` logger would drop those lines.
 

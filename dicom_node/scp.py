@@ -7,7 +7,14 @@ a failure status with an error comment and leave the association usable:
 
 * ``0xA700`` — out of resources (the file or the index could not be written);
 * ``0xA900`` — the dataset does not match the SOP class or instance of the request;
-* ``0xC000`` — cannot understand (empty, truncated or mis-encoded dataset, missing UIDs).
+* ``0xC000`` — cannot understand (empty, truncated or mis-encoded dataset, missing UIDs);
+* ``0xC211`` — an unexpected error in the handler (logged with its traceback).
+
+With ``dicom.fast_reactor`` (the default) each association runs the event-driven loops of
+:mod:`dicom_node.fastpath` and its C-STORE requests are read and answered directly by
+:mod:`dicom_node.fastdimse` (:meth:`StoreSCP._on_store_stream`); anything else, and every
+request with ``fast_reactor = false``, goes through pynetdicom's ``EVT_C_STORE``
+(:meth:`StoreSCP._on_store`). Both end in the same :meth:`StoreSCP._store_stream`.
 
 Associations are admitted by calling AE title and host (``[[dicom.allowed_callers]]``)
 and, optionally, by called AE title; refusals are logged with the reason and counted.
