@@ -3,6 +3,8 @@ serving real associations through it or, where it must, through pynetdicom."""
 
 from __future__ import annotations
 
+import logging
+import queue
 import struct
 from io import BytesIO
 from pathlib import Path
@@ -109,3 +111,120 @@ def test_stores_and_failures_on_either_path(scp_node: ScpNode, tmp_path: Path, m
     assert len(list(scp_node.cfg.spool_dir.rglob("*.dcm"))) == 3
     assert calls["all"] == 5
     assert calls["direct"] == (0 if pynetdicom_path else 5)
+
+
+def _pdata_tf(pdvs: list[tuple[int, int, bytes]]) -> bytes:
+    """A P-DATA-TF PDU carrying ``(context_id, control_header, fragment)`` items, built by hand."""
+    items = b"".join(struct.pack(">IBB", 2 + len(frag), cx, ctrl) + frag for cx, ctrl, frag in pdvs)
+    return struct.pack(">BBI", 0x04, 0x00, len(items)) + items
+
+
+def _echo_rq() -> bytes:
+    echo = C_ECHO()
+    echo.MessageID = 42
+    echo.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    msg = C_ECHO_RQ()
+    msg.primitive_to_message(echo)
+    raw = encode(msg.command_set, True, True)
+    assert raw is not None
+    return raw
+
+
+def _dataset_bytes(path: Path) -> tuple[str, bytes]:
+    import io
+
+    import pydicom
+    from pydicom.filereader import read_preamble
+
+    fp = io.BytesIO(path.read_bytes())
+    read_preamble(fp, False)
+    meta = pydicom.filereader._read_file_meta_info(fp)
+    return str(meta.MediaStorageSOPInstanceUID), fp.read()
+
+
+def _store_cmd(sop_uid: str, message_id: int) -> bytes:
+    rq = C_STORE()
+    rq.MessageID = message_id
+    rq.AffectedSOPClassUID = MRImageStorage
+    rq.AffectedSOPInstanceUID = sop_uid
+    rq.Priority = 2
+    rq.DataSet = BytesIO(b"\x08\x00\x18\x00")
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(rq)
+    raw = encode(msg.command_set, True, True)
+    assert raw is not None
+    return raw
+
+
+def _inject(port: int, pdvs: list[tuple[str, int, bytes]]) -> tuple[Any, list[Any]]:
+    """Associate with pynetdicom, write one hand-made P-DATA-TF PDU on its socket and
+    collect the responses that come back (``pdvs`` name their context by abstract syntax)."""
+    import time
+
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", port, ae_title="MRINODE")
+    assert assoc.is_established
+    cx = {str(c.abstract_syntax): int(c.context_id or 0) for c in assoc.accepted_contexts}
+    assoc._reactor_checkpoint.clear()  # as pynetdicom's send_* do: keep the responses for us
+    while not assoc._is_paused:
+        time.sleep(0.001)
+    responses: list[Any] = []
+    sock: Any = assoc.dul.socket
+    try:
+        sock.socket.sendall(_pdata_tf([(cx[a], ctrl, frag) for a, ctrl, frag in pdvs]))
+        n_expected = sum(1 for _, ctrl, _ in pdvs if ctrl == 0x03)
+        deadline = time.monotonic() + 20
+        while len(responses) < n_expected and time.monotonic() < deadline:
+            try:
+                _, rsp = assoc.dimse.msg_queue.get(timeout=0.1)
+            except queue.Empty:
+                if assoc.acse.is_aborted() or not assoc.is_established:
+                    break
+                continue
+            if rsp is not None:
+                responses.append(rsp)
+    finally:
+        assoc._reactor_checkpoint.set()
+    return assoc, responses
+
+
+def test_one_pdu_with_a_store_then_an_echo(scp_node: ScpNode, tmp_path: Path) -> None:
+    """The receiver serves the C-STORE and hands the rest of the same PDU (a C-ECHO) to pynetdicom."""
+    study_uid, paths = write_mr_series(tmp_path / "in", 1)
+    sop_uid, data = _dataset_bytes(paths[0])
+    assoc, responses = _inject(scp_node.port, [
+        (MRImageStorage, 0x03, _store_cmd(sop_uid, 7)),
+        (MRImageStorage, 0x02, data),
+        ("1.2.840.10008.1.1", 0x03, _echo_rq()),
+    ])
+    try:
+        assert [(type(r).__name__, r.MessageIDBeingRespondedTo, r.Status) for r in responses] == [
+            ("C_STORE", 7, 0x0000), ("C_ECHO", 42, 0x0000)]
+        assert assoc.send_c_echo().Status == 0x0000  # still usable
+    finally:
+        assoc.release()
+    stored = scp_node.store.instance_paths(study_uid)
+    assert len(stored) == 1 and _dataset_bytes(stored[0]) == (sop_uid, data)
+
+
+def test_command_inside_a_data_set_aborts_the_association(scp_node: ScpNode, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    caplog.set_level(logging.ERROR, logger="dicom_node.fastdimse")
+    study_uid, paths = write_mr_series(tmp_path / "in", 1)
+    sop_uid, data = _dataset_bytes(paths[0])
+    assoc, responses = _inject(scp_node.port, [
+        (MRImageStorage, 0x03, _store_cmd(sop_uid, 7)),
+        (MRImageStorage, 0x00, data[:100]),  # not the last fragment
+        ("1.2.840.10008.1.1", 0x03, _echo_rq()),
+    ])
+    deadline = time.monotonic() + 20
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert responses == []
+    assert assoc.is_aborted
+    assert "interrupted by a command" in caplog.text
+    assert scp_node.store.instance_paths(study_uid) == []
