@@ -352,19 +352,23 @@ def _adc(b0: np.ndarray, b1000: np.ndarray) -> np.ndarray:
 
 def _hard_tissue(maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Most likely tissue per voxel, air where the remainder ``1 - sum`` is largest; tumour
-    labels override (Tissue values). Ties go to the earlier channel, air first."""
+    labels override (Tissue values). Ties go to the earlier channel, air first. Computed
+    in slabs along the first axis to bound the temporaries."""
     import torch
 
-    t = torch.from_numpy(maps)
-    best_val, best_idx = t.max(dim=0)
-    air = torch.sub(1.0, t.sum(dim=0))
     codes = torch.tensor([tissue.value for tissue in MAP_TISSUES], dtype=torch.uint8)
-    best = torch.where(best_val > air, codes[best_idx], torch.zeros((), dtype=torch.uint8)).numpy()
+    zero = torch.zeros((), dtype=torch.uint8)
+    best = np.empty(maps.shape[1:], dtype=np.uint8)
+    step = max(1, -(-maps.shape[1] // 4))
+    for a in range(0, maps.shape[1], step):
+        t = torch.from_numpy(maps[:, a: a + step])
+        best_val, best_idx = t.max(dim=0)
+        air = torch.sub(1.0, t.sum(dim=0))
+        best[a: a + step] = torch.where(best_val > air, codes[best_idx], zero).numpy()
     best[labels == 1] = Tissue.NECROSIS
     best[labels == 2] = Tissue.OEDEMA
     best[labels == 3] = Tissue.ENHANCING
-    result: np.ndarray = best
-    return result
+    return best
 
 
 def write_subject(subject: SyntheticSubject, out_dir: Path | str, *, dicom: bool = False, nifti: bool = True) -> Path:
