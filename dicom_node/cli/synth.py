@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
                 vendor=args.vendor,
                 anatomy=None if args.anatomy == "random" else args.anatomy,
             )
-        except ValueError as exc:
+        except (ValueError, FileNotFoundError) as exc:  # bad option, or a template package missing
             print(f"mrinode synth: {exc}", file=sys.stderr)
             return 2
         folder = write_subject(subject, out, dicom=args.dicom, nifti=not args.no_nifti)

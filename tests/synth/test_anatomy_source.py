@@ -76,3 +76,14 @@ def test_sources_give_the_same_contrasts(tumour_subject, cat12_subject) -> None:
             wm = float(img[s.tissue == Tissue.WM].mean())
             ratios.append([float(img[s.tissue == t].mean()) / wm for t in (Tissue.CSF, Tissue.GM)])
         assert np.allclose(ratios[0], ratios[1], rtol=0.10), (seq, ratios)
+
+
+def test_missing_deepmriprep_gives_a_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from training.synth.cat12 import cat12_paths
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepmriprep" else real(name, *a))
+    with pytest.raises(FileNotFoundError, match=r"deepmriprep.*--anatomy mni152"):
+        cat12_paths()

@@ -43,7 +43,8 @@ def cat12_paths() -> dict[str, Path]:
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
             "The deepmriprep package is not installed; it ships the CAT12 templates "
-            "(install it with 'pip install --no-deps deepmriprep', as 'make setup' does)."
+            "(install it with 'pip install --no-deps deepmriprep', as 'make setup' does), "
+            "or choose the MNI152 anatomy source (mrinode synth --anatomy mni152)."
         )
     folder = Path(spec.origin).parent / "data" / "templates"
     paths = {"template": folder / CAT12_FILES[0]}
