@@ -41,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: anatomy source drawn per subject (MNI152 or CAT12), chunked noise streams
 VENDORS: tuple[str, ...] = ("siemens", "ge", "philips")
 DEFAULT_SEQUENCES: tuple[SequenceLabel, ...] = (SequenceLabel.T1, SequenceLabel.T1C, SequenceLabel.T2, SequenceLabel.FLAIR)
 #: Every label the generator can produce, in series-number order.
