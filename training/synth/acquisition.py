@@ -24,6 +24,7 @@ __all__ = [
     "plane_axes_lps",
     "quantise",
     "resample_to_stack",
+    "resample_with_labels",
     "rician",
     "stack_affine",
 ]
@@ -271,6 +272,11 @@ def stack_affine(protocol: Protocol, plane: str, centre_ras: np.ndarray, angulat
     return LPS_TO_RAS @ lps, (m, m, n)
 
 
+#: Output stacks are sampled in this many fixed slabs (on parallel threads); fixed so that
+#: the numbers do not depend on the thread count.
+_STACK_SLABS = 4
+
+
 def resample_to_stack(
     volume: np.ndarray,
     volume_affine: np.ndarray,
@@ -304,33 +310,93 @@ def resample_to_stack(
     numpy.ndarray
         float32 of ``stack_shape``; zero outside the source.
     """
-    import torch
+    src = _slice_profile(volume, volume_affine, stack_aff, thickness_mm, pixel_mm) if order > 0 else volume
+    sources = [(np.ascontiguousarray(src, dtype=np.float32), "bilinear" if order > 0 else "nearest")]
+    return _sample_stack(sources, np.linalg.inv(volume_affine) @ stack_aff, stack_shape, volume.shape)[0]
+
+
+def resample_with_labels(
+    volume: np.ndarray,
+    labels: np.ndarray,
+    volume_affine: np.ndarray,
+    stack_aff: np.ndarray,
+    stack_shape: tuple[int, int, int],
+    *,
+    thickness_mm: float,
+    pixel_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An image (trilinear, with the slice profile) and its label map (nearest) on a stack,
+    sampled through one grid; see :func:`resample_to_stack`.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(data, labels)``: float32 and uint8 of ``stack_shape``.
+    """
+    src = _slice_profile(volume, volume_affine, stack_aff, thickness_mm, pixel_mm)
+    sources = [(np.ascontiguousarray(src, dtype=np.float32), "bilinear"),
+               (np.ascontiguousarray(labels, dtype=np.float32), "nearest")]
+    data, lab = _sample_stack(sources, np.linalg.inv(volume_affine) @ stack_aff, stack_shape, volume.shape)
+    return data, np.rint(lab).astype(np.uint8)
+
+
+def _slice_profile(volume: np.ndarray, volume_affine: np.ndarray, stack_aff: np.ndarray, thickness_mm: float,
+                   pixel_mm: float) -> np.ndarray:
+    """Blur the source along each axis by the stack's footprint (slice profile, pixel)."""
     from scipy import ndimage as ndi
 
     src_vox = np.linalg.norm(volume_affine[:3, :3], axis=0)
-    src = volume.astype(np.float32, copy=False)
-    if order > 0:
-        normal = stack_aff[:3, 2] / np.linalg.norm(stack_aff[:3, 2])
-        sig = []
-        for axis in range(3):
-            d = np.zeros(3)
-            d[axis] = 1.0
-            footprint = abs(float(normal @ (volume_affine[:3, :3] @ d))) / src_vox[axis]
-            width = footprint * thickness_mm + (1.0 - footprint) * pixel_mm
-            sig.append(max(width - src_vox[axis], 0.0) / 2.355 / src_vox[axis])
-        if max(sig) > 0.2:
-            src = ndi.gaussian_filter(src, [s if s > 0.2 else 0.0 for s in sig], mode="constant")
-    to_src = np.linalg.inv(volume_affine) @ stack_aff
-    theta = _normalised_theta(to_src, stack_shape, volume.shape)
-    grid = torch.nn.functional.affine_grid(
-        torch.from_numpy(theta.astype(np.float32))[None], [1, 1, *stack_shape], align_corners=True
-    )
-    out = torch.nn.functional.grid_sample(
-        torch.from_numpy(np.ascontiguousarray(src))[None, None], grid,
-        mode="bilinear" if order > 0 else "nearest", padding_mode="zeros", align_corners=True,
-    )
-    result: np.ndarray = out[0, 0].numpy()
-    return result
+    src: np.ndarray = volume.astype(np.float32, copy=False)
+    normal = stack_aff[:3, 2] / np.linalg.norm(stack_aff[:3, 2])
+    sig = []
+    for axis in range(3):
+        d = np.zeros(3)
+        d[axis] = 1.0
+        footprint = abs(float(normal @ (volume_affine[:3, :3] @ d))) / src_vox[axis]
+        width = footprint * thickness_mm + (1.0 - footprint) * pixel_mm
+        sig.append(max(width - src_vox[axis], 0.0) / 2.355 / src_vox[axis])
+    if max(sig) > 0.2:
+        src = ndi.gaussian_filter(src, [s if s > 0.2 else 0.0 for s in sig], mode="constant")
+    return src
+
+
+def _sample_stack(sources: list[tuple[np.ndarray, str]], to_src: np.ndarray, stack_shape: tuple[int, int, int],
+                  src_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Sample each source through the affine voxel map ``to_src`` onto ``stack_shape``.
+
+    The stack is cut into ``_STACK_SLABS`` slabs along its first axis; each slab builds its
+    own sampling grid and samples every source through it, slabs on parallel threads.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    outs = [np.empty(stack_shape, dtype=np.float32) for _ in sources]
+    tensors = [(torch.from_numpy(src)[None, None], mode) for src, mode in sources]
+    n0 = int(stack_shape[0])
+    n_slabs = max(1, min(_STACK_SLABS, n0))
+    edges = np.linspace(0, n0, n_slabs + 1).astype(int)
+
+    def slab(i: int) -> None:
+        a, b = int(edges[i]), int(edges[i + 1])
+        shift = np.eye(4)
+        shift[0, 3] = a
+        sub = (b - a, int(stack_shape[1]), int(stack_shape[2]))
+        theta = _normalised_theta(to_src @ shift, sub, src_shape)
+        grid = torch.nn.functional.affine_grid(torch.from_numpy(theta.astype(np.float32))[None], [1, 1, *sub],
+                                               align_corners=True)
+        for (src, mode), out in zip(tensors, outs, strict=True):
+            res = torch.nn.functional.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=True)
+            out[a:b] = res[0, 0].numpy()
+
+    threads = max(1, min(torch.get_num_threads(), n_slabs))
+    if threads == 1:
+        for i in range(n_slabs):
+            slab(i)
+    else:  # torch releases the GIL
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(slab, range(n_slabs)))
+    return outs
 
 
 def _normalised_theta(to_src: np.ndarray, out_shape: tuple[int, ...], src_shape: tuple[int, ...]) -> np.ndarray:

@@ -18,7 +18,7 @@ from training.synth.acquisition import (
     bias_field,
     motion_ghosting,
     quantise,
-    resample_to_stack,
+    resample_with_labels,
     rician,
     stack_affine,
 )
@@ -127,10 +127,9 @@ class SyntheticSubject:
 
     def _stack(self, image: np.ndarray, aff: np.ndarray, shape: tuple[int, int, int], proto: Protocol,
                key: str = "", b_value: float | None = None) -> AcquiredStack:
-        data = resample_to_stack(image, self.affine, aff, shape, thickness_mm=proto.slice_thickness_mm, pixel_mm=proto.pixel_mm)
-        labels = resample_to_stack(self.labels.astype(np.float32), self.affine, aff, shape,
-                                   thickness_mm=proto.slice_thickness_mm, pixel_mm=proto.pixel_mm, order=0)
-        return AcquiredStack(data=quantise(data), labels=np.rint(labels).astype(np.uint8), affine=aff, key=key, b_value=b_value)
+        data, labels = resample_with_labels(image, self.labels, self.affine, aff, shape,
+                                            thickness_mm=proto.slice_thickness_mm, pixel_mm=proto.pixel_mm)
+        return AcquiredStack(data=quantise(data), labels=labels, affine=aff, key=key, b_value=b_value)
 
 
 def _seq_rng(seed: int, seq: SequenceLabel, purpose: int) -> np.random.Generator:
