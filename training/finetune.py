@@ -22,7 +22,7 @@ from training.ft_config import FinetuneConfig, load_finetune_config
 from training.manifest import Manifest, ManifestError, build_manifest, load_manifest, write_synth_subjects
 from training.regions import region_scores
 
-__all__ = ["gather_manifest", "main", "train", "validate"]
+__all__ = ["export_checkpoint", "gather_manifest", "main", "train", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,39 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
     return {"losses": losses, "steps": step, "metrics": metrics, "bundle": bundle_dir}
 
 
+def export_checkpoint(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Export the bundle from ``<out_dir>/checkpoint.pt`` without loading data or training.
+
+    For a run stopped before its last step: the bundle records the checkpoint's step count
+    and no validation metrics (run ``mrinode train evaluate`` on it).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run has no checkpoint or no saved manifest.
+    ValueError
+        If the config names no ``[bundle] out``.
+    """
+    import torch
+
+    from models.segmenter import build_segmenter
+    from training.export import export_bundle
+
+    out = Path(cfg.out_dir)
+    ckpt_path, manifest_path = out / "checkpoint.pt", out / "manifest.json"
+    for p in (ckpt_path, manifest_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"--export-only needs {p}, written by a fine-tuning run of this config.")
+    if not cfg.bundle_out:
+        raise ValueError("--export-only: the config's [bundle] out is empty, so there is nowhere to export.")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    net = build_segmenter(cfg.network)
+    net.load_state_dict(state["model"])
+    step, losses = int(state["step"]), list(state["losses"])
+    bundle = export_bundle(cfg, net, load_manifest(manifest_path), {}, step, losses)
+    return {"losses": losses, "steps": step, "metrics": {}, "bundle": bundle}
+
+
 def load_init_weights(path: Path) -> dict[str, Any]:
     """Read a whole-network state dict from a ``checkpoint.pt`` or a bundle folder.
 
@@ -207,7 +240,10 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of ``mrinode train finetune`` (``config``, ``max_steps``, ``resume``)."""
     try:
         cfg = load_finetune_config(args.config)
-        result = train(cfg, resume=bool(getattr(args, "resume", False)), max_steps=getattr(args, "max_steps", None))
+        if getattr(args, "export_only", False):
+            result = export_checkpoint(cfg)
+        else:
+            result = train(cfg, resume=bool(getattr(args, "resume", False)), max_steps=getattr(args, "max_steps", None))
     except (ValueError, FileNotFoundError) as exc:
         print(f"mrinode train finetune: {exc}", file=sys.stderr)
         return 2

@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         if name != "evaluate":
             q.add_argument("--max-steps", type=int, default=None, help="override the config's step count")
             q.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+            if name == "finetune":
+                q.add_argument("--export-only", action="store_true",
+                               help="export the bundle from the run's last checkpoint (no data loading, no training)")
         else:
             q.add_argument("--report-only", action="store_true",
                            help="label-efficiency configs: redraw the report from the results so far")

@@ -9,7 +9,7 @@ import pytest
 
 from dicom_node.cli import main
 from models.bundle import load_bundle
-from training.finetune import train
+from training.finetune import export_checkpoint, train
 from training.ft_config import parse_finetune_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "finetune-tiny.toml"
@@ -29,6 +29,15 @@ def test_tiny_finetune_learns_resumes_and_exports_a_loadable_bundle(cfg) -> None
     assert first["steps"] == 3
     assert (Path(cfg.out_dir) / "checkpoint.pt").is_file()
     assert any((Path(cfg.out_dir) / "tb").iterdir()), "TensorBoard events were written"
+    # a stopped run exports its last checkpoint without loading data or training
+    early = export_checkpoint(cfg)
+    assert early["steps"] == 3 and load_bundle(early["bundle"]).card.training["steps"] == 3
+    import torch
+
+    ckpt = torch.load(Path(cfg.out_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    exported = load_bundle(early["bundle"]).build_network().state_dict()
+    name = next(k for k, v in ckpt.items() if v.is_floating_point() and v.numel() > 100)
+    assert torch.allclose(exported[name].float(), ckpt[name].float(), atol=1e-2)
     result = train(cfg, resume=True)
     losses = result["losses"]
     assert result["steps"] == cfg.max_steps == len(losses)
