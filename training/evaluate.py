@@ -9,6 +9,9 @@ Config (TOML)::
     [evaluate]  subsets = {all = ["T1", "T1C", "T2", "FLAIR"], FLAIR = ["FLAIR"]}
                 hd95 = true
                 out_dir = "var/evaluate/<bundle>"   # report.md, metrics.json, dice.png
+                healthy_templates = false  # also real healthy brains, T1 alone (training.healthy)
+                card_key = ""              # when set, the summary goes into the bundle card's metrics
+                card_note = ""             # ... with this sentence on what the subjects were
 
 Every subject goes through the inference engine exactly as the node runs it (its label
 grid is the reference grid); subjects without tumour count in the Dice means (1 when
@@ -30,7 +33,7 @@ import numpy as np
 from training.manifest import Manifest, ManifestError, build_manifest, load_manifest, write_synth_subjects
 from training.regions import REGIONS, region_scores
 
-__all__ = ["evaluate", "load_subject_arrays", "main", "write_report"]
+__all__ = ["evaluate", "load_subject_arrays", "main", "record_in_card", "write_report"]
 
 
 def load_subject_arrays(subject: Any, channels: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -137,6 +140,10 @@ def write_report(result: dict[str, Any], out_dir: Path, title: str) -> Path:
         hd_cells = " | ".join(f"{s.get(f'hd95_{r}', float('nan')):.1f}" for r in REGIONS)
         lines.append(f"| {sname} | {int(s['subjects'])} ({int(s['with_tumour'])}) | {dice_cells} | {hd_cells} "
                      f"| {s['tumour_free_max_pred_ml']:.2f} | {s['seconds_mean']:.1f} |")
+    healthy = result.get("healthy_T1_only_ml", {})
+    if healthy:
+        lines += ["", "Real healthy brains, T1 alone (predicted tumour, mL; acceptance < 1 mL): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in healthy.items()) + "."]
     lines += ["", "![Dice per region and subset](dice.png)", "", "## Per subject", "",
               "| subject | subset | true mL | predicted mL | Dice WT | Dice TC | Dice ET |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -145,6 +152,30 @@ def write_report(result: dict[str, Any], out_dir: Path, title: str) -> Path:
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def record_in_card(bundle: str, key: str, result: dict[str, Any], note: str, command: str) -> Path:
+    """Write an evaluation summary into the bundle card's ``metrics[key]`` (weights untouched).
+
+    Returns
+    -------
+    Path
+        The rewritten ``card.json``.
+    """
+    from models.bundle import load_bundle
+
+    folder = Path(load_bundle(bundle).path)
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text())
+    entry: dict[str, Any] = {"subjects": note, "command": command}
+    entry.update({k: {m: round(v, 4) for m, v in s.items()} for k, s in result["summary"].items()})
+    if "healthy_T1_only_ml" in result:
+        entry["healthy_real_brains_T1_only_ml"] = result["healthy_T1_only_ml"]
+    card.setdefault("metrics", {})[key] = entry
+    tmp = card_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(card_path)
+    return card_path
 
 
 def _manifest_from(data: dict[str, Any], out_dir: Path) -> Manifest:
@@ -179,10 +210,21 @@ def main(args: argparse.Namespace) -> int:
                    ev.get("subsets", {"all": ["T1", "T1C", "T2", "FLAIR"], "FLAIR": ["FLAIR"]}).items()}
         result = evaluate(bundle, manifest, subsets, device=str(raw.get("device", "cpu")),
                           with_hd95=bool(ev.get("hd95", True)))
+        if ev.get("healthy_templates"):
+            from models.engine import get_engine
+            from training.healthy import healthy_volumes
+
+            result["healthy_T1_only_ml"] = healthy_volumes(get_engine(bundle, device=str(raw.get("device", "cpu"))))
+        if ev.get("card_key"):
+            card = record_in_card(bundle, str(ev["card_key"]), result, str(ev.get("card_note", "")),
+                                  f"mrinode train evaluate --config {path}")
+            print(f"card: {card}")
     except (ValueError, FileNotFoundError, tomllib.TOMLDecodeError) as exc:
         print(f"mrinode train evaluate: {exc}", file=sys.stderr)
         return 2
     report = write_report(result, out_dir, f"Evaluation of {bundle} on {len(manifest.subjects)} subjects")
+    for name, ml in result.get("healthy_T1_only_ml", {}).items():
+        print(f"healthy {name}, T1 alone: {ml:.2f} mL predicted tumour")
     for sname, s in result["summary"].items():
         print(f"{sname:>8}: Dice WT {s['dice_WT']:.3f}  TC {s['dice_TC']:.3f}  ET {s['dice_ET']:.3f}  "
               f"(tumour-free max {s['tumour_free_max_pred_ml']:.2f} mL)")

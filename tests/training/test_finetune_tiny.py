@@ -59,6 +59,13 @@ def test_tiny_finetune_learns_resumes_and_exports_a_loadable_bundle(cfg) -> None
     assert set(ev["summary"]["FLAIR"]) >= {"dice_WT", "dice_TC", "dice_ET", "hd95_WT"}
     report = write_report(ev, Path(cfg.out_dir) / "eval", "tiny")
     assert "| FLAIR |" in report.read_text() and (report.parent / "dice.png").stat().st_size > 0
+    # the summary recorded in the card; the bundle still loads (its weights are untouched)
+    from training.evaluate import record_in_card
+
+    record_in_card(str(result["bundle"]), "held_out", ev, "one synthetic subject", "pytest")
+    card = load_bundle(result["bundle"]).card
+    assert card.metrics["held_out"]["FLAIR"]["dice_WT"] == round(ev["summary"]["FLAIR"]["dice_WT"], 4)
+    assert card.metrics["validation"], "earlier metrics are kept"
 
 
 def test_bad_config_is_a_sentence(tmp_path, capsys) -> None:
