@@ -13,7 +13,9 @@ Typical use::
                               # labels and affine (plane, matrix, slice thickness)
     write_subject(s, "out", dicom=True)   # NIfTI + labels + params.json + a DICOM study
 
-Modules: ``templates`` (tissue maps from shipped templates), ``tissue`` (T1/T2/T2*/PD/ADC
+Modules: ``templates`` (tissue maps from shipped templates; anatomy source ``mni152`` or
+``cat12``, drawn per subject unless ``anatomy=`` fixes it), ``cat12`` (the CAT12 Geodesic
+Shooting template from deepmriprep), ``tissue`` (T1/T2/T2*/PD/ADC
 by field strength, cited), ``physics`` (signal equations), ``anatomy`` (pose and
 deformation), ``lesions`` (tumours), ``protocols`` (TR/TE/TI/flip and geometry),
 ``acquisition`` (noise, bias, motion, resampling onto acquired stacks), ``render``
