@@ -87,3 +87,14 @@ def test_missing_deepmriprep_gives_a_sentence(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepmriprep" else real(name, *a))
     with pytest.raises(FileNotFoundError, match=r"deepmriprep.*--anatomy mni152"):
         cat12_paths()
+
+
+def test_tumour_centres_are_cerebral_white_matter_in_both_sources() -> None:
+    """CAT12's WM reaches into brainstem and cerebellum; tumour centres stay where MNI152 puts them."""
+    fractions = {}
+    for src in ANATOMY_SOURCES:
+        t = load_templates(2.0, src)
+        ras = t.wm_centres @ t.affine[:3, :3].T + t.affine[:3, 3]
+        fractions[src] = float(np.mean(ras[:, 2] < -20.0))  # below the tentorium's level (mm)
+        assert float(t.brain[2][tuple(t.wm_centres[::97].T)].mean()) > 0.6  # centres lie in (smoothed) WM
+    assert fractions["cat12"] < 0.05 and fractions["mni152"] < 0.05, fractions

@@ -199,7 +199,10 @@ def _build_cat12_1mm() -> TemplateMaps:
     del room
     maps = np.stack([csf, gm, wm])
     del csf, gm
-    centres = np.argwhere(wm > 0.9).astype(np.int32)
+    # Tumour centres: deep WM in both sources. CAT12's WM > 0.9 also covers the brainstem and
+    # cerebellar WM (~8 % of its voxels against ~1 % for MNI152); requiring the MNI152 WM
+    # keeps the tumours where the MNI152 source puts them (cerebral WM, as adult gliomas).
+    centres = np.argwhere((wm > 0.9) & (mni.brain[2] > 0.9)).astype(np.int32)
     return TemplateMaps(brain=maps, head=mni.head, affine=mni.affine, wm_centres=centres,
                         brain_box=_box(maps.sum(axis=0) > 0), source="cat12")
 
