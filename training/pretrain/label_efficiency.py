@@ -248,8 +248,10 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
         results_path = work / "results.json"
     else:
         report_dir, results_path = work / "validation-report", work / "results-validation.json"
-    settings = _fingerprint({k: cfg.get(k) for k in ("data", "encoder", "encoder2d", "pretrain", "finetune", "finetune2d")}
-                            | {"split": split})
+    # the digest leaves out the repeat count (rows carry their repeat): raising it adds rows, keeps the others
+    keyed = {k: cfg.get(k) for k in ("data", "encoder", "encoder2d", "pretrain", "finetune2d")}
+    keyed["finetune"] = {k: v for k, v in ft.items() if k != "repeats"}
+    settings = _fingerprint(keyed | {"split": split})
     # rows made with other settings stay in the file (another config may share the work folder) but are not used
     every_row: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
     results = [r for r in every_row if r.get("settings") == settings]

@@ -180,8 +180,8 @@ def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir:
         "",
         "## Held-out results (mean ± sd over repeats)",
         "",
-        "| init | labels | subjects | Dice WT | Dice TC | Dice ET | HD95 WT (mm) |",
-        "|---|---|---|---|---|---|---|",
+        "| init | labels | subjects | Dice WT | Dice TC | Dice ET | HD95 WT (mm) | repeats |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for f in fractions:
         for init in inits:
@@ -191,7 +191,7 @@ def write_report(results: list[dict[str, Any]], cfg: dict[str, Any], report_dir:
             lines.append(
                 f"| {init} | {f * 100:g}% | {int(s['labelled'])} | {_fmt(s['dice_WT'], s['dice_WT_sd'])} | "
                 f"{_fmt(s['dice_TC'], s['dice_TC_sd'])} | {_fmt(s['dice_ET'], s['dice_ET_sd'])} | "
-                f"{_fmt(s['hd95_WT'], s['hd95_WT_sd'], 1)} |"
+                f"{_fmt(s['hd95_WT'], s['hd95_WT_sd'], 1)} | {int(s['repeats'])} |"
             )
     lines += ["", "![Dice and HD95 against the label fraction](label-efficiency.png)", ""]
     if has_losses:
