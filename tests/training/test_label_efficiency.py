@@ -94,6 +94,15 @@ def test_tiny_label_efficiency_run_through_the_cli(tmp_path: Path) -> None:
     assert main(["train", "evaluate", "--config", str(config), "--report-only"]) == 0
     assert json.loads((tmp_path / "work" / "results.json").read_text()) == rows
 
+    # more repeats keep the rows made so far and add the new repeat's
+    raw["finetune"]["repeats"] = 2
+    write_toml(raw, config)
+    assert main(["train", "evaluate", "--config", str(config)]) == 0
+    more = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert more[: len(rows)] == rows and len(more) == 2 * len(rows)
+    assert all(r["repeat"] == 1 for r in more[len(rows):])
+    assert "| 2 |" in (tmp_path / "report" / "label-efficiency.md").read_text()
+
     # other pretraining settings with the same encoder folder: a sentence, not a silent reuse
     raw["pretrain"]["steps"] = 4
     write_toml(raw, config)
