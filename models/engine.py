@@ -28,7 +28,7 @@ import torch
 from models.bundle import Bundle, BundleError, load_bundle
 from models.preprocess import foreground_mask, ras_grid, resample, zscore_foreground
 
-__all__ = ["InferenceEngine", "Prediction", "drop_small_components", "get_engine", "resolve_device"]
+__all__ = ["InferenceEngine", "Prediction", "decide_labels", "drop_small_components", "get_engine", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,34 @@ def drop_small_components(labels: np.ndarray, fraction: float) -> np.ndarray:
     out = labels.copy()
     out[~np.isin(comp, keep)] = 0
     return out
+
+
+def decide_labels(probs: torch.Tensor, rule: str = "argmax") -> torch.Tensor:
+    """Turn class probabilities ``(K, ...)`` (class 0 = background) into a uint8 label map.
+
+    Parameters
+    ----------
+    probs : torch.Tensor
+        Probabilities; all zero where nothing was predicted (outside the model grid), which
+        gives background under both rules.
+    rule : {"argmax", "foreground_first"}
+        ``argmax`` takes the most probable class. ``foreground_first`` first decides tumour
+        against background on the summed tumour probability (the whole-tumour region), then
+        names the most probable tumour class: a voxel that is surely tumour but of an uncertain
+        kind (a core seen on FLAIR alone) is not lost to background.
+
+    Raises
+    ------
+    ValueError
+        On an unknown rule.
+    """
+    if rule == "argmax":
+        return torch.argmax(probs, dim=0).to(torch.uint8)
+    if rule == "foreground_first":
+        tumour = probs[1:].sum(dim=0) > probs[0]
+        kind = torch.argmax(probs[1:], dim=0) + 1
+        return torch.where(tumour, kind, torch.zeros_like(kind)).to(torch.uint8)
+    raise ValueError(f"the card's preprocessing.decision {rule!r} is not 'argmax' or 'foreground_first'.")
 
 
 @dataclass
@@ -240,8 +268,7 @@ class InferenceEngine:
         probs[(slice(None), *box)] = crop.cpu()
         t2 = time.perf_counter()
         back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
-        # Outside the model grid every probability is 0: argmax gives background there.
-        labels = torch.argmax(back, dim=0).to(torch.uint8).numpy()
+        labels = decide_labels(back, str(self.bundle.card.preprocessing.get("decision", "argmax"))).numpy()
         labels = drop_small_components(labels, float(self.bundle.card.preprocessing.get("min_component_fraction", 0.0)))
         t3 = time.perf_counter()
         return Prediction(

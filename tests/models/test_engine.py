@@ -74,3 +74,17 @@ def test_no_usable_sequence_is_a_clear_error(engine, subject) -> None:
 
 def test_warm_engine_is_reused() -> None:
     assert get_engine("brain-tumour-demo", device="cpu") is get_engine("brain-tumour-demo", device="cpu")
+
+
+def test_decision_rules_differ_only_where_tumour_kind_is_uncertain() -> None:
+    import torch
+
+    from models.engine import decide_labels
+
+    # voxel 0: surely background; 1: tumour of an uncertain kind (0.3 + 0.3 > 0.4); 2: clearly label 2;
+    # 3: outside the model grid (all zero)
+    probs = torch.tensor([[0.9, 0.4, 0.1, 0.0], [0.05, 0.3, 0.1, 0.0], [0.05, 0.3, 0.8, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert decide_labels(probs, "argmax").tolist() == [0, 0, 2, 0]
+    assert decide_labels(probs, "foreground_first").tolist() == [0, 1, 2, 0]
+    with pytest.raises(ValueError, match=r"preprocessing\.decision"):
+        decide_labels(probs, "vote")
