@@ -21,9 +21,7 @@ COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
 
 def _template(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
-
-    from models.preprocess import ras_grid, resample
+    from training.healthy import template_t1
 
     if not path.is_file():
         import nilearn
@@ -31,10 +29,7 @@ def _template(path: Path) -> tuple[np.ndarray, np.ndarray]:
         path = Path(nilearn.__file__).parent / "datasets/data" / path.name
     if not path.is_file():
         pytest.skip(f"{path} is not installed")
-    img = nib.load(str(path))
-    shape, affine = ras_grid(img.shape[:3], img.affine, [2.0, 2.0, 2.0])
-    data = resample(np.asarray(img.dataobj, dtype=np.float32)[None], img.affine, shape, affine)[0].numpy()
-    return data, affine
+    return template_t1(path, 2.0)
 
 
 @pytest.mark.parametrize("template", [MNI, COLIN], ids=["mni152", "colin27"])
