@@ -8,33 +8,20 @@ and run through ``mrinode infer`` like any study.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dicom_node.cli import main
 from tests.models.nifti_dicom import write_volume_as_dicom
 
-MNI = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
+@pytest.mark.parametrize("name", ["mni152", "colin27"])
+def test_healthy_brain_gets_under_one_ml_of_tumour(name: str, tmp_path, capsys) -> None:
+    from training.healthy import template_paths, template_t1
 
-def _template(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from training.healthy import template_t1
-
-    if not path.is_file():
-        import nilearn
-
-        path = Path(nilearn.__file__).parent / "datasets/data" / path.name
-    if not path.is_file():
-        pytest.skip(f"{path} is not installed")
-    return template_t1(path, 2.0)
-
-
-@pytest.mark.parametrize("template", [MNI, COLIN], ids=["mni152", "colin27"])
-def test_healthy_brain_gets_under_one_ml_of_tumour(template: Path, tmp_path, capsys) -> None:
-    data, affine = _template(template)
+    path = template_paths().get(name)
+    assert path is not None, f"the {name} template is not installed (make setup installs nilearn and mricron-data)"
+    data, affine = template_t1(path, 2.0)
     write_volume_as_dicom(data, affine, tmp_path / "in", description="T1 MPRAGE")
     assert main(["infer", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu",
                  "--headers-only", "--json"]) == 0
