@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from models.bundle import Bundle, BundleError, load_bundle
-from models.preprocess import foreground_mask, ras_grid, resample, zscore_foreground
+from models.preprocess import NORMALIZATIONS, foreground_mask, normalize, ras_grid, resample
 
 __all__ = ["InferenceEngine", "Prediction", "decide_labels", "drop_small_components", "get_engine", "resolve_device"]
 
@@ -169,6 +169,10 @@ class InferenceEngine:
         self.spacing = [float(s) for s in pre.get("spacing_mm", [1.0, 1.0, 1.0])]
         self.roi_size = [int(s) for s in pre.get("roi_size", [96, 96, 96])]
         self.overlap = float(overlap if overlap is not None else pre.get("overlap", 0.25))
+        self.normalize = str(pre.get("normalize", "zscore_foreground"))
+        if self.normalize not in NORMALIZATIONS:
+            raise BundleError(f"bundle {bundle.name!r}: card preprocessing.normalize {self.normalize!r} is not one of "
+                              f"{', '.join(NORMALIZATIONS)}.")
         self.net: Any = bundle.build_network(self.device)
         if compile and self.device == "cuda":
             self.net = torch.compile(self.net)
@@ -202,7 +206,7 @@ class InferenceEngine:
                 stack[c] = images[name]
         grid_shape, grid_affine = ras_grid(shape, affine, self.spacing)
         on_grid = resample(stack, affine, grid_shape, grid_affine).numpy()
-        x = zscore_foreground(on_grid, [c in images for c in self.channels])
+        x = normalize(on_grid, [c in images for c in self.channels], self.normalize)
         return torch.from_numpy(x), grid_affine, present
 
     def foreground_box(self, x: torch.Tensor, margin: int = 8) -> tuple[slice, ...]:

@@ -13,7 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["foreground_mask", "ras_grid", "resample", "zscore_foreground"]
+__all__ = ["NORMALIZATIONS", "foreground_mask", "normalize", "ras_grid", "resample", "zscore_foreground"]
+
+#: Card ``preprocessing.normalize`` values: ``zscore_foreground`` z-scores every channel over the union of
+#: the present channels' foregrounds (so a channel's values depend on which others are present);
+#: ``zscore_per_channel`` z-scores every channel over its own foreground (the same values for any subset).
+NORMALIZATIONS = ("zscore_foreground", "zscore_per_channel")
 
 
 def ras_grid(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float]) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -139,7 +144,7 @@ def foreground_mask(x: np.ndarray, present: Sequence[bool]) -> np.ndarray:
     return mask
 
 
-def zscore_foreground(x: np.ndarray, present: Sequence[bool], clip: float = 6.0) -> np.ndarray:
+def zscore_foreground(x: np.ndarray, present: Sequence[bool], clip: float = 6.0, per_channel: bool = False) -> np.ndarray:
     """Z-score each present channel over the foreground; absent channels become zeros.
 
     Parameters
@@ -150,6 +155,11 @@ def zscore_foreground(x: np.ndarray, present: Sequence[bool], clip: float = 6.0)
         Which channels hold an image.
     clip : float
         Normalised values are clipped to ``[-clip, clip]``.
+    per_channel : bool
+        False: one foreground for all channels (the union of the present channels' Otsu masks).
+        True: each channel over its own Otsu foreground, so its values do not depend on which
+        other channels are present (training with sequence dropout then sees exactly what
+        inference on a subset sees).
 
     Returns
     -------
@@ -157,13 +167,27 @@ def zscore_foreground(x: np.ndarray, present: Sequence[bool], clip: float = 6.0)
         float32 array of the same shape.
     """
     out = np.zeros(x.shape, dtype=np.float32)
-    mask = foreground_mask(x, present)
-    if not mask.any():
-        mask = np.ones(x.shape[1:], dtype=bool)
+    union = None if per_channel else foreground_mask(x, present)
     for c, ok in enumerate(present):
         if not ok:
             continue
+        mask = foreground_mask(x[c : c + 1], [True]) if union is None else union
+        if not mask.any():
+            mask = np.ones(x.shape[1:], dtype=bool)
         vals = x[c][mask]
         mean, std = float(vals.mean()), float(vals.std())
         out[c] = np.clip((x[c] - mean) / max(std, 1e-6), -clip, clip)
     return out
+
+
+def normalize(x: np.ndarray, present: Sequence[bool], method: str = "zscore_foreground") -> np.ndarray:
+    """Normalise ``(C, ...)`` channels by a card's ``preprocessing.normalize`` method.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is not one of :data:`NORMALIZATIONS`.
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"preprocessing.normalize {method!r} is not one of {', '.join(NORMALIZATIONS)}.")
+    return zscore_foreground(x, present, per_channel=method == "zscore_per_channel")

@@ -16,7 +16,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Transform
 
-from models.preprocess import foreground_mask, ras_grid, resample, zscore_foreground
+from models.preprocess import foreground_mask, normalize, ras_grid, resample
 from training.manifest import Manifest, ManifestError
 
 __all__ = ["LoadSubjectd", "SequenceDropoutd", "make_dataset", "subject_items", "train_transforms"]
@@ -53,11 +53,15 @@ class LoadSubjectd(Transform):
         Sequence per input channel.
     spacing : sequence of float
         Model grid spacing in mm (RAS).
+    normalization : str
+        A :data:`models.preprocess.NORMALIZATIONS` method (the card's ``preprocessing.normalize``).
     """
 
-    def __init__(self, channels: Sequence[str], spacing: Sequence[float]) -> None:
+    def __init__(self, channels: Sequence[str], spacing: Sequence[float],
+                 normalization: str = "zscore_foreground") -> None:
         self.channels = list(channels)
         self.spacing = [float(s) for s in spacing]
+        self.normalization = normalization
 
     def __call__(self, item: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Load and preprocess ``item`` (from :func:`subject_items`)."""
@@ -80,7 +84,7 @@ class LoadSubjectd(Transform):
             stack[c] = resample(data[None], img.affine, grid_shape, grid_affine)[0].numpy()
             present[c] = True
         out: dict[Hashable, Any] = {"id": item["id"], "present": present}
-        out["image"] = zscore_foreground(stack, list(present))
+        out["image"] = normalize(stack, list(present), self.normalization)
         out["head"] = foreground_mask(stack, list(present))[None].astype(np.uint8)
         if item.get("labels"):
             lab = np.asarray(ref.dataobj).astype(np.int16)
@@ -188,12 +192,13 @@ def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: 
 
 
 def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: Sequence[float],
-                 transform: Any | None = None, cache_rate: float = 1.0) -> Any:
+                 transform: Any | None = None, cache_rate: float = 1.0,
+                 normalization: str = "zscore_foreground") -> Any:
     """Return a MONAI ``CacheDataset`` over the loaded subjects, with optional random transforms."""
     from monai.data import CacheDataset
     from monai.transforms import Compose
 
-    steps: list[Any] = [LoadSubjectd(channels, spacing)]
+    steps: list[Any] = [LoadSubjectd(channels, spacing, normalization)]
     if transform is not None:
         steps.append(transform)
     return CacheDataset(items, Compose(steps), cache_rate=cache_rate, num_workers=2, progress=False)

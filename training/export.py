@@ -43,7 +43,7 @@ def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: di
         preprocessing={
             "orientation": "RAS",
             "spacing_mm": cfg.spacing_mm,
-            "normalize": "zscore_foreground",
+            "normalize": cfg.normalize,
             "roi_size": cfg.inference_roi_size,
             "training_roi_size": cfg.roi_size,
             "overlap": cfg.overlap,

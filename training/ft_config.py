@@ -12,7 +12,8 @@ Tables and keys (defaults in brackets)::
     [preprocessing]   channels [T1, T1C, T2, FLAIR], spacing_mm [[2, 2, 2]], roi_size [[64, 64, 64]]
                       (training crops), inference_roi_size [roi_size] (sliding windows), overlap [0.25],
                       min_component_fraction [0.0] (engine drops foreground components smaller
-                      than this fraction of the largest)
+                      than this fraction of the largest), normalize ["zscore_foreground"] (or
+                      "zscore_per_channel": each channel over its own foreground)
     [train]           max_steps [1000], batch_size [2], samples_per_subject [1], lr [1e-3],
                       weight_decay [1e-5], sequence_dropout [0.5], threads [1], log_every [10],
                       checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"],
@@ -37,7 +38,8 @@ _KNOWN = {
     "": {"name", "seed", "data", "network", "preprocessing", "train", "bundle"},
     "data": {"manifest", "dirs", "layout", "synth", "val_subjects", "val_subsets"},
     "network": {"num_classes", "norm", "full_resolution", "encoder_checkpoint", "encoder"},
-    "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap", "min_component_fraction"},
+    "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap", "min_component_fraction",
+                      "normalize"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
               "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights", "pos_neg",
               "intensity_augment"},
@@ -63,6 +65,7 @@ class FinetuneConfig:
     roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])
     inference_roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])
     min_component_fraction: float = 0.0
+    normalize: str = "zscore_foreground"
     overlap: float = 0.25
     max_steps: int = 1000
     batch_size: int = 2
@@ -112,6 +115,10 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
     channels = [str(c) for c in pre.get("channels", ["T1", "T1C", "T2", "FLAIR"])]
     if "encoder" not in net:
         raise ValueError(f"{where}: [network.encoder] is missing (for example name = \"swin3d\").")
+    from models.preprocess import NORMALIZATIONS
+
+    if str(pre.get("normalize", "zscore_foreground")) not in NORMALIZATIONS:
+        raise ValueError(f"{where}: [preprocessing] normalize {pre['normalize']!r} is not one of {', '.join(NORMALIZATIONS)}.")
     encoder = dict(net["encoder"])
     encoder.setdefault("in_channels", len(channels))
     network = {"encoder": encoder, "num_classes": int(net.get("num_classes", 4)), "norm": str(net.get("norm", "instance")),
@@ -134,6 +141,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         roi_size=[int(s) for s in pre.get("roi_size", [64, 64, 64])],
         inference_roi_size=[int(s) for s in pre.get("inference_roi_size", pre.get("roi_size", [64, 64, 64]))],
         min_component_fraction=float(pre.get("min_component_fraction", 0.0)),
+        normalize=str(pre.get("normalize", "zscore_foreground")),
         overlap=float(pre.get("overlap", 0.25)),
         max_steps=int(tr.get("max_steps", 1000)),
         batch_size=int(tr.get("batch_size", 2)),

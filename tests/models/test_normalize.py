@@ -1,0 +1,71 @@
+"""Card ``preprocessing.normalize``: what a channel's values depend on, and how a bad value is refused.
+
+The subject comes from the synthetic engine (seed 9101, not a training seed) on a 3 mm grid.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.bundle import BundleError, load_bundle
+from models.engine import InferenceEngine
+from models.preprocess import normalize
+from training.ft_config import parse_finetune_config
+
+SEQS = ["T1", "T1C", "T2", "FLAIR"]
+
+
+@pytest.fixture(scope="module")
+def stack() -> np.ndarray:
+    from training.synth import generate_subject
+
+    s = generate_subject(9101, voxel_mm=3.0, tumour=True)
+    images = {str(k.value if hasattr(k, "value") else k): np.asarray(v, dtype=np.float32) for k, v in s.images.items()}
+    return np.stack([images[c] for c in SEQS])
+
+
+def _flair_alone(x: np.ndarray) -> np.ndarray:
+    only = x.copy()
+    only[:3] = 0
+    return only
+
+
+def test_per_channel_values_do_not_depend_on_the_other_channels(stack) -> None:
+    fl = SEQS.index("FLAIR")
+    all_present = [True] * 4
+    alone = [False, False, False, True]
+    per_all = normalize(stack, all_present, "zscore_per_channel")
+    per_alone = normalize(_flair_alone(stack), alone, "zscore_per_channel")
+    np.testing.assert_allclose(per_all[fl], per_alone[fl], atol=1e-5)
+    assert not per_alone[:3].any(), "absent channels are zeros"
+    # The union foreground (the older method) gives FLAIR other values when the other sequences
+    # are there: what a model trained on four channels and dropout saw is not what FLAIR alone gives.
+    union_all = normalize(stack, all_present, "zscore_foreground")
+    union_alone = normalize(_flair_alone(stack), alone, "zscore_foreground")
+    assert float(np.abs(union_all[fl] - union_alone[fl]).mean()) > 0.1
+    # both are z-scores: over its own foreground a channel has mean 0 and sd 1
+    from models.preprocess import foreground_mask
+
+    own = foreground_mask(stack[fl : fl + 1], [True])
+    assert abs(float(per_all[fl][own].mean())) < 0.05 and abs(float(per_all[fl][own].std()) - 1) < 0.05
+
+
+def test_unknown_method_is_a_sentence_naming_the_key(stack, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"preprocessing\.normalize 'minmax' is not one of"):
+        normalize(stack, [True] * 4, "minmax")
+    src = load_bundle("brain-tumour-demo").path
+    dst = tmp_path / "bad-normalize"
+    shutil.copytree(src, dst)
+    card = json.loads((dst / "card.json").read_text())
+    card["preprocessing"]["normalize"] = "minmax"
+    (dst / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match=r"preprocessing\.normalize 'minmax'"):
+        InferenceEngine(load_bundle(dst), device="cpu", threads=1)
+    raw = {"name": "x", "network": {"encoder": {"name": "swin3d"}}, "preprocessing": {"normalize": "minmax"}}
+    with pytest.raises(ValueError, match=r"\[preprocessing\] normalize 'minmax'"):
+        parse_finetune_config(raw, "cfg.toml")
