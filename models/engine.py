@@ -28,7 +28,8 @@ import torch
 from models.bundle import Bundle, BundleError, load_bundle
 from models.preprocess import NORMALIZATIONS, foreground_mask, normalize, ras_grid, resample
 
-__all__ = ["InferenceEngine", "Prediction", "decide_labels", "drop_small_components", "get_engine", "resolve_device"]
+__all__ = ["InferenceEngine", "Prediction", "background_outside", "decide_labels", "drop_small_components", "get_engine",
+           "head_mask", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,43 @@ def drop_small_components(labels: np.ndarray, fraction: float) -> np.ndarray:
     keep = np.flatnonzero(sizes >= fraction * sizes.max()) + 1
     out = labels.copy()
     out[~np.isin(comp, keep)] = 0
+    return out
+
+
+def head_mask(x: np.ndarray, present: list[bool], dilate: int = 2) -> np.ndarray:
+    """The head on a prepared model-grid input: Otsu foreground, dilated, enclosed cavities filled.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Normalised ``(C, *grid)`` input (absent channels zero).
+    present : list of bool
+        Which channels hold an image.
+    dilate : int
+        Voxels of dilation before the cavities (ventricles, a necrotic core dark on the given
+        sequence) are filled.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of shape ``x.shape[1:]``; all True when no foreground is found.
+    """
+    from scipy import ndimage
+
+    mask = foreground_mask(x - x.min(), present)
+    if not mask.any():
+        return np.ones(x.shape[1:], dtype=bool)
+    if dilate > 0:
+        mask = ndimage.binary_dilation(mask, iterations=dilate)
+    return np.asarray(ndimage.binary_fill_holes(mask), dtype=bool)
+
+
+def background_outside(probs: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+    """Set class probabilities ``(K, *grid)`` to certain background (class 0) outside ``mask``."""
+    out = probs.clone()
+    outside = torch.from_numpy(~mask)
+    out[1:, outside] = 0.0
+    out[0, outside] = 1.0
     return out
 
 
@@ -270,6 +308,10 @@ class InferenceEngine:
         probs = torch.zeros((crop.shape[0], *x.shape[1:]), dtype=crop.dtype)
         probs[0] = 1.0
         probs[(slice(None), *box)] = crop.cpu()
+        if bool(self.bundle.card.preprocessing.get("mask_outside_head", False)):
+            # no tumour in the air: a zero-filled background (common in scanner output, and in
+            # templates) is an intensity the synthetic training data never had
+            probs = background_outside(probs, head_mask(x.numpy(), [c in present for c in self.channels]))
         t2 = time.perf_counter()
         back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
         labels = decide_labels(back, str(self.bundle.card.preprocessing.get("decision", "argmax"))).numpy()

@@ -49,6 +49,7 @@ def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: di
             "overlap": cfg.overlap,
             "missing_sequences": "zero channels (trained with sequence dropout)",
             "min_component_fraction": cfg.min_component_fraction,
+            "mask_outside_head": cfg.mask_outside_head,
         },
         network=network,
         training={

@@ -13,7 +13,8 @@ Tables and keys (defaults in brackets)::
                       (training crops), inference_roi_size [roi_size] (sliding windows), overlap [0.25],
                       min_component_fraction [0.0] (engine drops foreground components smaller
                       than this fraction of the largest), normalize ["zscore_foreground"] (or
-                      "zscore_per_channel": each channel over its own foreground)
+                      "zscore_per_channel": each channel over its own foreground),
+                      mask_outside_head [false] (engine sets everything outside the head to background)
     [train]           max_steps [1000], batch_size [2], samples_per_subject [1], lr [1e-3],
                       weight_decay [1e-5], sequence_dropout [0.5], threads [1], log_every [10],
                       checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"],
@@ -39,7 +40,7 @@ _KNOWN = {
     "data": {"manifest", "dirs", "layout", "synth", "val_subjects", "val_subsets"},
     "network": {"num_classes", "norm", "full_resolution", "encoder_checkpoint", "encoder"},
     "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap", "min_component_fraction",
-                      "normalize"},
+                      "normalize", "mask_outside_head"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
               "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights", "pos_neg",
               "intensity_augment"},
@@ -66,6 +67,7 @@ class FinetuneConfig:
     inference_roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])
     min_component_fraction: float = 0.0
     normalize: str = "zscore_foreground"
+    mask_outside_head: bool = False
     overlap: float = 0.25
     max_steps: int = 1000
     batch_size: int = 2
@@ -142,6 +144,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         inference_roi_size=[int(s) for s in pre.get("inference_roi_size", pre.get("roi_size", [64, 64, 64]))],
         min_component_fraction=float(pre.get("min_component_fraction", 0.0)),
         normalize=str(pre.get("normalize", "zscore_foreground")),
+        mask_outside_head=bool(pre.get("mask_outside_head", False)),
         overlap=float(pre.get("overlap", 0.25)),
         max_steps=int(tr.get("max_steps", 1000)),
         batch_size=int(tr.get("batch_size", 2)),

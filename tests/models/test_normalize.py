@@ -69,3 +69,29 @@ def test_unknown_method_is_a_sentence_naming_the_key(stack, tmp_path: Path) -> N
     raw = {"name": "x", "network": {"encoder": {"name": "swin3d"}}, "preprocessing": {"normalize": "minmax"}}
     with pytest.raises(ValueError, match=r"\[preprocessing\] normalize 'minmax'"):
         parse_finetune_config(raw, "cfg.toml")
+
+
+def test_head_mask_keeps_every_tumour_voxel_and_removes_tumour_in_the_air() -> None:
+    """``preprocessing.mask_outside_head``: the mask covers the tumour from any single sequence, not the air."""
+    import torch
+
+    from models.engine import background_outside, head_mask
+    from training.synth import generate_subject
+
+    s = generate_subject(9102, voxel_mm=3.0, tumour=True)
+    images = {str(k.value if hasattr(k, "value") else k): np.asarray(v, dtype=np.float32) for k, v in s.images.items()}
+    labels = np.asarray(s.labels)
+    assert (labels > 0).any()
+    for keep in (["FLAIR"], ["T1"], ["T1C"], ["T2"], SEQS):
+        present = [c in keep for c in SEQS]
+        x = normalize(np.stack([images[c] if c in keep else np.zeros_like(images[c]) for c in SEQS]), present,
+                      "zscore_per_channel")
+        mask = head_mask(x, present)
+        assert mask[labels > 0].all(), f"tumour outside the head mask with {keep}"
+        assert 0.2 < mask.mean() < 0.9 and not mask[0, 0, 0], f"the head mask with {keep} is not a head"
+    # tumour predicted everywhere: kept inside the mask, certain background outside
+    probs = torch.zeros((4, *labels.shape))
+    probs[1] = 1.0
+    out = background_outside(probs, mask)
+    assert np.array_equal((out.argmax(0) > 0).numpy(), mask)
+    assert torch.allclose(out.sum(0), torch.ones(labels.shape))
