@@ -81,15 +81,13 @@ def drop_small_components(labels: np.ndarray, fraction: float) -> np.ndarray:
     return out
 
 
-def head_mask(x: np.ndarray, present: list[bool], dilate: int = 2) -> np.ndarray:
-    """The head on a prepared model-grid input: Otsu foreground, dilated, enclosed cavities filled.
+def head_mask(foreground: np.ndarray, dilate: int = 2) -> np.ndarray:
+    """The head: a foreground mask dilated, then its enclosed cavities filled.
 
     Parameters
     ----------
-    x : numpy.ndarray
-        Normalised ``(C, *grid)`` input (absent channels zero).
-    present : list of bool
-        Which channels hold an image.
+    foreground : numpy.ndarray
+        Boolean foreground on the model grid (:meth:`InferenceEngine.foreground`).
     dilate : int
         Voxels of dilation before the cavities (ventricles, a necrotic core dark on the given
         sequence) are filled.
@@ -97,15 +95,13 @@ def head_mask(x: np.ndarray, present: list[bool], dilate: int = 2) -> np.ndarray
     Returns
     -------
     numpy.ndarray
-        Boolean mask of shape ``x.shape[1:]``; all True when no foreground is found.
+        Boolean mask of the same shape; all True when the foreground is empty.
     """
     from scipy import ndimage
 
-    mask = foreground_mask(x - x.min(), present)
-    if not mask.any():
-        return np.ones(x.shape[1:], dtype=bool)
-    if dilate > 0:
-        mask = ndimage.binary_dilation(mask, iterations=dilate)
+    if not foreground.any():
+        return np.ones(foreground.shape, dtype=bool)
+    mask = ndimage.binary_dilation(foreground, iterations=dilate) if dilate > 0 else foreground
     return np.asarray(ndimage.binary_fill_holes(mask), dtype=bool)
 
 
@@ -247,15 +243,21 @@ class InferenceEngine:
         x = normalize(on_grid, [c in images for c in self.channels], self.normalize)
         return torch.from_numpy(x), grid_affine, present
 
-    def foreground_box(self, x: torch.Tensor, margin: int = 8) -> tuple[slice, ...]:
-        """Bounding box (with ``margin`` voxels) of the foreground of a prepared input.
-
-        The foreground is the Otsu mask of the present channels, computed on the normalised
-        input; the whole grid when nothing is found.
-        """
+    @staticmethod
+    def foreground(x: torch.Tensor) -> np.ndarray:
+        """The Otsu foreground of the present (non-zero) channels of a prepared input."""
         arr = x.numpy()
         present = [bool(np.any(arr[c])) for c in range(arr.shape[0])]
-        mask = foreground_mask(arr - arr.min(), present)
+        return foreground_mask(arr - arr.min(), present)
+
+    def foreground_box(self, x: torch.Tensor, margin: int = 8, mask: np.ndarray | None = None) -> tuple[slice, ...]:
+        """Bounding box (with ``margin`` voxels) of the foreground of a prepared input.
+
+        The foreground is :meth:`foreground` (or ``mask`` when the caller has it already); the
+        whole grid when nothing is found.
+        """
+        arr = x.numpy()
+        mask = self.foreground(x) if mask is None else mask
         if not mask.any():
             return tuple(slice(0, int(n)) for n in arr.shape[1:])
         idx = np.argwhere(mask)
@@ -301,7 +303,8 @@ class InferenceEngine:
         t0 = time.perf_counter()
         ref_shape = next(iter(images.values())).shape if images else ()
         x, grid_affine, present = self.prepare(images, affine)
-        box = self.foreground_box(x)
+        fg = self.foreground(x)
+        box = self.foreground_box(x, mask=fg)
         t1 = time.perf_counter()
         # Only the head's bounding box goes through the network; outside it is background.
         crop = torch.softmax(self.logits(x[(slice(None), *box)]), dim=0)
@@ -311,7 +314,7 @@ class InferenceEngine:
         if bool(self.bundle.card.preprocessing.get("mask_outside_head", False)):
             # no tumour in the air: a zero-filled background (common in scanner output, and in
             # templates) is an intensity the synthetic training data never had
-            probs = background_outside(probs, head_mask(x.numpy(), [c in present for c in self.channels]))
+            probs = background_outside(probs, head_mask(fg))
         t2 = time.perf_counter()
         back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
         labels = decide_labels(back, str(self.bundle.card.preprocessing.get("decision", "argmax"))).numpy()
