@@ -97,8 +97,9 @@ class LoadSubjectd(Transform):
 class SequenceDropoutd(Randomizable, MapTransform):
     """Zero a random subset of the present channels, keeping at least one.
 
-    With probability ``prob`` a non-empty subset of the present channels is drawn uniformly
-    and the others are zeroed (as a missing sequence is at inference). ``present`` is updated.
+    With probability ``prob`` a non-empty subset of the present channels is drawn (uniformly,
+    or in proportion to ``weights``) and the others are zeroed (as a missing sequence is at
+    inference). ``present`` is updated.
 
     Parameters
     ----------
@@ -106,11 +107,16 @@ class SequenceDropoutd(Randomizable, MapTransform):
         The image key(s).
     prob : float
         Probability of dropping.
+    weights : mapping of tuple of int to float, optional
+        Relative weight of a kept subset, keyed by its sorted channel indices; subsets not named
+        weigh 1. Empty (the default): every subset equally likely.
     """
 
-    def __init__(self, keys: KeysCollection, prob: float = 0.5) -> None:
+    def __init__(self, keys: KeysCollection, prob: float = 0.5,
+                 weights: Mapping[tuple[int, ...], float] | None = None) -> None:
         MapTransform.__init__(self, keys)
         self.prob = prob
+        self.weights = {tuple(sorted(k)): float(v) for k, v in (weights or {}).items()}
         self._keep: list[int] | None = None
 
     def randomize(self, data: Any) -> None:
@@ -119,7 +125,11 @@ class SequenceDropoutd(Randomizable, MapTransform):
         self._keep = None
         if len(present) > 1 and self.R.rand() < self.prob:
             subsets = [list(c) for r in range(1, len(present) + 1) for c in itertools.combinations(present, r)]
-            self._keep = subsets[int(self.R.randint(len(subsets)))]
+            if not self.weights:
+                self._keep = subsets[int(self.R.randint(len(subsets)))]
+                return
+            w = np.array([self.weights.get(tuple(c), 1.0) for c in subsets], dtype=float)
+            self._keep = subsets[int(self.R.choice(len(subsets), p=w / w.sum()))]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Apply the dropout to ``data``."""
@@ -139,7 +149,8 @@ class SequenceDropoutd(Randomizable, MapTransform):
 
 
 def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: int = 1,
-                     pos_neg: Sequence[float] = (2.0, 1.0), intensity_augment: bool = False) -> Any:
+                     pos_neg: Sequence[float] = (2.0, 1.0), intensity_augment: bool = False,
+                     dropout_weights: Mapping[tuple[int, ...], float] | None = None) -> Any:
     """Random transforms applied after the cache: pad, crop, flip, intensity jitter, dropout.
 
     Parameters
@@ -156,6 +167,8 @@ def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: 
     intensity_augment : bool
         Also blur, sharpen the contrast (gamma) and add noise, so that the model does not
         learn the synthetic engine's exact noise and resolution.
+    dropout_weights : mapping of tuple of int to float, optional
+        Relative weights of kept subsets for :class:`SequenceDropoutd`.
     """
     from monai.transforms import (
         Compose,
@@ -187,7 +200,7 @@ def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: 
             RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.25),
             RandGaussianNoised(keys="image", std=0.1, prob=0.25),
         ]
-    steps.append(SequenceDropoutd(keys="image", prob=dropout_prob))
+    steps.append(SequenceDropoutd(keys="image", prob=dropout_prob, weights=dropout_weights))
     return Compose(steps)
 
 

@@ -103,7 +103,7 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
     log.info("fine-tuning on %d subjects, validating on %d", len(train_m.subjects), len(val_m.subjects))
     train_ds = make_dataset(subject_items(train_m, cfg.channels), cfg.channels, cfg.spacing_mm,
                             train_transforms(cfg.roi_size, cfg.sequence_dropout, cfg.samples_per_subject,
-                                             cfg.pos_neg, cfg.intensity_augment),
+                                             cfg.pos_neg, cfg.intensity_augment, cfg.sequence_dropout_weights),
                             normalization=cfg.normalize)
     val_ds = (make_dataset(subject_items(val_m, cfg.channels), cfg.channels, cfg.spacing_mm,
                            normalization=cfg.normalize) if n_val else None)

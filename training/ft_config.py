@@ -21,7 +21,10 @@ Tables and keys (defaults in brackets)::
                       init_weights [""] (warm start of the whole network from a fine-tuning
                       checkpoint.pt or a bundle folder; optimiser and schedule start afresh),
                       pos_neg [[2, 1]] (crops centred on tumour : on tumour-free head tissue),
-                      intensity_augment [false] (random blur, gamma and noise)
+                      intensity_augment [false] (random blur, gamma and noise),
+                      sequence_dropout_weights [{}] (relative weight of a kept subset when
+                      sequence dropout draws one, keyed by channel names joined with "+", for
+                      example {FLAIR = 4.0, "T2+FLAIR" = 2.0}; subsets not named weigh 1)
     [bundle]          out [""] (no export when empty), version ["0.1.0"], half [true],
                       description [""], command [""]
 """
@@ -43,7 +46,7 @@ _KNOWN = {
                       "normalize", "mask_outside_head"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
               "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights", "pos_neg",
-              "intensity_augment"},
+              "intensity_augment", "sequence_dropout_weights"},
     "bundle": {"out", "version", "half", "description", "command"},
 }
 
@@ -75,6 +78,7 @@ class FinetuneConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     sequence_dropout: float = 0.5
+    sequence_dropout_weights: dict[tuple[int, ...], float] = field(default_factory=dict)
     init_weights: str = ""
     pos_neg: list[float] = field(default_factory=lambda: [2.0, 1.0])
     intensity_augment: bool = False
@@ -102,6 +106,24 @@ def _check_keys(raw: dict[str, Any], where: str) -> None:
                              f"known: {', '.join(sorted(known))}.")
 
 
+def _dropout_weights(raw: Any, channels: list[str], where: str) -> dict[tuple[int, ...], float]:
+    """Turn ``{"T2+FLAIR": 2.0}`` into ``{(2, 3): 2.0}`` (channel indices), checking every name and weight."""
+    key = "[train] sequence_dropout_weights"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: {key} must be a table of subset = weight, for example {{FLAIR = 4.0}}.")
+    out: dict[tuple[int, ...], float] = {}
+    for subset, weight in raw.items():
+        names = [n.strip() for n in str(subset).split("+")]
+        unknown = [n for n in names if n not in channels]
+        if unknown:
+            raise ValueError(f"{where}: {key} names {', '.join(unknown)}, which is not among the channels "
+                             f"({', '.join(channels)}).")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+            raise ValueError(f"{where}: {key} {subset} = {weight!r} must be a number ≥ 0.")
+        out[tuple(sorted({channels.index(n) for n in names}))] = float(weight)
+    return out
+
+
 def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config") -> FinetuneConfig:
     """Turn a parsed TOML dict into a :class:`FinetuneConfig`.
 
@@ -127,6 +149,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
                "full_resolution": bool(net.get("full_resolution", True))}
     if net.get("encoder_checkpoint"):
         network["encoder_checkpoint"] = str(net["encoder_checkpoint"])
+    dropout_weights = _dropout_weights(tr.get("sequence_dropout_weights", {}), channels, where)
     subsets = data.get("val_subsets") or {"all": channels, "FLAIR": ["FLAIR"]}
     return FinetuneConfig(
         name=name,
@@ -152,6 +175,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         lr=float(tr.get("lr", 1e-3)),
         weight_decay=float(tr.get("weight_decay", 1e-5)),
         sequence_dropout=float(tr.get("sequence_dropout", 0.5)),
+        sequence_dropout_weights=dropout_weights,
         threads=int(tr.get("threads", 1)),
         init_weights=str(tr.get("init_weights", "")),
         pos_neg=[float(v) for v in tr.get("pos_neg", [2.0, 1.0])],
