@@ -109,7 +109,8 @@ class SequenceDropoutd(Randomizable, MapTransform):
         Probability of dropping.
     weights : mapping of tuple of int to float, optional
         Relative weight of a kept subset, keyed by its sorted channel indices; subsets not named
-        weigh 1. Empty (the default): every subset equally likely.
+        weigh 1. Empty (the default): every subset equally likely. Where every subset of a
+        subject's channels weighs 0, nothing is dropped.
     """
 
     def __init__(self, keys: KeysCollection, prob: float = 0.5,
@@ -129,7 +130,8 @@ class SequenceDropoutd(Randomizable, MapTransform):
                 self._keep = subsets[int(self.R.randint(len(subsets)))]
                 return
             w = np.array([self.weights.get(tuple(c), 1.0) for c in subsets], dtype=float)
-            self._keep = subsets[int(self.R.choice(len(subsets), p=w / w.sum()))]
+            if w.sum() > 0:  # every subset of this subject's channels weighted 0: keep them all
+                self._keep = subsets[int(self.R.choice(len(subsets), p=w / w.sum()))]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Apply the dropout to ``data``."""

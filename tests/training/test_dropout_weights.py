@@ -37,6 +37,14 @@ def test_uniform_without_weights_and_weighted_with() -> None:
     assert len(counts) == 15  # every subset still drawn
 
 
+def test_all_zero_weights_drop_nothing() -> None:
+    # two present channels: subsets (0,), (1,), (0, 1), all weighted 0 -> no probability to draw from
+    t = SequenceDropoutd(keys="image", prob=1.0, weights={(0,): 0.0, (1,): 0.0, (0, 1): 0.0})
+    t.set_random_state(0)
+    d = t({"image": np.ones((2, 2, 2, 2), dtype=np.float32), "present": np.ones(2, dtype=bool)})
+    assert d["present"].all() and d["image"].all()
+
+
 def _raw(weights: object) -> dict[str, object]:
     return {"network": {"encoder": {"name": "swin3d"}}, "train": {"sequence_dropout_weights": weights}}
 
