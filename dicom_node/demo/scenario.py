@@ -10,7 +10,6 @@ the demo's network namespace).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from dicom_node.dcmtk import find_tool
 
 __all__ = [
     "LoopTimes",
@@ -140,7 +141,7 @@ def send_with_storescu(folder: Path, port: int, *, calling: str = "STORESCU", ca
     RuntimeError
         If storescu is missing or reports a failure.
     """
-    exe = shutil.which("storescu")
+    exe = find_tool("storescu")
     if exe is None:
         raise RuntimeError("dcmtk storescu is not installed; run `make setup`.")
     files = sorted(str(p) for p in folder.rglob("*.dcm"))
