@@ -61,7 +61,9 @@ def _free_port() -> int:
 
 def _storescu(port: int, aec: str, folder: Path) -> float:
     t0 = time.perf_counter()
-    r = subprocess.run(["storescu", "-aec", aec, "+sd", "127.0.0.1", str(port), str(folder)],
+    from dicom_node.dcmtk import find_tool
+
+    r = subprocess.run([find_tool("storescu") or "storescu", "-aec", aec, "+sd", "127.0.0.1", str(port), str(folder)],
                        capture_output=True, text=True, env=ENV, check=False)
     seconds = time.perf_counter() - t0
     if r.returncode != 0:
