@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from dicom_node.io.errors import SeriesReadError
+from dicom_node.io.errors import SeriesReadError, describe_series
 from dicom_node.io.frames import Frame
 from dicom_node.io.volume import LPS_TO_RAS
 
 __all__ = ["SplitKey", "split_frames", "stack_frames"]
 
+log = logging.getLogger(__name__)
+
 #: Tolerances: orientation cosines, relative spacing, positions (mm).
 ORIENTATION_TOL = 1e-4
 SPACING_REL_TOL = 1e-3
 POSITION_TOL = 1e-3
+
+#: Slice-position jitter accepted (mm): dcm2niix's own figure. dcm2niix (v1.0.20220720,
+#: ``nii_dicom_batch.cpp``: ``isSameFloatT(dx, intersliceDistance(...), 0.2)``) takes the distance
+#: between the first two slices as the step and warns "Interslice distance varies" (and adds an
+#: equalised ``_Eq`` volume) once any adjacent distance differs from it by more than 0.2 mm.
+SLICE_JITTER_MM = 0.2
+#: ... but never more than this fraction of the slice step (thin slices).
+SLICE_JITTER_REL = 0.25
 
 #: A split key: a name and a function giving each frame its group value (None = absent).
 SplitKey = tuple[str, Callable[[Frame], Hashable]]
@@ -139,6 +150,16 @@ def stack_frames(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, list[
     SeriesReadError
         Differing orientation, pixel spacing or matrix size; gantry tilt (slices sheared
         along the normal); missing slices; uneven slice spacing.
+
+    Notes
+    -----
+    Scanners round ImagePositionPatient (GE: an oblique 7 mm stack reads 6.96 to 7.07 mm
+    steps), so slice positions are accepted when every step along the normal is within
+    ``min(SLICE_JITTER_MM, SLICE_JITTER_REL * step)`` (0.2 mm, at most a quarter of the step) of
+    the median step, as dcm2niix converts such stacks without its "Interslice distance varies"
+    warning. dcm2niix compares 3-D distances with the first step; this compares distances
+    along the normal with the median step, and logs a note (no patient data) when the steps
+    vary by more than the exact-stack tolerance. See :func:`_slice_axis` for the affine.
     """
     first = frames[0]
     hdr = first.header
@@ -178,32 +199,7 @@ def stack_frames(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, list[
     if nk == 1:
         affine[:3, 2] = normal * (first.thickness or 1.0)
     else:
-        steps = np.diff(dist)
-        step = float(np.median(steps))
-        if step < POSITION_TOL:
-            raise SeriesReadError(hdr, "several slices share a position")
-        if np.max(np.abs(steps - step)) > max(SPACING_REL_TOL * step * 10, POSITION_TOL * 10):
-            worst = float(steps[np.argmax(np.abs(steps - step))])
-            ratio = worst / step
-            if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
-                missing = round(float(np.sum(np.round(steps / step) - 1)))
-                raise SeriesReadError(
-                    hdr,
-                    f"{missing} slice(s) are missing (a gap of {worst:.3g} mm where slices are {step:.3g} mm apart)",
-                )
-            raise SeriesReadError(
-                hdr, f"its slice spacing is uneven ({steps.min():.4g} to {steps.max():.4g} mm)"
-            )
-        span = ordered[-1].ipp - ordered[0].ipp
-        along = float(np.dot(span, normal))
-        shear = span - along * normal
-        if np.linalg.norm(shear) > max(POSITION_TOL * 10, 1e-3 * abs(along)):
-            angle = math.degrees(math.atan2(float(np.linalg.norm(shear)), abs(along)))
-            raise SeriesReadError(
-                hdr,
-                f"its slices are sheared by {angle:.2f} degrees against their normal (gantry tilt), which is not supported",
-            )
-        affine[:3, 2] = span / (nk - 1)
+        affine[:3, 2], affine[:3, 3] = _slice_axis(ordered, dist, normal)
     planes = np.empty((nk, first.shape[0], first.shape[1]), dtype=np.float32)
     for k, f in enumerate(ordered):
         planes[k] = f.pixels()
@@ -211,3 +207,90 @@ def stack_frames(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, list[
     # and the layout NIfTI files use.
     data = planes.transpose(2, 1, 0)
     return data, LPS_TO_RAS @ affine, ordered
+
+
+def _slice_axis(
+    ordered: Sequence[Frame], dist: np.ndarray, normal: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check the spacing of sorted slices and fit the affine's slice column and origin.
+
+    Parameters
+    ----------
+    ordered : sequence of Frame
+        Two or more frames sorted along the normal.
+    dist : numpy.ndarray
+        Their positions along the unit ``normal`` (mm), ascending.
+    normal : numpy.ndarray
+        The unit slice normal (LPS).
+
+    Returns
+    -------
+    column : numpy.ndarray
+        The affine's slice column (LPS mm per slice): the slope of the least-squares line
+        through all slice positions against slice index.
+    origin : numpy.ndarray
+        The first slice's position on that line (LPS mm).
+
+    Raises
+    ------
+    SeriesReadError
+        Slices share a position, are missing, are unevenly spaced beyond the jitter tolerance,
+        or are sheared against the normal (gantry tilt).
+
+    Notes
+    -----
+    For exactly spaced slices the fit is the first position and ``span / (nk - 1)``. For
+    jittered positions it is the geometry that best explains all of them. dcm2niix instead
+    takes the first slice's position (in InstanceNumber order) and the normal times the 3-D
+    distance to the second slice, so on a jittered stack the two differ by dcm2niix's
+    first-step error times the slice index (up to about 0.1 mm per slice for positions
+    rounded to 0.1 mm) plus the first slice's own rounding.
+    """
+    hdr = ordered[0].header
+    nk = len(ordered)
+    steps = np.diff(dist)
+    step = float(np.median(steps))
+    if step < POSITION_TOL:
+        raise SeriesReadError(hdr, "several slices share a position")
+    deviation = float(np.max(np.abs(steps - step)))
+    exact_tol = max(SPACING_REL_TOL * step * 10, POSITION_TOL * 10)
+    jitter_tol = max(exact_tol, min(SLICE_JITTER_MM, SLICE_JITTER_REL * step))
+    if deviation > jitter_tol:
+        worst = float(steps[np.argmax(np.abs(steps - step))])
+        ratio = worst / step
+        if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
+            missing = round(float(np.sum(np.round(steps / step) - 1)))
+            raise SeriesReadError(
+                hdr,
+                f"{missing} slice(s) are missing (a gap of {worst:.3g} mm where slices are {step:.3g} mm apart)",
+            )
+        raise SeriesReadError(hdr, f"its slice spacing is uneven ({steps.min():.4g} to {steps.max():.4g} mm)")
+    positions = np.array([f.ipp for f in ordered], dtype=np.float64)
+    index = np.arange(nk, dtype=np.float64) - (nk - 1) / 2
+    centre = positions.mean(axis=0)
+    column = (index @ (positions - centre)) / float(index @ index)
+    origin = centre - column * (nk - 1) / 2
+    along = float(np.dot(column, normal)) * (nk - 1)
+    shear = float(np.linalg.norm(column - np.dot(column, normal) * normal)) * (nk - 1)
+    # In a jittered stack an in-plane drift below the jitter tolerance is rounding, not tilt.
+    shear_tol = max(POSITION_TOL * 10, 1e-3 * abs(along), jitter_tol if deviation > exact_tol else 0.0)
+    if shear > shear_tol:
+        angle = math.degrees(math.atan2(shear, abs(along)))
+        raise SeriesReadError(
+            hdr,
+            f"its slices are sheared by {angle:.2f} degrees against their normal (gantry tilt), which is not supported",
+        )
+    if deviation > exact_tol:
+        log.info(
+            "%s: slice positions jitter (steps %.4g to %.4g mm, within %.3g mm of their median %.4g mm, "
+            "the tolerance dcm2niix applies); the slice axis is the least-squares fit of all %d positions "
+            "(step %.4f mm)",
+            describe_series(hdr),
+            float(steps.min()),
+            float(steps.max()),
+            jitter_tol,
+            step,
+            nk,
+            abs(along) / (nk - 1),
+        )
+    return column, origin
