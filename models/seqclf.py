@@ -20,6 +20,8 @@ from torch import nn
 
 __all__ = [
     "BUNDLE_NAME",
+    "OOD_FILE",
+    "FeatureDensity",
     "SeqClfNet",
     "SequenceClassifier",
     "build_seqclf",
@@ -29,6 +31,9 @@ __all__ = [
 
 #: The shipped bundle's name.
 BUNDLE_NAME = "sequence-classifier"
+
+#: The bundle file holding the feature statistics of the out-of-distribution score.
+OOD_FILE = "ood.safetensors"
 
 
 def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
@@ -68,8 +73,71 @@ class SeqClfNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits (B, n_classes) for slices (B, 1, H, W)."""
-        f = self.encoder(x)
-        return self.head(f.mean(dim=(2, 3)))
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the pooled encoder features (B, C) the head sees, for slices (B, 1, H, W)."""
+        return self.encoder(x).mean(dim=(2, 3))
+
+
+class FeatureDensity:
+    """Class-conditional Gaussians with one shared covariance over series embeddings.
+
+    The out-of-distribution score of a series is its smallest squared Mahalanobis
+    distance to a class mean, divided by the feature dimension (about 1 for a typical
+    training series). A series far from every class the network was trained on gets a
+    large score whatever its softmax says: a CNN trained on synthetic images can call a
+    real FLAIR "ADC" at 0.98, and this is how the classifier knows to abstain.
+
+    Parameters
+    ----------
+    class_means : torch.Tensor
+        (n_classes, dim) mean embedding per class.
+    precision : torch.Tensor
+        (dim, dim) inverse of the shared (shrunk) covariance.
+    threshold : float
+        Scores above it are out of distribution.
+    """
+
+    def __init__(self, class_means: torch.Tensor, precision: torch.Tensor, threshold: float) -> None:
+        if class_means.ndim != 2 or precision.shape != (class_means.shape[1], class_means.shape[1]):
+            raise ValueError(
+                f"feature statistics do not fit: means {tuple(class_means.shape)}, precision {tuple(precision.shape)}."
+            )
+        self.class_means = class_means.float()
+        self.precision = precision.float()
+        self.threshold = float(threshold)
+
+    @classmethod
+    def fit(cls, embeddings: torch.Tensor, labels: torch.Tensor, shrinkage: float = 0.1) -> FeatureDensity:
+        """Fit class means and a shrunk shared covariance (threshold left at infinity).
+
+        Parameters
+        ----------
+        embeddings : torch.Tensor
+            (n, dim) series embeddings.
+        labels : torch.Tensor
+            (n,) class indices.
+        shrinkage : float
+            Weight of the scaled identity mixed into the covariance.
+        """
+        classes = sorted(int(c) for c in labels.unique())
+        means = torch.stack([embeddings[labels == c].mean(dim=0) for c in classes])
+        centred = embeddings - means[torch.searchsorted(torch.tensor(classes), labels)]
+        cov = centred.T @ centred / max(len(embeddings) - len(classes), 1)
+        dim = cov.shape[0]
+        cov = (1 - shrinkage) * cov + shrinkage * torch.eye(dim) * torch.trace(cov) / dim
+        return cls(means, torch.linalg.inv(cov), float("inf"))
+
+    def score(self, embedding: torch.Tensor) -> float:
+        """Return the score of one (dim,) series embedding."""
+        d = self.class_means - embedding.float()[None]
+        m = torch.einsum("ci,ij,cj->c", d, self.precision, d)
+        return float(m.min()) / self.class_means.shape[1]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors to save (``class_means``, ``precision``)."""
+        return {"class_means": self.class_means.contiguous(), "precision": self.precision.contiguous()}
 
 
 def build_seqclf(cfg: dict[str, Any]) -> SeqClfNet:
@@ -143,11 +211,37 @@ class SequenceClassifier:
         Calibration temperature applied to the averaged logits.
     """
 
-    def __init__(self, net: SeqClfNet, labels: Sequence[str], input_size: int = 64, temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        net: SeqClfNet,
+        labels: Sequence[str],
+        input_size: int = 64,
+        temperature: float = 1.0,
+        density: FeatureDensity | None = None,
+        calibrated_on_real: bool = False,
+    ) -> None:
         self.net = net.eval()
         self._labels = tuple(labels)
         self.input_size = input_size
         self.temperature = temperature
+        self.density = density
+        self.calibrated_on_real = calibrated_on_real
+
+    @torch.no_grad()
+    def embedding(self, volume: np.ndarray) -> torch.Tensor:
+        """The series embedding: the mean over its slices of the pooled encoder features."""
+        return self.net.features(prepare_slices(volume, self.input_size)).mean(dim=0)
+
+    def ood_score(self, volume: np.ndarray) -> float | None:
+        """Return the out-of-distribution score of a series, or ``None`` without feature statistics."""
+        if self.density is None:
+            return None
+        return self.density.score(self.embedding(volume))
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """Scores above this are out of distribution (``None`` without feature statistics)."""
+        return None if self.density is None else self.density.threshold
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -200,4 +294,33 @@ def load_sequence_classifier(name_or_path: str | Path = BUNDLE_NAME) -> Sequence
     except RuntimeError as exc:
         raise BundleError(f"bundle {card.name!r}: weights do not fit its network config ({exc}).") from exc
     pre = card.preprocessing
-    return SequenceClassifier(net, [lab.name for lab in card.labels], int(pre.get("input_size", 64)), float(pre.get("temperature", 1.0)))
+    return SequenceClassifier(
+        net,
+        [lab.name for lab in card.labels],
+        int(pre.get("input_size", 64)),
+        float(pre.get("temperature", 1.0)),
+        density=_load_density(bundle.path, card.name, pre.get("ood")),
+        calibrated_on_real=bool(pre.get("calibrated_on_real", False)),
+    )
+
+
+def _load_density(folder: Path, name: str, spec: Any) -> FeatureDensity | None:
+    """Read the card's ``preprocessing.ood`` block and its feature statistics, sha256 checked."""
+    from safetensors.torch import load_file
+
+    from models.bundle import BundleError, sha256_file
+
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or "threshold" not in spec or "sha256" not in spec:
+        raise BundleError(f"bundle {name!r}: card key 'preprocessing.ood' needs 'threshold' and 'sha256'.")
+    path = folder / str(spec.get("file", OOD_FILE))
+    if not path.is_file():
+        raise BundleError(f"bundle {name!r}: card key 'preprocessing.ood' names {path.name}, which is missing.")
+    if sha256_file(path) != spec["sha256"]:
+        raise BundleError(f"bundle {name!r}: {path.name} does not match the sha256 in 'preprocessing.ood'.")
+    stats = load_file(str(path), device="cpu")
+    try:
+        return FeatureDensity(stats["class_means"], stats["precision"], float(spec["threshold"]))
+    except (KeyError, ValueError) as exc:
+        raise BundleError(f"bundle {name!r}: {path.name} is not usable ({exc}).") from exc

@@ -7,11 +7,18 @@ LOCALIZER) it abstains with a flat value. The product, normalised, is the fused 
 agreement raises the confidence, disagreement lowers it, and below the threshold the
 answer is ``UNKNOWN``. The pixel classifier sees no contrast agent, so it speaks for the
 T1 family only; T1 against T1C is decided by the header's contrast evidence.
+
+The classifier is an aid, not a veto. On a series unlike its training data (its
+out-of-distribution score above its threshold) it abstains and the header answer stands.
+It may lower the header's confidence only when it is in distribution *and* its bundle
+says it was calibrated on real acquisitions (``may_lower``); otherwise its disagreement is
+recorded as evidence and changes nothing, and its agreement may still raise the confidence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -69,6 +76,8 @@ def fuse(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     study_records_contrast: bool = False,
+    ood: tuple[float, float] | None = None,
+    may_lower: bool = True,
 ) -> Identification:
     """Fuse a header identification with pixel probabilities.
 
@@ -84,6 +93,12 @@ def fuse(
         Below this fused confidence the answer is ``UNKNOWN``.
     study_records_contrast : bool
         Whether the study records a contrast agent on another series.
+    ood : (float, float), optional
+        The series' out-of-distribution score and the classifier's threshold; above the
+        threshold the classifier abstains and ``header`` is returned with a note.
+    may_lower : bool
+        Whether the classifier may lower the header's confidence or overrule a header
+        answer above the threshold (only a classifier calibrated on real acquisitions).
 
     Returns
     -------
@@ -92,6 +107,10 @@ def fuse(
     """
     if pixel_probs is None:
         return header
+    if ood is not None and not ood[0] <= ood[1]:
+        note = (f"pixel classifier abstains: the image is unlike its training data "
+                f"(out-of-distribution score {ood[0]:.2f} above {ood[1]:.2f})")
+        return replace(header, evidence=[*header.evidence, note])
     h = _header_distribution(header)
     q = _pixel_distribution(pixel_probs)
     joint = {label: h[label] * q[label] for label in FUSED_LABELS}
@@ -117,6 +136,11 @@ def fuse(
         label, factor, notes = contrast_decision(contrast, study_records_contrast=study_records_contrast)
         confidence *= factor
         evidence += [n for n in notes if n not in evidence]
+    header_known = header.label is not L.UNKNOWN
+    if not may_lower and header_known and (_family(label) is not header_family or confidence < header.confidence):
+        # not calibrated on real images: its disagreement is evidence, not a vote
+        note = f"{pixel_line}: not calibrated on real acquisitions, so it does not lower the header's answer"
+        return replace(header, evidence=[*header.evidence, note])
     scores = {k.value: v for k, v in fused.items()}
     if label is not L.T1 and L.T1.value in scores and label is L.T1C:
         scores[L.T1C.value] = scores.pop(L.T1.value)

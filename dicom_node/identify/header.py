@@ -24,7 +24,7 @@ __all__ = ["collect_cues", "contrast_decision", "decide", "has_contrast_agent", 
 
 L = SequenceLabel
 
-_EXPLICIT_FAMILIES = frozenset({"image_type", "keyword", "sequence_name"})
+_EXPLICIT_FAMILIES = frozenset({"image_type", "keyword", "sequence_name", "scan_options"})
 
 #: Specific label → the generic labels whose cues it explains away.
 _EXPLAINS: dict[SequenceLabel, tuple[SequenceLabel, ...]] = {
@@ -120,8 +120,43 @@ def _diffusion_cues(facts: HeaderFacts) -> list[Cue]:
     return cues
 
 
+def _ir_flags(facts: HeaderFacts) -> tuple[bool, str]:
+    """Whether the series is inversion-prepared, and the header fact that says so."""
+    if "IR" in facts.scanning_sequence:
+        return True, "ScanningSequence IR"
+    if facts.inversion_recovery is True:
+        return True, "InversionRecovery YES"
+    if "IR" in facts.scan_options or "IR_GEMS" in facts.scan_options:
+        return True, "ScanOptions IR"
+    if facts.ti is not None and facts.ti > 0:
+        return True, "InversionTime"
+    return False, ""
+
+
+def _scan_option_cues(facts: HeaderFacts) -> list[Cue]:
+    """GE writes the FLAIR flavour into ScanOptions (``T2FLAIR_GEMS``, ``T1FLAIR_GEMS``)."""
+    cues: list[Cue] = []
+    opts = facts.scan_options
+    if "T2FLAIR_GEMS" in opts or "FLAIR_GEMS" in opts:
+        cues.append(Cue(L.FLAIR, 0.85, "ScanOptions has T2FLAIR_GEMS", "scan_options"))
+    if "T1FLAIR_GEMS" in opts:
+        cues.append(Cue(L.T1, 0.85, "ScanOptions has T1FLAIR_GEMS", "scan_options"))
+    return cues
+
+
 def _physics_cues(facts: HeaderFacts) -> list[Cue]:
-    """Weighting from TR, TE, TI, flip angle and the sequence type (ms, degrees)."""
+    """Weighting from TR, TE, TI, flip angle and the sequence type (ms, degrees).
+
+    Real scanners write the sequence type as multi-valued codes (ScanningSequence
+    ``GR\\IR``, SequenceVariant ``SP\\MP``) and often leave InversionTime out (Siemens
+    MPRAGE/MEMPRAGE exports) or at 0: an inversion-prepared 3D gradient echo with a short
+    TE is the MPRAGE/IR-FSPGR/BRAVO/TFE family (T1) whatever its TI; a magnetisation-prepared
+    (``MP``) gradient echo too. Without TI an inversion-prepared spin echo is only weak
+    evidence (FLAIR, STIR and T1-FLAIR share it). Long-TR long-TE spin echo without any
+    inversion fact is T2 only as far as FLAIR is excluded: where a 2D TR of 8 s or more, or
+    a 3D TR of 4.5 s or more, could also be a FLAIR whose inversion the header does not
+    record, both are said and the confidence stays low.
+    """
     tr, te, ti, flip = facts.tr, facts.te, facts.ti, facts.flip
     ss = facts.scanning_sequence
     params = f"TR {_fmt(tr)}, TE {_fmt(te)}, TI {_fmt(ti)}, flip {_fmt(flip)}"
@@ -129,7 +164,9 @@ def _physics_cues(facts: HeaderFacts) -> list[Cue]:
         return []
     is_epi = "EP" in ss or "EPI" in facts.echo_pulse_sequence
     is_gre = ("GR" in ss or facts.echo_pulse_sequence == "GRADIENT") and "SE" not in ss
-    is_ir = "IR" in ss or facts.inversion_recovery is True or (ti is not None and ti > 0)
+    is_ir, ir_fact = _ir_flags(facts)
+    is_mp = "MP" in facts.sequence_variant
+    is_3d = facts.acquisition_type == "3D"
     cues: list[Cue] = []
     if is_epi:
         if not facts.b_values and "DIFFUSION" not in facts.image_type and te < 50:
@@ -137,25 +174,48 @@ def _physics_cues(facts: HeaderFacts) -> list[Cue]:
         elif te >= 50:
             cues.append(Cue(L.DWI, 0.45, f"spin-echo EPI with long TE ({params})", "physics"))
         return cues
+    if is_gre and (is_ir or is_mp) and te < 10:
+        if ti is not None and ti < 300:
+            cues.append(Cue(L.OTHER, 0.55, f"gradient echo with a short inversion ({params})", "physics"))
+        else:
+            why = ir_fact if is_ir else "SequenceVariant MP"
+            shape = "3D " if is_3d else ""
+            cues.append(Cue(L.T1, 0.78 if is_3d else 0.72,
+                            f"inversion/magnetisation-prepared {shape}gradient echo with short TE, MPRAGE/BRAVO/TFE family ({why}; {params})",
+                            "physics"))
+        return cues
     if is_ir and ti is not None:
-        if ti >= 1500 and ti <= 3200 and (tr >= 4000 or te >= 70):
+        if 1500 <= ti <= 3200 and (tr >= 4000 or te >= 70):
             cues.append(Cue(L.FLAIR, 0.82, f"inversion recovery with fluid-nulling TI ({params})", "physics"))
         elif 300 <= ti <= 1400 and te <= 30 and tr <= 3500:
             cues.append(Cue(L.T1, 0.78, f"T1-weighted inversion recovery ({params})", "physics"))
         elif ti < 300:
             cues.append(Cue(L.OTHER, 0.6, f"short-TI inversion recovery, fat-suppressed ({params})", "physics"))
         return cues
+    if is_ir:
+        # inversion-prepared spin echo without a usable TI: FLAIR, STIR or T1-FLAIR
+        if te >= 70 and tr >= 4000:
+            cues.append(Cue(L.FLAIR, 0.5, f"inversion-prepared spin echo with long TR and TE, no TI recorded ({ir_fact}; {params})", "physics"))
+        elif te <= 30 and tr <= 3500:
+            cues.append(Cue(L.T1, 0.5, f"inversion-prepared spin echo with short TE, no TI recorded ({ir_fact}; {params})", "physics"))
+        return cues
     if is_gre:
         if te >= 12 and (flip is None or flip <= 40):
             cues.append(Cue(L.SWI, 0.72, f"gradient echo with long TE, T2*-weighted ({params})", "physics"))
         elif te < 10 and tr < 400 and (flip is None or flip >= 6):
             cues.append(Cue(L.T1, 0.6, f"spoiled gradient echo with short TE, T1-weighted ({params})", "physics"))
+        elif te < 10 and is_3d and 1000 <= tr <= 3500 and flip is not None and flip <= 15:
+            cues.append(Cue(L.T1, 0.55, f"3D gradient echo with MPRAGE-like TR and flip, no inversion recorded ({params})", "physics"))
         return cues
     # spin echo / turbo spin echo
     if tr <= 900 and te <= 30:
         cues.append(Cue(L.T1, 0.75, f"spin echo with short TR and short TE, T1-weighted ({params})", "physics"))
     elif tr >= 1800 and te >= 70:
-        cues.append(Cue(L.T2, 0.78, f"spin echo with long TR and long TE, T2-weighted ({params})", "physics"))
+        if (is_3d and tr >= 4500) or (not is_3d and tr >= 8000):
+            cues.append(Cue(L.T2, 0.6, f"spin echo with long TR and long TE ({params})", "physics"))
+            cues.append(Cue(L.FLAIR, 0.35, f"TR {_fmt(tr)} ms is also a FLAIR's, and nothing says there is no inversion", "physics"))
+        else:
+            cues.append(Cue(L.T2, 0.78, f"spin echo with long TR and long TE, T2-weighted ({params})", "physics"))
     elif tr >= 1800 and te <= 40:
         cues.append(Cue(L.PD, 0.7, f"spin echo with long TR and short TE, PD-weighted ({params})", "physics"))
     return cues
@@ -211,7 +271,7 @@ def collect_cues(facts: HeaderFacts) -> tuple[list[Cue], list[Cue]]:
         Label cues, and contrast cues (label ``T1C`` for post, ``T1`` for pre).
     """
     cues = _image_type_cues(facts) + _text_cues(facts) + _diffusion_cues(facts)
-    cues += _physics_cues(facts) + _geometry_cues(facts)
+    cues += _scan_option_cues(facts) + _physics_cues(facts) + _geometry_cues(facts)
     return cues, _contrast_cues(facts)
 
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from dicom_node.sequences import SequenceLabel
 
-__all__ = ["CONTRAST_POST", "CONTRAST_PRE", "Term", "match_contrast", "match_terms", "normalise_text"]
+__all__ = ["CONTRAST_POST", "CONTRAST_PRE", "IN_WORD_TERMS", "Term", "match_contrast", "match_terms", "normalise_text"]
 
 L = SequenceLabel
 
@@ -124,6 +124,15 @@ TERMS: tuple[Term, ...] = (
        L.T1, 0.8, False, "T1 gradient-echo family (MPRAGE, BRAVO, SPGR, TFE, VIBE)"),
 )
 
+#: Distinctive vendor names that real descriptions run into other words ("mocoMEMPRAGE",
+#: "AXT2FLAIR", "SAGIRFSPGR"): searched inside words, after the word-bounded vocabulary found
+#: nothing. Compound names first, as in :data:`TERMS`.
+IN_WORD_TERMS: tuple[Term, ...] = (
+    _t(r"T1 ?FLAIR|T1 ?TIRM", L.T1, 0.8, False, "T1 FLAIR inside a word"),
+    _t(r"ME ?MPRAGE|MP ?2 ?RAGE|MPRAGE|IR ?FSPGR|FSPGR|BRAVO", L.T1, 0.75, False, "MPRAGE/BRAVO/FSPGR inside a word"),
+    _t(r"FLAIR|TIRM|DARKFLUID", L.FLAIR, 0.8, False, "FLAIR inside a word"),
+)
+
 #: Post-contrast and pre-contrast phrases (checked on every descriptive text).
 _PRE = (
     r"OHNE ?(KM|KONTRAST\w*)|NATIV|NATIVE|NON ?CONTRAST|NO ?CONTRAST|WITHOUT ?(CONTRAST|GAD\w*)|PRE ?CONTRAST|"
@@ -171,6 +180,11 @@ def _compiled() -> tuple[tuple[re.Pattern[str], Term], ...]:
 
 
 @lru_cache(maxsize=1)
+def _in_word_compiled() -> tuple[tuple[re.Pattern[str], Term], ...]:
+    return tuple((re.compile(t.pattern), t) for t in IN_WORD_TERMS)
+
+
+@lru_cache(maxsize=1)
 def _contrast_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     def wrap(p: str) -> re.Pattern[str]:
         return re.compile(rf"(?<![A-Z0-9])(?:{p})(?![A-Z0-9])")
@@ -199,6 +213,13 @@ def match_terms(text: str) -> list[tuple[Term, str]]:
             continue
         found.append((term, m.group(0).strip()))
         work = regex.sub(" ", work)
+    if not found:
+        for regex, term in _in_word_compiled():
+            m = regex.search(work)
+            if m is None:
+                continue
+            found.append((term, m.group(0).strip()))
+            work = regex.sub(" ", work)
     return found
 
 

@@ -99,4 +99,14 @@ def identify_series(
         header.evidence.append(f"pixels of shape {pixels.shape} are not a (slices, rows, cols) image: header only")
         return header
     probs = classifier.predict(pixels)
-    return fuse(header, probs, contrast, threshold=threshold, study_records_contrast=study_records_contrast)
+    score_fn = getattr(classifier, "ood_score", None)
+    score = score_fn(pixels) if callable(score_fn) else None
+    limit = getattr(classifier, "ood_threshold", None)
+    ood = (float(score), float(limit)) if score is not None and limit is not None else None
+    if ood is None:
+        header.evidence.append("pixel classifier has no out-of-distribution check: advisory only")
+    may_lower = ood is not None and bool(getattr(classifier, "calibrated_on_real", False))
+    return fuse(
+        header, probs, contrast, threshold=threshold, study_records_contrast=study_records_contrast,
+        ood=ood, may_lower=may_lower,
+    )

@@ -69,3 +69,23 @@ def test_pixels_cannot_overrule_a_confident_header() -> None:
     assert fused.label is L.UNKNOWN
     weak = fuse(_header(L.T2, 0.2), _probs("ADC", 0.99))
     assert weak.label is L.ADC and weak.confidence <= 0.8
+
+
+def test_out_of_distribution_image_abstains() -> None:
+    header = _header(L.PD, 0.96)
+    fused = fuse(header, _probs("T1", 0.97), ood=(3.1, 1.03))
+    assert fused.label is L.PD and fused.confidence == header.confidence
+    assert any("abstains" in e and "3.10 above 1.03" in e for e in fused.evidence)
+    # the same opinion in distribution would have vetoed the header's answer
+    assert fuse(header, _probs("T1", 0.97), ood=(0.5, 1.03)).label is L.UNKNOWN
+
+
+def test_classifier_not_calibrated_on_real_images_cannot_lower() -> None:
+    header = _header(L.T1C, 0.95)
+    post = [Cue(L.T1C, 0.9, "ContrastBolusAgent is recorded", "contrast")]
+    kept = fuse(header, _probs("ADC", 0.98), post, ood=(0.5, 1.03), may_lower=False)
+    assert kept.label is L.T1C and kept.confidence == header.confidence
+    assert any("does not lower" in e for e in kept.evidence)
+    # agreement may still raise it
+    raised = fuse(_header(L.T2, 0.7), _probs("T2", 0.9), ood=(0.5, 1.03), may_lower=False)
+    assert raised.label is L.T2 and raised.confidence > 0.7
