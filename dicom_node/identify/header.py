@@ -200,8 +200,11 @@ def _physics_cues(facts: HeaderFacts) -> list[Cue]:
             cues.append(Cue(L.T1, 0.5, f"inversion-prepared spin echo with short TE, no TI recorded ({ir_fact}; {params})", "physics"))
         return cues
     if is_gre:
-        if te >= 12 and (flip is None or flip <= 40):
+        if te >= 15 and (flip is None or flip <= 40):
             cues.append(Cue(L.SWI, 0.72, f"gradient echo with long TE, T2*-weighted ({params})", "physics"))
+        elif te >= 12 and (flip is None or flip <= 40):
+            # 12-15 ms is also a fast pilot's or a 1.5 T in-phase echo: weak on its own
+            cues.append(Cue(L.SWI, 0.5, f"gradient echo with moderately long TE ({params})", "physics"))
         elif te < 10 and tr < 400 and (flip is None or flip >= 6):
             cues.append(Cue(L.T1, 0.6, f"spoiled gradient echo with short TE, T1-weighted ({params})", "physics"))
         elif te < 10 and is_3d and 1000 <= tr <= 3500 and flip is not None and flip <= 15:
@@ -221,7 +224,13 @@ def _physics_cues(facts: HeaderFacts) -> list[Cue]:
     return cues
 
 
+#: ImageType values of derived views whose frames legitimately face many ways (radial MIPs, reformats).
+_MULTI_VIEW_DERIVED = frozenset({"PROJECTION IMAGE", "MIP", "CSA MIP", "MPR", "CSA MPR", "REFORMATTED", "RADIAL"})
+
+
 def _geometry_cues(facts: HeaderFacts) -> list[Cue]:
+    if facts.image_type & _MULTI_VIEW_DERIVED:
+        return []  # projections at several angles are not a localizer
     if facts.n_orientations >= 2 and not facts.enhanced:
         return [Cue(L.LOCALIZER, 0.9, f"{facts.n_orientations} slice orientations in one series", "geometry", True)]
     if facts.n_orientations >= 3 and facts.enhanced:

@@ -1,0 +1,146 @@
+"""Judge the product on the real-scan corpus: identification and reading.
+
+The same functions feed the tests (``tests/realdata``) and ``python -m bench.real``, so the
+figures in the README and the assertions in ``make test`` come from one code path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pydicom.errors
+from pydicom.dataset import Dataset
+
+from training.realdata.corpus import CorpusCase
+from training.realdata.stage import stage, strip_descriptive
+
+__all__ = ["IdentifyResult", "ReadResult", "identify_case", "read_case", "verdict"]
+
+
+@dataclass
+class IdentifyResult:
+    """What identification said about one series, four ways."""
+
+    case: CorpusCase
+    header: tuple[str, float]
+    stripped: tuple[str, float]
+    fused: tuple[str, float] | None
+    ood_score: float | None
+    pixel_top: str | None
+
+
+def verdict(truth: str, answer: str) -> str:
+    """``right``, ``unknown`` (abstained) or ``wrong`` (a label other than the truth)."""
+    if answer == truth:
+        return "right"
+    if answer == "UNKNOWN":
+        return "unknown"
+    return "wrong"
+
+
+def _headers(files: Sequence[Path]) -> list[tuple[Path, Dataset]]:
+    out = []
+    for f in files:
+        try:
+            out.append((f, pydicom.dcmread(f, stop_before_pixels=True)))
+        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError):
+            continue  # a non-DICOM file in a package folder is skipped, as the node would skip it
+    return out
+
+
+def identify_case(case: CorpusCase, classifier: Any | None = None) -> IdentifyResult:
+    """Identify one series case with intact headers, stripped headers and (optionally) pixels.
+
+    Parameters
+    ----------
+    case : CorpusCase
+        A ``kind == "series"`` case.
+    classifier : models.seqclf.SequenceClassifier, optional
+        With it, the pixel path runs too.
+    """
+    from dicom_node.identify import identify_series
+    from dicom_node.identify.study import load_pixels
+
+    with tempfile.TemporaryDirectory(prefix="realcase-") as tmp:
+        items = _headers(stage(case, tmp))
+        headers = [ds for _, ds in items]
+        h = identify_series(headers)
+        s = identify_series([strip_descriptive(d) for d in headers])
+        fused: tuple[str, float] | None = None
+        score: float | None = None
+        top: str | None = None
+        if classifier is not None and items:
+            pixels = load_pixels(items)
+            if pixels is not None and pixels.ndim == 3 and min(pixels.shape[1:]) >= 8:
+                f = identify_series(headers, pixels, classifier=classifier)
+                fused = (f.label.value, f.confidence)
+                score = classifier.ood_score(pixels)
+                probs = classifier.predict(pixels)
+                top = max(probs, key=lambda k: probs[k])
+    return IdentifyResult(case, (h.label.value, h.confidence), (s.label.value, s.confidence), fused, score, top)
+
+
+@dataclass
+class ReadResult:
+    """The reader's outcome next to dcm2niix's for one series."""
+
+    case: CorpusCase
+    ours: str
+    theirs: str
+    affine_diff_mm: float | None
+    detail: str
+
+
+def _dcm2niix(src: Path, out: Path) -> list[Path]:
+    exe = shutil.which("dcm2niix")
+    if exe is None:
+        raise RuntimeError("dcm2niix is not installed (apt-get install dcm2niix).")
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run([exe, "-z", "n", "-b", "n", "-f", "%s_%j_%e", "-o", str(out), str(src)],
+                   capture_output=True, text=True, check=False)
+    return sorted(out.glob("*.nii"))
+
+
+def read_case(case: CorpusCase) -> ReadResult:
+    """Read a series with mrinode and with dcm2niix and compare their grids.
+
+    ``ours``/``theirs`` are ``converts`` or ``refuses``; ``affine_diff_mm`` is the largest
+    difference between the two affines (both reoriented to the closest canonical axes) when
+    each made exactly one volume of the same shape, else ``None``.
+    """
+    import nibabel as nib
+
+    from dicom_node.io.errors import SeriesReadError
+    from dicom_node.io.reader import read_series
+
+    with tempfile.TemporaryDirectory(prefix="realread-") as tmp:
+        src = Path(tmp) / "dcm"
+        files = [f for f, _ in _headers(stage(case, src))]
+        detail = ""
+        vols = []
+        try:
+            vols = read_series(files)
+            ours = "converts"
+        except SeriesReadError as exc:
+            ours, detail = "refuses", str(exc)
+        niis = _dcm2niix(src, Path(tmp) / "out")
+        theirs = "converts" if niis else "refuses"
+        diff: float | None = None
+        if len(vols) == 1 and len(niis) == 1:
+            a = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(vols[0].data), vols[0].affine))
+            b = nib.as_closest_canonical(nib.load(niis[0]))
+            if a.shape[:3] == b.shape[:3]:
+                diff = float(np.abs(a.affine - b.affine).max())
+            else:
+                detail = detail or f"shapes differ: {a.shape[:3]} vs {b.shape[:3]}"
+        elif vols and niis:
+            detail = detail or f"{len(vols)} volume(s) vs dcm2niix's {len(niis)}"
+    return ReadResult(case, ours, theirs, diff, detail)
