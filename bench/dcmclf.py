@@ -4,7 +4,7 @@ dcm-classifier (PyPI ``dcm-classifier==0.9.9``, BRAINSia / University of Iowa,
 Apache-2.0) classifies MR series from their DICOM headers with a one-vs-all random
 forest shipped as ONNX. Its dependencies (itk, onnxruntime, pandas, python-gdcm) must
 stay out of mrinode's environment, so it lives in a virtual environment of its own and
-``bench/dcmclf_runner.py`` is run there in a subprocess.
+``bench/_dcmclf_runner.py`` is run there in a subprocess.
 
 ``ensure_env`` makes that environment (or takes the interpreter named by
 ``MRINODE_DCMCLF_PYTHON``), ``classify`` runs the runner over series, and
@@ -32,7 +32,7 @@ CONTRAST_SUFFIX = "+contrast"
 #: dcm-classifier's marker for a maximum class probability under its 0.4 threshold.
 LOW_PREFIX = "LOW_PROBABILITY_"
 
-RUNNER = Path(__file__).with_name("dcmclf_runner.py")
+RUNNER = Path(__file__).with_name("_dcmclf_runner.py")
 
 #: Every label dcm-classifier 0.9.9 can give a series, lower-cased, to mrinode's vocabulary.
 #: The model's ten classes (``imagetype_to_integer_mapping``): t1w, gret2star, t2w, flair,
@@ -193,7 +193,7 @@ def classify_detail(
     Returns
     -------
     dict of str to dict
-        The runner's JSON answer (see ``bench/dcmclf_runner.py``).
+        The runner's JSON answer (see ``bench/_dcmclf_runner.py``).
 
     Raises
     ------

@@ -4,7 +4,7 @@ This file is run by the interpreter of dcm-classifier's own virtual environment 
 ``bench.dcmclf``), so it imports only the standard library, dcm_classifier and its
 dependencies, never mrinode.
 
-Usage: ``python dcmclf_runner.py INPUT.json`` where ``INPUT.json`` holds
+Usage: ``python _dcmclf_runner.py INPUT.json`` where ``INPUT.json`` holds
 ``{"series": [{"id": str, "files": [path, ...]}, ...]}``. Each series is linked into a
 study folder of its own and run through dcm-classifier as its examples do
 (``ProcessOneDicomStudyToVolumesMappingBase`` with an ``ImageTypeClassifierBase`` that
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     """Read the input JSON named on the command line and print the answers as JSON."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: dcmclf_runner.py INPUT.json", file=sys.stderr)
+        print("usage: _dcmclf_runner.py INPUT.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text())
     with _stdout_to_stderr():
