@@ -47,13 +47,14 @@ def _mark(truth: str, answer: str | None) -> str:
 
 def _anchor(cases: Sequence[Any]) -> dict[str, tuple[str, float | None]]:
     try:
-        from bench.dcmclf import classify, ensure_env
+        from bench.dcmclf import classify, ensure_env, to_vocabulary
         from training.realdata.corpus import resolve
     except ImportError as exc:  # pragma: no cover - the anchor module is part of bench
         print(f"anchor unavailable: {exc}")
         return {}
     python = ensure_env()
-    return classify({c.id: resolve(c) for c in cases}, python)
+    raw = classify({c.id: resolve(c) for c in cases}, python)
+    return {cid: (to_vocabulary(label), p) for cid, (label, p) in raw.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
