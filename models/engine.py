@@ -26,7 +26,15 @@ import numpy as np
 import torch
 
 from models.bundle import Bundle, BundleError, load_bundle
-from models.preprocess import NORMALIZATIONS, foreground_mask, normalize, ras_grid, resample
+from models.preprocess import (
+    NORMALIZATIONS,
+    foreground_mask,
+    foreground_quantiles,
+    normalize,
+    ood_score,
+    ras_grid,
+    resample,
+)
 
 __all__ = ["InferenceEngine", "Prediction", "background_outside", "decide_labels", "drop_small_components", "get_engine",
            "head_mask", "resolve_device"]
@@ -158,6 +166,12 @@ class Prediction:
         Where the network ran.
     model_grid : tuple of int
         The model grid's shape.
+    ood_score : float or None
+        How unlike the training data the input's normalised head intensities are (card
+        ``preprocessing.ood``; :func:`models.preprocess.ood_score`); None when the card has no
+        reference.
+    ood_threshold : float or None
+        The card's threshold for ``ood_score``.
     """
 
     labels: np.ndarray
@@ -165,6 +179,13 @@ class Prediction:
     seconds: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     model_grid: tuple[int, ...] = ()
+    ood_score: float | None = None
+    ood_threshold: float | None = None
+
+    @property
+    def out_of_distribution(self) -> bool:
+        """True when the OOD score is above the card's threshold."""
+        return self.ood_score is not None and self.ood_threshold is not None and self.ood_score > self.ood_threshold
 
 
 class InferenceEngine:
@@ -243,6 +264,24 @@ class InferenceEngine:
         x = normalize(on_grid, [c in images for c in self.channels], self.normalize)
         return torch.from_numpy(x), grid_affine, present
 
+    def ood(self, x: torch.Tensor) -> tuple[float | None, float | None]:
+        """``(score, threshold)`` of a prepared input against the card's ``preprocessing.ood`` (None, None without one).
+
+        The card's ``ood`` table holds ``levels`` (quantile levels), ``reference`` (sequence to
+        the training data's quantiles of its normalised head intensities) and ``threshold``.
+        """
+        spec = self.bundle.card.preprocessing.get("ood")
+        if not isinstance(spec, dict) or not spec.get("reference"):
+            return None, None
+        arr = x.numpy()
+        present = [bool(np.any(arr[c])) for c in range(arr.shape[0])]
+        levels = [float(v) for v in spec.get("levels", [])]
+        q = foreground_quantiles(arr, present, levels) if levels else foreground_quantiles(arr, present)
+        ref = {self.channels.index(k): v for k, v in spec["reference"].items() if k in self.channels}
+        score = ood_score(q, ref)
+        thr = spec.get("threshold")
+        return (None if score is None else round(score, 4)), (None if thr is None else float(thr))
+
     @staticmethod
     def foreground(x: torch.Tensor) -> np.ndarray:
         """The Otsu foreground of the present (non-zero) channels of a prepared input."""
@@ -303,6 +342,7 @@ class InferenceEngine:
         t0 = time.perf_counter()
         ref_shape = next(iter(images.values())).shape if images else ()
         x, grid_affine, present = self.prepare(images, affine)
+        score, threshold = self.ood(x)
         fg = self.foreground(x)
         box = self.foreground_box(x, mask=fg)
         t1 = time.perf_counter()
@@ -326,6 +366,8 @@ class InferenceEngine:
             seconds={"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2},
             device=self.device,
             model_grid=tuple(x.shape[1:]),
+            ood_score=score,
+            ood_threshold=threshold,
         )
 
 

@@ -13,7 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NORMALIZATIONS", "foreground_mask", "normalize", "ras_grid", "resample", "zscore_foreground"]
+__all__ = ["NORMALIZATIONS", "OOD_QUANTILES", "foreground_mask", "foreground_quantiles", "normalize", "ood_score",
+           "ras_grid", "resample", "zscore_foreground"]
+
+#: Quantile levels at which :func:`foreground_quantiles` describes a normalised channel's head intensities.
+OOD_QUANTILES = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 #: Card ``preprocessing.normalize`` values: ``zscore_foreground`` z-scores every channel over the union of
 #: the present channels' foregrounds (so a channel's values depend on which others are present);
@@ -191,3 +195,53 @@ def normalize(x: np.ndarray, present: Sequence[bool], method: str = "zscore_fore
     if method not in NORMALIZATIONS:
         raise ValueError(f"preprocessing.normalize {method!r} is not one of {', '.join(NORMALIZATIONS)}.")
     return zscore_foreground(x, present, per_channel=method == "zscore_per_channel")
+
+
+def foreground_quantiles(x: np.ndarray, present: Sequence[bool],
+                         levels: Sequence[float] = OOD_QUANTILES) -> dict[int, np.ndarray]:
+    """Quantiles of each present normalised channel over its own foreground (the voxels its z-score used).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(C, ...)`` normalised channels (:func:`normalize`).
+    present : sequence of bool
+        Which channels hold an image.
+    levels : sequence of float
+        Quantile levels in ``(0, 1)``.
+
+    Returns
+    -------
+    dict of int to numpy.ndarray
+        Channel index to its quantiles (channels with no foreground are left out).
+    """
+    out: dict[int, np.ndarray] = {}
+    for c, ok in enumerate(present):
+        if not ok:
+            continue
+        ch = x[c] - x[c].min()  # z-scoring is affine, so Otsu on the shifted channel finds the same foreground
+        mask = foreground_mask(ch[None], [True])
+        if mask.any():
+            out[c] = np.quantile(x[c][mask], list(levels)).astype(np.float64)
+    return out
+
+
+def ood_score(quantiles: dict[int, np.ndarray], reference: dict[int, Sequence[float]]) -> float | None:
+    """Out-of-distribution score: the largest mean absolute quantile difference (in SD) of a channel from its reference.
+
+    Parameters
+    ----------
+    quantiles : dict of int to numpy.ndarray
+        An input's :func:`foreground_quantiles`.
+    reference : dict of int to sequence of float
+        The training data's quantiles per channel, at the same levels.
+
+    Returns
+    -------
+    float or None
+        0 when the normalised head intensities are distributed as in training; None when no
+        present channel has a reference.
+    """
+    scores = [float(np.mean(np.abs(q - np.asarray(reference[c], dtype=np.float64))))
+              for c, q in quantiles.items() if c in reference]
+    return max(scores) if scores else None

@@ -87,7 +87,7 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
     from tqdm import tqdm
 
     from models.segmenter import build_segmenter
-    from training.datasets import make_dataset, subject_items, train_transforms
+    from training.datasets import make_dataset, negative_items, subject_items, train_transforms
     from training.export import export_bundle
 
     torch.set_num_threads(cfg.threads)
@@ -101,10 +101,20 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
     n_val = min(cfg.val_subjects, max(0, len(ids) - 1))
     train_m, val_m = manifest.split(ids[len(ids) - n_val:] if n_val else [])
     log.info("fine-tuning on %d subjects, validating on %d", len(train_m.subjects), len(val_m.subjects))
-    train_ds = make_dataset(subject_items(train_m, cfg.channels), cfg.channels, cfg.spacing_mm,
+    items = subject_items(train_m, cfg.channels)
+    if cfg.real_negatives:
+        from training.healthy import real_head_paths
+
+        heads = real_head_paths(split=cfg.real_negatives)
+        items += negative_items(heads, cfg.channels, cfg.real_negative_repeats)
+        log.info("adding %d real healthy heads (split %r) x %d as all-background subjects", len(heads),
+                 cfg.real_negatives, cfg.real_negative_repeats)
+    dr = cfg.domain_randomisation
+    train_ds = make_dataset(items, cfg.channels, cfg.spacing_mm,
                             train_transforms(cfg.roi_size, cfg.sequence_dropout, cfg.samples_per_subject,
-                                             cfg.pos_neg, cfg.intensity_augment, cfg.sequence_dropout_weights),
-                            normalization=cfg.normalize)
+                                             cfg.pos_neg, cfg.intensity_augment, cfg.sequence_dropout_weights,
+                                             domain_randomisation=dr, cached_indices=True),
+                            normalization=cfg.normalize, raw=dr is not None, crop_indices_roi=cfg.roi_size)
     val_ds = (make_dataset(subject_items(val_m, cfg.channels), cfg.channels, cfg.spacing_mm,
                            normalization=cfg.normalize) if n_val else None)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, collate_fn=list_data_collate)

@@ -6,7 +6,10 @@ Tables and keys (defaults in brackets)::
     seed = 0
     [data]            manifest [""], dirs [[]], layout ["auto"], synth [{}]
                       (generate_subject keywords plus subjects, seed), val_subjects [2],
-                      val_subsets [{all = channels, FLAIR = ["FLAIR"]}]
+                      val_subsets [{all = channels, FLAIR = ["FLAIR"]}],
+                      real_negatives [""] (a split of training/configs/healthy-real.toml, e.g.
+                      "train": real healthy heads added with every voxel background),
+                      real_negative_repeats [1] (times each real head is listed)
     [network]         num_classes [4], norm ["instance"], full_resolution [true], encoder_checkpoint [""]
     [network.encoder] build_encoder config (in_channels defaults to len(channels))
     [preprocessing]   channels [T1, T1C, T2, FLAIR], spacing_mm [[2, 2, 2]], roi_size [[64, 64, 64]]
@@ -24,7 +27,15 @@ Tables and keys (defaults in brackets)::
                       intensity_augment [false] (random blur, gamma and noise),
                       sequence_dropout_weights [{}] (relative weight of a kept subset when
                       sequence dropout draws one, keyed by channel names joined with "+", for
-                      example {FLAIR = 4.0, "T2+FLAIR" = 2.0}; subsets not named weigh 1)
+                      example {FLAIR = 4.0, "T2+FLAIR" = 2.0}; subsets not named weigh 1),
+                      domain_randomisation [false] (true, or a table with enabled = true and any
+                      of training.datasets.DR_DEFAULTS' keys: remap_prob, gamma, remap_points,
+                      remap_jitter, clip_prob, clip_percentile, quantise_prob, bias_prob,
+                      bias_coeff, noise_prob, noise_std, thick_slices_prob, thick_factor,
+                      zero_background_prob, fov_prob, fov_fraction: SynthSeg-style random
+                      intensity curves, bias fields, noise, thick slices, zero backgrounds and
+                      partial fields of view on scanner intensities before the z-score; needs
+                      [preprocessing] normalize = "zscore_per_channel")
     [bundle]          out [""] (no export when empty), version ["0.1.0"], half [true],
                       description [""], command [""]
 """
@@ -40,13 +51,14 @@ __all__ = ["FinetuneConfig", "load_finetune_config", "parse_finetune_config"]
 
 _KNOWN = {
     "": {"name", "seed", "data", "network", "preprocessing", "train", "bundle"},
-    "data": {"manifest", "dirs", "layout", "synth", "val_subjects", "val_subsets"},
+    "data": {"manifest", "dirs", "layout", "synth", "val_subjects", "val_subsets", "real_negatives",
+             "real_negative_repeats"},
     "network": {"num_classes", "norm", "full_resolution", "encoder_checkpoint", "encoder"},
     "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap", "min_component_fraction",
                       "normalize", "mask_outside_head"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
               "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights", "pos_neg",
-              "intensity_augment", "sequence_dropout_weights"},
+              "intensity_augment", "sequence_dropout_weights", "domain_randomisation"},
     "bundle": {"out", "version", "half", "description", "command"},
 }
 
@@ -82,6 +94,9 @@ class FinetuneConfig:
     init_weights: str = ""
     pos_neg: list[float] = field(default_factory=lambda: [2.0, 1.0])
     intensity_augment: bool = False
+    domain_randomisation: dict[str, Any] | None = None
+    real_negatives: str = ""
+    real_negative_repeats: int = 1
     threads: int = 1
     log_every: int = 10
     checkpoint_every: int = 100
@@ -124,6 +139,29 @@ def _dropout_weights(raw: Any, channels: list[str], where: str) -> dict[tuple[in
     return out
 
 
+def _domain_randomisation(raw: Any, normalize: str, where: str) -> dict[str, Any] | None:
+    """``[train] domain_randomisation``: false / true / a table → None or the options (checked)."""
+    key = "[train] domain_randomisation"
+    if isinstance(raw, bool):
+        opts: dict[str, Any] | None = {} if raw else None
+    elif isinstance(raw, dict):
+        opts = {k: v for k, v in raw.items() if k != "enabled"} if raw.get("enabled", True) else None
+    else:
+        raise ValueError(f"{where}: {key} must be true, false or a table of options (enabled = true, remap_prob = ...).")
+    if opts is None:
+        return None
+    from training.datasets import DR_DEFAULTS
+
+    unknown = sorted(set(opts) - set(DR_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{where}: {key} has unknown key(s) {', '.join(unknown)}; known: enabled, "
+                         f"{', '.join(sorted(DR_DEFAULTS))}.")
+    if normalize != "zscore_per_channel":
+        raise ValueError(f"{where}: {key} needs [preprocessing] normalize = \"zscore_per_channel\" (it re-normalises "
+                         f"each channel of a randomised crop on its own); got {normalize!r}.")
+    return opts
+
+
 def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config") -> FinetuneConfig:
     """Turn a parsed TOML dict into a :class:`FinetuneConfig`.
 
@@ -150,6 +188,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
     if net.get("encoder_checkpoint"):
         network["encoder_checkpoint"] = str(net["encoder_checkpoint"])
     dropout_weights = _dropout_weights(tr.get("sequence_dropout_weights", {}), channels, where)
+    dr = _domain_randomisation(tr.get("domain_randomisation", False), str(pre.get("normalize", "zscore_foreground")), where)
     subsets = data.get("val_subsets") or {"all": channels, "FLAIR": ["FLAIR"]}
     return FinetuneConfig(
         name=name,
@@ -180,6 +219,9 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         init_weights=str(tr.get("init_weights", "")),
         pos_neg=[float(v) for v in tr.get("pos_neg", [2.0, 1.0])],
         intensity_augment=bool(tr.get("intensity_augment", False)),
+        domain_randomisation=dr,
+        real_negatives=str(data.get("real_negatives", "")),
+        real_negative_repeats=int(data.get("real_negative_repeats", 1)),
         log_every=int(tr.get("log_every", 10)),
         checkpoint_every=int(tr.get("checkpoint_every", 100)),
         val_every=int(tr.get("val_every", 0)),

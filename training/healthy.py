@@ -1,25 +1,275 @@
-"""Predicted tumour volume on real healthy brains: T1 templates that installed packages ship.
+"""False tumour on healthy heads: real acquisitions from installed packages, tumour-free synthetic subjects, templates.
 
-- ``mni152``: the ICBM 2009a nonlinear symmetric MNI152 T1 shipped by nilearn;
-- ``colin27``: the Colin27 single-subject T1 (``ch2.nii.gz``) of Debian's mricron-data.
+Three sources of heads that must get (almost) no tumour — the acceptance bound is under 1 mL:
 
-Both are resampled to a 2 mm RAS grid and given to the inference engine as a T1 alone —
-the hardest case for false positives, since necrotic core is T1-dark like CSF. A healthy
-brain should get (almost) no tumour; the acceptance bound is under 1 mL.
+- **Real acquisitions** (:func:`real_heads`): healthy MR head volumes that PyPI or Debian
+  packages ship, listed with their source, licence and split (``train``: may be used as
+  all-background negatives in training; ``test``: only for measuring) in
+  ``training/configs/healthy-real.toml``. :func:`resolve_real_head` finds each in the
+  installed package and fails with a sentence naming the package to install.
+- **Tumour-free synthetic subjects** (:func:`tumour_free_subjects`): the synthetic engine's
+  default draw with ``tumour_free_fraction = 1`` (``mrinode synth --tumour-free-fraction 1``).
+- **Templates** (:func:`template_paths`, kept for older callers): the MNI152 2009a T1
+  (nilearn) and Colin27 (Debian ``mricron-data``) — averages, *not* acquisitions.
+
+:func:`false_tumour_table` runs the shipped engine on each head for every single sequence it
+has alone and for all its sequences together. ``python -m training.healthy --help``.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
+import sys
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["healthy_volumes", "template_paths", "template_t1"]
+__all__ = ["REAL_HEADS_MANIFEST", "RealHead", "false_tumour_table", "healthy_volumes", "load_head", "main",
+           "real_head_paths", "real_heads", "resolve_real_head", "summarise", "template_paths", "template_t1",
+           "tumour_free_subjects"]
+
+#: The committed list of real healthy head acquisitions and their train/test split.
+REAL_HEADS_MANIFEST = Path(__file__).parent / "configs" / "healthy-real.toml"
+
+
+@dataclass(frozen=True)
+class RealHead:
+    """One real healthy head acquisition shipped by a package.
+
+    Attributes
+    ----------
+    id : str
+        Short name.
+    sequences : dict of str to str
+        Sequence label (``T1``, ``T2``, ``FLAIR``...) to the file's path inside the package.
+    package : str
+        Where it comes from: ``pypi:<import name>`` (path relative to the imported package's
+        folder) or ``deb:<package>`` (absolute path).
+    install : str
+        What installs it (``pip install nipy==0.6.1``, ``apt-get install ...``).
+    licence : str
+        The licence the file is shipped under.
+    split : str
+        ``train`` (may be used as an all-background negative) or ``test`` (measuring only).
+    volume : int
+        For 4D files, the volume to take.
+    note : str
+        What the acquisition is.
+    """
+
+    id: str
+    sequences: dict[str, str]
+    package: str
+    install: str
+    licence: str
+    split: str
+    volume: int = 0
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def real_heads(split: str | None = None, manifest: str | Path = REAL_HEADS_MANIFEST) -> list[RealHead]:
+    """The real healthy heads of the committed manifest, optionally of one split only.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the manifest is missing.
+    ValueError
+        If an entry lacks a key or names an unknown split, or ``split`` is unknown.
+    """
+    p = Path(manifest)
+    if not p.is_file():
+        raise FileNotFoundError(f"the real healthy head manifest {p} does not exist.")
+    raw = tomllib.loads(p.read_text())
+    out = []
+    for i, h in enumerate(raw.get("head", [])):
+        missing = [k for k in ("id", "sequences", "package", "install", "licence", "split") if k not in h]
+        if missing:
+            raise ValueError(f"{p}: head #{i + 1} lacks the key(s) {', '.join(missing)}.")
+        if h["split"] not in ("train", "test"):
+            raise ValueError(f"{p}: head {h['id']} has split {h['split']!r}; use \"train\" or \"test\".")
+        known = {"id", "sequences", "package", "install", "licence", "split", "volume", "note"}
+        out.append(RealHead(id=str(h["id"]), sequences={str(k): str(v) for k, v in h["sequences"].items()},
+                            package=str(h["package"]), install=str(h["install"]), licence=str(h["licence"]),
+                            split=str(h["split"]), volume=int(h.get("volume", 0)), note=str(h.get("note", "")),
+                            extra={k: v for k, v in h.items() if k not in known}))
+    if split is not None:
+        if split not in ("train", "test"):
+            raise ValueError(f"real head split {split!r} is not \"train\" or \"test\".")
+        out = [h for h in out if h.split == split]
+    return out
+
+
+def resolve_real_head(head: RealHead) -> dict[str, Path]:
+    """Find a real head's files in the installed package: ``{sequence: path}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the package is not installed or lacks the file (the message says what to install).
+    ValueError
+        If ``package`` is neither ``pypi:`` nor ``deb:``.
+    """
+    kind, _, name = head.package.partition(":")
+    out: dict[str, Path] = {}
+    for seq, rel in head.sequences.items():
+        if kind == "pypi":
+            spec = importlib.util.find_spec(name)
+            if spec is None or not spec.submodule_search_locations:
+                raise FileNotFoundError(f"real head {head.id}: the Python package {name!r} is not installed "
+                                        f"({head.install}; make setup installs it).")
+            path = Path(next(iter(spec.submodule_search_locations))) / rel
+        elif kind == "deb":
+            path = Path(rel)
+        else:
+            raise ValueError(f"real head {head.id}: package {head.package!r} must start with pypi: or deb:.")
+        if not path.is_file():
+            raise FileNotFoundError(f"real head {head.id}: {path} is missing ({head.install}; make setup installs it).")
+        out[seq] = path
+    return out
+
+
+def real_head_paths(split: str | None = None, manifest: str | Path = REAL_HEADS_MANIFEST) -> dict[str, dict[str, str]]:
+    """``{head id: {sequence: path}}`` for the real heads of ``split`` (as :func:`training.datasets.negative_items` takes).
+
+    Heads stored as 4D files or in formats other than NIfTI are written once as 3D NIfTI
+    under ``var/healthy-real/`` (the volume named by the manifest).
+    """
+    out: dict[str, dict[str, str]] = {}
+    for head in real_heads(split, manifest):
+        paths = resolve_real_head(head)
+        seqs: dict[str, str] = {}
+        for seq, path in paths.items():
+            if str(path).endswith((".nii", ".nii.gz")) and _ndim(path) == 3:
+                seqs[seq] = str(path)
+                continue
+            dst = Path("var/healthy-real") / f"{head.id}-{seq}.nii.gz"
+            if not dst.is_file():
+                import nibabel as nib
+
+                data, affine = load_head(path, head.volume)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                nib.save(nib.Nifti1Image(data, affine), str(dst))
+            seqs[seq] = str(dst)
+        out[head.id] = seqs
+    return out
+
+
+def _ndim(path: Path) -> int:
+    import nibabel as nib
+
+    return len(nib.load(str(path)).shape)  # type: ignore[attr-defined]
+
+
+def load_head(path: str | Path, volume: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Read a head volume (NIfTI, MINC, MGH, Analyze: whatever nibabel reads): ``(data, affine)``.
+
+    A 4D file gives its volume ``volume``. Data are float32 in the file's voxel order.
+    """
+    import nibabel as nib
+
+    img: Any = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    while data.ndim > 3:
+        data = data[..., volume] if data.shape[-1] > volume else data[..., 0]
+        volume = 0
+    return np.ascontiguousarray(data), np.asarray(img.affine, dtype=np.float64)
+
+
+def tumour_free_subjects(seeds: Iterable[int], out: str | Path, voxel_mm: float = 1.0) -> list[Path]:
+    """Generate (once) tumour-free synthetic subjects with the default draw; return their folders.
+
+    The same as ``mrinode synth --out OUT --subjects 1 --seed S --tumour-free-fraction 1`` per seed.
+    """
+    from training.manifest import write_synth_subjects
+
+    folders = []
+    for seed in seeds:
+        write_synth_subjects({"subjects": 1, "seed": int(seed), "tumour_free_fraction": 1.0, "voxel_mm": voxel_mm}, out)
+        folders.append(Path(out) / f"synth-{int(seed):06d}")
+    return folders
+
+
+def _subsets(sequences: Sequence[str], channels: Sequence[str]) -> dict[str, list[str]]:
+    """Every single sequence alone, and all of them (when more than one)."""
+    have = [c for c in channels if c in sequences]
+    out = {c: [c] for c in have}
+    if len(have) > 1:
+        out["all"] = list(have)
+    return out
+
+
+def false_tumour_table(engine: Any, heads: Mapping[str, Mapping[str, str | Path]], kind: str,
+                       volume: int = 0) -> list[dict[str, Any]]:
+    """Predicted tumour (mL, labels > 0) per head and input subset.
+
+    Parameters
+    ----------
+    engine : models.engine.InferenceEngine
+        A loaded engine.
+    heads : mapping
+        Head id to ``{sequence: path}``; the sequences of one head must share a grid (the
+        first is the reference; others are resampled onto it when they differ).
+    kind : str
+        ``"real"`` or ``"synthetic"`` (recorded in each row).
+    volume : int
+        Volume of 4D files.
+
+    Returns
+    -------
+    list of dict
+        Rows ``{head, kind, subset, ml, ml_by_label, ood}``; ``ood`` is the engine's
+        out-of-distribution score when it reports one.
+    """
+    from models.preprocess import resample
+
+    rows = []
+    for hid, seqs in heads.items():
+        arrays: dict[str, np.ndarray] = {}
+        ref_affine: np.ndarray | None = None
+        ref_shape: tuple[int, ...] = ()
+        for seq, path in seqs.items():
+            if seq not in engine.channels:
+                continue
+            data, affine = load_head(path, volume)
+            if ref_affine is None:
+                ref_affine, ref_shape = affine, data.shape
+            elif data.shape != ref_shape or not np.allclose(affine, ref_affine, atol=1e-4):
+                data = resample(data[None], affine, ref_shape, ref_affine)[0].numpy()
+            arrays[seq] = data
+        if ref_affine is None:
+            continue
+        voxel_ml = float(abs(np.linalg.det(ref_affine[:3, :3]))) / 1000.0
+        for sname, keep in _subsets(list(arrays), engine.channels).items():
+            pred = engine.predict({k: arrays[k] for k in keep}, ref_affine)
+            counts = np.bincount(pred.labels.ravel(), minlength=4)
+            rows.append({"head": hid, "kind": kind, "subset": sname,
+                         "ml": round(float(counts[1:].sum()) * voxel_ml, 3),
+                         "ml_by_label": [round(float(v) * voxel_ml, 3) for v in counts[1:]],
+                         "ood": getattr(pred, "ood_score", None)})
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Worst (max) and count over 1 mL per kind and subset."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        s = out.setdefault(r["kind"], {}).setdefault(r["subset"], {"heads": 0, "max_ml": 0.0, "over_1ml": 0})
+        s["heads"] += 1
+        s["max_ml"] = max(s["max_ml"], r["ml"])
+        s["over_1ml"] += int(r["ml"] >= 1.0)
+    return out
 
 
 def template_paths() -> dict[str, Path]:
-    """The installed healthy-brain T1 templates by name (missing ones are left out)."""
+    """The installed healthy-brain T1 templates by name (missing ones are left out); averages, not acquisitions."""
     found: dict[str, Path] = {}
     try:
         import nilearn
@@ -63,3 +313,47 @@ def healthy_volumes(engine: Any, spacing_mm: float = 2.0) -> dict[str, float]:
         pred = engine.predict({"T1": data}, affine)
         out[f"{name}_{spacing_mm:g}mm"] = round(float((pred.labels > 0).sum()) * spacing_mm ** 3 / 1000.0, 2)
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.healthy``: the false-tumour table of a bundle on healthy heads (JSON)."""
+    ap = argparse.ArgumentParser(prog="python -m training.healthy", description=main.__doc__)
+    ap.add_argument("--bundle", default="brain-tumour-demo", help="bundle name or folder")
+    ap.add_argument("--synthetic", nargs=2, type=int, metavar=("FIRST", "LAST"), default=None,
+                    help="tumour-free synthetic seeds FIRST..LAST inclusive (default draw, 1 mm)")
+    ap.add_argument("--synthetic-dir", default="var/synth/healthy-test", help="where they are written once")
+    ap.add_argument("--real", default="test", help="real head split: test, train, all or none")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="", help="write the rows and summary here as JSON")
+    args = ap.parse_args(argv)
+    import torch
+
+    from models.engine import get_engine
+
+    torch.set_num_threads(args.threads)
+    engine = get_engine(args.bundle, device="cpu")
+    rows: list[dict[str, Any]] = []
+    try:
+        if args.real != "none":
+            split = None if args.real == "all" else args.real
+            rows += false_tumour_table(engine, real_head_paths(split), "real")
+        if args.synthetic:
+            folders = tumour_free_subjects(range(args.synthetic[0], args.synthetic[1] + 1), args.synthetic_dir)
+            heads = {f.name: {s: str(f / f"{s}.nii.gz") for s in engine.channels if (f / f"{s}.nii.gz").is_file()}
+                     for f in folders}
+            rows += false_tumour_table(engine, heads, "synthetic")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"training.healthy: {exc}", file=sys.stderr)
+        return 2
+    result = {"bundle": args.bundle, "rows": rows, "summary": summarise(rows)}
+    for r in rows:
+        print(f"{r['kind']:>9} {r['head']:<28} {r['subset']:<6} {r['ml']:8.2f} mL  ood={r['ood']}")
+    print(json.dumps(result["summary"], indent=1))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -207,6 +207,9 @@ def run(request: PipelineRequest) -> PipelineResult:
     if absent:
         notes.append(f"Not present, fed as empty channels: {', '.join(absent)}.")
     notes.extend(unreadable)
+    if prediction.out_of_distribution:
+        notes.append(f"The input looks unlike the model's training data (OOD score {prediction.ood_score:.2f} "
+                     f"above {prediction.ood_threshold:.2f}); read the result with care.")
     notes.append(card.intended_use)
     sr = write_measurement_report(
         seg=seg, reference=reference, source_volumes=list(volumes.values()), segment_volumes_ml=volumes_ml,
@@ -222,6 +225,8 @@ def run(request: PipelineRequest) -> PipelineResult:
         device=prediction.device,
         volumes_ml={s.label: round(volumes_ml[n], 3) for n, s in enumerate(segments, start=1)},
         total_ml=round(sum(volumes_ml.values()), 3),
+        ood_score=prediction.ood_score,
+        ood_threshold=prediction.ood_threshold,
     )
     log.info("tumour pipeline on study %s: %s, %.2f mL", uid_tag(request.study_uid), card.name, summary["total_ml"])
     return PipelineResult(outputs=[seg_path, sr_path], summary=summary)
