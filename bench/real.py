@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from models.seqclf import load_sequence_classifier
     from training.realdata import fetch, load_corpus, missing
-    from training.realdata.judge import identify_case, read_case, verdict
+    from training.realdata.judge import identify_case, read_case, study_contrast, verdict
 
     torch.set_num_threads(2)
     cases = load_corpus()
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     series = [c for c in cases if c.kind == "series"]
     clf = load_sequence_classifier()
     t0 = time.perf_counter()
-    rows = [identify_case(c, clf) for c in series]
+    contrast = study_contrast(series)
+    rows = [identify_case(c, clf, study_records_contrast=contrast.get(c.id, False)) for c in series]
     t_ident = time.perf_counter() - t0
     anchor: dict[str, tuple[str, float | None]] = {}
     t_anchor = 0.0

@@ -63,7 +63,10 @@ _SEQUENCE_NAME_RULES: tuple[tuple[str, SequenceLabel, float, bool, str], ...] = 
     (r"^\*?SWI|SWAN|SWIP|VEN_?BOLD", L.SWI, 0.92, True, "susceptibility-weighted"),
     (r"^\*?ME[23]D|MEDIC|MERGE", L.SWI, 0.75, False, "multi-echo gradient echo"),
     (r"^\*?FL[23]D\d*R?_T\d|^\*?FL3D\d+R?_T|TOF|^\*?FL[23]D\w*_?VE|^\*?FL_?PC|^\*?FL3D_?PC", L.OTHER, 0.85, True, "time-of-flight / phase-contrast"),
-    (r"^\*?SPCIR|^\*?SPCIRR|^\*?TIR[23]D|CUBE_?FLAIR|FLAIR", L.FLAIR, 0.75, False, "inversion-recovery TSE (FLAIR family)"),
+    (r"^\*?SPCIR|^\*?SPCIRR|CUBE_?FLAIR|FLAIR", L.FLAIR, 0.75, False, "inversion-recovery SPACE/CUBE (FLAIR family)"),
+    # Siemens *tir2d/*tir3d is any inversion-recovery TSE (FLAIR, STIR, T1-FLAIR): TI and TE decide
+    (r"^\*?TIR[23]D", L.OTHER, 0.0, False, "inversion-recovery TSE (FLAIR, STIR or T1-FLAIR: TI decides)"),
+    (r"^\*?FL3D\d*(_NS)?$|^\*?FL3D\d*_?NS$", L.T1, 0.7, False, "3D spoiled gradient echo (FLASH/VIBE), T1-weighted"),
     (r"^\*?TFL[23]D|^\*?TFL|MPRAGE|T1TFE|EFGRE3D|BRAVO|IR_?FSPGR|FSPGR|SPGR", L.T1, 0.8, False, "T1 gradient echo (MPRAGE/BRAVO/SPGR/TFE)"),
     (r"^\*?TFI|^\*?CI3D|FIESTA|TRUFI|BFFE", L.OTHER, 0.7, False, "balanced SSFP"),
     (r"^\*?FM2D|^\*?FM3D|FIELDMAP", L.OTHER, 0.85, True, "field map"),
@@ -88,7 +91,8 @@ def _text_cues(facts: HeaderFacts) -> list[Cue]:
         matched = False
         for pattern, label, weight, dominant, text in _SEQUENCE_NAME_RULES:
             if re.search(pattern, value):
-                cues.append(Cue(label, weight, f"sequence name {value!r}: {text}", "sequence_name", dominant))
+                if weight > 0:
+                    cues.append(Cue(label, weight, f"sequence name {value!r}: {text}", "sequence_name", dominant))
                 matched = True
                 break
         if not matched:
@@ -134,8 +138,11 @@ def _ir_flags(facts: HeaderFacts) -> tuple[bool, str]:
 
 
 def _scan_option_cues(facts: HeaderFacts) -> list[Cue]:
-    """GE writes the FLAIR flavour into ScanOptions (``T2FLAIR_GEMS``, ``T1FLAIR_GEMS``)."""
+    """GE writes the FLAIR flavour into ScanOptions (``T2FLAIR_GEMS``, ``T1FLAIR_GEMS``); Siemens
+    and others mark time-of-flight angiography in SequenceVariant (``TOF``)."""
     cues: list[Cue] = []
+    if "TOF" in facts.sequence_variant:
+        cues.append(Cue(L.OTHER, 0.9, "SequenceVariant has TOF (time-of-flight angiography)", "scan_options", True))
     opts = facts.scan_options
     if "T2FLAIR_GEMS" in opts or "FLAIR_GEMS" in opts:
         cues.append(Cue(L.FLAIR, 0.85, "ScanOptions has T2FLAIR_GEMS", "scan_options"))
@@ -259,6 +266,8 @@ def _contrast_cues(facts: HeaderFacts) -> list[Cue]:
     cues: list[Cue] = []
     if has_contrast_agent(facts.contrast_agent):
         cues.append(Cue(L.T1C, 0.9, "ContrastBolusAgent is recorded", "contrast"))
+    elif facts.contrast_agent.strip().upper() in _NEGATIVE_AGENT and facts.contrast_agent.strip():
+        cues.append(Cue(L.T1, 0.8, f"ContrastBolusAgent says {facts.contrast_agent.strip()!r} (no agent)", "contrast"))
     for name, value in facts.texts:
         for kind, words in match_contrast(value):
             label = L.T1C if kind == CONTRAST_POST else L.T1

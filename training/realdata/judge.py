@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from training.realdata.corpus import CorpusCase
 from training.realdata.stage import stage, strip_descriptive
 
-__all__ = ["IdentifyResult", "ReadResult", "identify_case", "read_case", "verdict"]
+__all__ = ["IdentifyResult", "ReadResult", "identify_case", "read_case", "study_contrast", "verdict"]
 
 
 @dataclass
@@ -56,7 +56,34 @@ def _headers(files: Sequence[Path]) -> list[tuple[Path, Dataset]]:
     return out
 
 
-def identify_case(case: CorpusCase, classifier: Any | None = None) -> IdentifyResult:
+def study_contrast(cases: Sequence[CorpusCase]) -> dict[str, bool]:
+    """Whether another series of each case's study records a contrast agent, as the node sees a study.
+
+    The node identifies a whole study at once (``identify_study``): a T1 without an agent is
+    confidently pre-contrast when another series of the same study records one. Cases that
+    share a StudyInstanceUID are one study here too.
+    """
+    from dicom_node.identify.header import has_contrast_agent
+    from training.realdata.corpus import resolve
+
+    study_of: dict[str, str] = {}
+    agent_in: dict[str, bool] = {}
+    for case in cases:
+        files = resolve(case)
+        if case.kind != "series" or not files:
+            continue
+        try:
+            ds = pydicom.dcmread(files[0], stop_before_pixels=True) if files[0].suffix != ".gz" else None
+        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError):
+            ds = None
+        uid = str(ds.get("StudyInstanceUID", "")) if ds is not None else ""
+        study_of[case.id] = uid or case.id
+        agent = has_contrast_agent(str(ds.get("ContrastBolusAgent", "") or "")) if ds is not None else False
+        agent_in[study_of[case.id]] = agent_in.get(study_of[case.id], False) or agent
+    return {cid: agent_in[uid] for cid, uid in study_of.items()}
+
+
+def identify_case(case: CorpusCase, classifier: Any | None = None, *, study_records_contrast: bool = False) -> IdentifyResult:
     """Identify one series case with intact headers, stripped headers and (optionally) pixels.
 
     Parameters
@@ -65,6 +92,8 @@ def identify_case(case: CorpusCase, classifier: Any | None = None) -> IdentifyRe
         A ``kind == "series"`` case.
     classifier : models.seqclf.SequenceClassifier, optional
         With it, the pixel path runs too.
+    study_records_contrast : bool
+        Whether another series of its study records a contrast agent (see :func:`study_contrast`).
     """
     from dicom_node.identify import identify_series
     from dicom_node.identify.study import load_pixels
@@ -72,15 +101,16 @@ def identify_case(case: CorpusCase, classifier: Any | None = None) -> IdentifyRe
     with tempfile.TemporaryDirectory(prefix="realcase-") as tmp:
         items = _headers(stage(case, tmp))
         headers = [ds for _, ds in items]
-        h = identify_series(headers)
-        s = identify_series([strip_descriptive(d) for d in headers])
+        ctx = {"study_records_contrast": study_records_contrast}
+        h = identify_series(headers, **ctx)
+        s = identify_series([strip_descriptive(d) for d in headers], **ctx)
         fused: tuple[str, float] | None = None
         score: float | None = None
         top: str | None = None
         if classifier is not None and items:
             pixels = load_pixels(items)
             if pixels is not None and pixels.ndim == 3 and min(pixels.shape[1:]) >= 8:
-                f = identify_series(headers, pixels, classifier=classifier)
+                f = identify_series(headers, pixels, classifier=classifier, **ctx)
                 fused = (f.label.value, f.confidence)
                 score = classifier.ood_score(pixels)
                 probs = classifier.predict(pixels)
