@@ -164,13 +164,16 @@ def read_case(case: CorpusCase) -> ReadResult:
         niis = _dcm2niix(src, Path(tmp) / "out")
         theirs = "converts" if niis else "refuses"
         diff: float | None = None
-        if len(vols) == 1 and len(niis) == 1:
+        if vols and niis:
+            # a split series (b-values, echoes) is several volumes here and one 4-D file there:
+            # the first volume of each shares the grid
+            theirs_img = nib.load(niis[0])
             a = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(vols[0].data), vols[0].affine))
-            b = nib.as_closest_canonical(nib.load(niis[0]))
+            b = nib.as_closest_canonical(nib.Nifti1Image(np.zeros(theirs_img.shape[:3], np.uint8), theirs_img.affine))
             if a.shape[:3] == b.shape[:3]:
                 diff = float(np.abs(a.affine - b.affine).max())
             else:
                 detail = detail or f"shapes differ: {a.shape[:3]} vs {b.shape[:3]}"
-        elif vols and niis:
-            detail = detail or f"{len(vols)} volume(s) vs dcm2niix's {len(niis)}"
+            if len(vols) != len(niis):
+                detail = (detail + "; " if detail else "") + f"{len(vols)} volume(s) vs dcm2niix's {len(niis)} file(s)"
     return ReadResult(case, ours, theirs, diff, detail)
