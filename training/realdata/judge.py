@@ -47,7 +47,7 @@ def verdict(truth: str, answer: str) -> str:
 
 
 def _headers(files: Sequence[Path]) -> list[tuple[Path, Dataset]]:
-    out = []
+    out: list[tuple[Path, Dataset]] = []
     for f in files:
         try:
             out.append((f, pydicom.dcmread(f, stop_before_pixels=True)))
@@ -101,16 +101,15 @@ def identify_case(case: CorpusCase, classifier: Any | None = None, *, study_reco
     with tempfile.TemporaryDirectory(prefix="realcase-") as tmp:
         items = _headers(stage(case, tmp))
         headers = [ds for _, ds in items]
-        ctx = {"study_records_contrast": study_records_contrast}
-        h = identify_series(headers, **ctx)
-        s = identify_series([strip_descriptive(d) for d in headers], **ctx)
+        h = identify_series(headers, study_records_contrast=study_records_contrast)
+        s = identify_series([strip_descriptive(d) for d in headers], study_records_contrast=study_records_contrast)
         fused: tuple[str, float] | None = None
         score: float | None = None
         top: str | None = None
         if classifier is not None and items:
             pixels = load_pixels(items)
             if pixels is not None and pixels.ndim == 3 and min(pixels.shape[1:]) >= 8:
-                f = identify_series(headers, pixels, classifier=classifier, **ctx)
+                f = identify_series(headers, pixels, classifier=classifier, study_records_contrast=study_records_contrast)
                 fused = (f.label.value, f.confidence)
                 score = classifier.ood_score(pixels)
                 probs = classifier.predict(pixels)
@@ -167,7 +166,7 @@ def read_case(case: CorpusCase) -> ReadResult:
         if vols and niis:
             # a split series (b-values, echoes) is several volumes here and one 4-D file there:
             # the first volume of each shares the grid
-            theirs_img = nib.load(niis[0])
+            theirs_img: Any = nib.load(niis[0])
             a = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(vols[0].data), vols[0].affine))
             b = nib.as_closest_canonical(nib.Nifti1Image(np.zeros(theirs_img.shape[:3], np.uint8), theirs_img.affine))
             if a.shape[:3] == b.shape[:3]:
