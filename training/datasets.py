@@ -608,13 +608,22 @@ class SequenceDropoutd(Randomizable, MapTransform):
         Relative weight of a kept subset, keyed by its sorted channel indices; subsets not named
         weigh 1. Empty (the default): every subset equally likely. Where every subset of a
         subject's channels weighs 0, nothing is dropped.
+    silent_subsets : collection of tuple of int, optional
+        Channel subsets (sorted indices) on which the model is taught to stay silent: when the
+        channels left after dropout are exactly one of them, ``label_key`` becomes all
+        background (a tumour that the remaining sequence barely shows is not to be guessed).
+    label_key : str
+        The label that ``silent_subsets`` clears.
     """
 
     def __init__(self, keys: KeysCollection, prob: float = 0.5,
-                 weights: Mapping[tuple[int, ...], float] | None = None) -> None:
+                 weights: Mapping[tuple[int, ...], float] | None = None,
+                 silent_subsets: Sequence[Sequence[int]] | None = None, label_key: str = "label") -> None:
         MapTransform.__init__(self, keys)
         self.prob = prob
         self.weights = {tuple(sorted(k)): float(v) for k, v in (weights or {}).items()}
+        self.silent = {tuple(sorted(int(i) for i in k)) for k in (silent_subsets or [])}
+        self.label_key = label_key
         self._keep: list[int] | None = None
 
     def randomize(self, data: Any) -> None:
@@ -634,23 +643,26 @@ class SequenceDropoutd(Randomizable, MapTransform):
         """Apply the dropout to ``data``."""
         d = dict(data)
         self.randomize(np.asarray(d["present"]))
-        if self._keep is None:
-            return d
-        present = np.zeros_like(np.asarray(d["present"]))
-        present[self._keep] = True
-        for key in self.key_iterator(d):
-            img = d[key]
-            for c in range(img.shape[0]):
-                if not present[c]:
-                    img[c] = 0
-        d["present"] = present
+        if self._keep is not None:
+            present = np.zeros_like(np.asarray(d["present"]))
+            present[self._keep] = True
+            for key in self.key_iterator(d):
+                img = d[key]
+                for c in range(img.shape[0]):
+                    if not present[c]:
+                        img[c] = 0
+            d["present"] = present
+        kept = tuple(int(i) for i in np.flatnonzero(np.asarray(d["present"])))
+        if self.silent and kept in self.silent and self.label_key in d:
+            d[self.label_key] = d[self.label_key] * 0
         return d
 
 
 def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: int = 1,
                      pos_neg: Sequence[float] = (2.0, 1.0), intensity_augment: bool = False,
                      dropout_weights: Mapping[tuple[int, ...], float] | None = None,
-                     domain_randomisation: Mapping[str, Any] | None = None, cached_indices: bool = False) -> Any:
+                     domain_randomisation: Mapping[str, Any] | None = None, cached_indices: bool = False,
+                     silent_subsets: Sequence[Sequence[int]] | None = None) -> Any:
     """Random transforms applied after the cache: pad, crop, flip, intensity jitter, dropout.
 
     Parameters
@@ -673,6 +685,8 @@ def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: 
         When given (options of :data:`DR_DEFAULTS`, possibly empty), the cached images are in
         scanner intensities (:class:`LoadSubjectd` with ``raw``) and every crop goes through
         :func:`domain_randomisation_transforms`, which ends with the normalisation.
+    silent_subsets : sequence of sequence of int, optional
+        Channel subsets taught to give no tumour (:class:`SequenceDropoutd`).
     cached_indices : bool
         The cache already holds the padded subject and its crop-centre candidates
         (:func:`make_dataset` with ``crop_indices_roi``): the crop does not recompute them
@@ -718,7 +732,8 @@ def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: 
             RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.25),
             RandGaussianNoised(keys="image", std=0.1, prob=0.25),
         ]
-    steps.append(SequenceDropoutd(keys="image", prob=dropout_prob, weights=dropout_weights))
+    steps.append(SequenceDropoutd(keys="image", prob=dropout_prob, weights=dropout_weights,
+                                  silent_subsets=silent_subsets))
     return Compose(steps)
 
 

@@ -9,7 +9,12 @@ Config (TOML)::
     [evaluate]  subsets = {all = ["T1", "T1C", "T2", "FLAIR"], FLAIR = ["FLAIR"]}
                 hd95 = true
                 out_dir = "var/evaluate/<bundle>"   # report.md, metrics.json, dice.png
-                healthy_templates = false  # also real healthy brains, T1 alone (training.healthy)
+                healthy_templates = false  # also the MNI152 / Colin27 templates (averages, not acquisitions), T1 alone
+                healthy_real = ""          # a split of training/configs/healthy-real.toml ("test"): real healthy
+                                           # acquisitions, each sequence alone and all (training.healthy)
+                healthy_synthetic = []     # [first, last] tumour-free synthetic seeds (default draw, 1 mm), each
+                                           # sequence alone and all four
+                healthy_synthetic_dir = "var/synth/healthy-test"   # where they are written once
                 card_key = ""              # when set, the summary goes into the bundle card's metrics
                 card_note = ""             # ... with this sentence on what the subjects were
 
@@ -144,6 +149,10 @@ def write_report(result: dict[str, Any], out_dir: Path, title: str) -> Path:
     if healthy:
         lines += ["", "Real healthy brains, T1 alone (predicted tumour, mL; acceptance < 1 mL): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in healthy.items()) + "."]
+    for key, title in (("healthy_real", "Real healthy acquisitions"), ("tumour_free_synthetic", "Tumour-free synthetic subjects")):
+        if result.get(key):
+            lines += ["", f"{title} (predicted tumour, mL; acceptance < 1 mL): "
+                      + ", ".join(f"{r['head']} {r['subset']} {r['ml']:.2f}" for r in result[key]) + "."]
     lines += ["", "![Dice per region and subset](dice.png)", "", "## Per subject", "",
               "| subject | subset | true mL | predicted mL | Dice WT | Dice TC | Dice ET |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -170,8 +179,19 @@ def record_in_card(bundle: str, key: str, result: dict[str, Any], note: str, com
     entry: dict[str, Any] = {"subjects": note, "command": command}
     entry.update({k: {m: round(v, 4) for m, v in s.items()} for k, s in result["summary"].items()})
     if "healthy_T1_only_ml" in result:
-        entry["healthy_real_brains_T1_only_ml"] = result["healthy_T1_only_ml"]
+        entry["healthy_templates_T1_only_ml"] = result["healthy_T1_only_ml"]
     card.setdefault("metrics", {})[key] = entry
+    for name, what in (("healthy_real", "real acquisitions"), ("tumour_free_synthetic", "synthetic subjects")):
+        if name in result:
+            rows = result[name]
+            card["metrics"][name] = {
+                "what": f"{what}: {result.get(name + '_note', '')}".rstrip(": "),
+                "acquisitions": "real" if name == "healthy_real" else "synthetic",
+                "command": command,
+                "max_ml": round(max((r["ml"] for r in rows), default=0.0), 3),
+                "over_1ml": sum(int(r["ml"] >= 1.0) for r in rows),
+                "ml": {f"{r['head']}/{r['subset']}": r["ml"] for r in rows},
+            }
     tmp = card_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     tmp.replace(card_path)
@@ -215,6 +235,24 @@ def main(args: argparse.Namespace) -> int:
             from training.healthy import healthy_volumes
 
             result["healthy_T1_only_ml"] = healthy_volumes(get_engine(bundle, device=str(raw.get("device", "cpu"))))
+        if ev.get("healthy_real") or ev.get("healthy_synthetic"):
+            from models.engine import get_engine
+            from training.healthy import false_tumour_table, real_head_paths, real_heads, tumour_free_subjects
+
+            engine = get_engine(bundle, device=str(raw.get("device", "cpu")))
+            if ev.get("healthy_real"):
+                split = str(ev["healthy_real"])
+                result["healthy_real"] = false_tumour_table(engine, real_head_paths(split), "real")
+                result["healthy_real_note"] = "; ".join(f"{h.id} ({h.note}; {h.package.split(':')[1]}, {h.licence})"
+                                                        for h in real_heads(split))
+            if ev.get("healthy_synthetic"):
+                first, last = (int(v) for v in ev["healthy_synthetic"])
+                folders = tumour_free_subjects(range(first, last + 1),
+                                               str(ev.get("healthy_synthetic_dir", "var/synth/healthy-test")))
+                heads = {f.name: {c: str(f / f"{c}.nii.gz") for c in engine.channels} for f in folders}
+                result["tumour_free_synthetic"] = false_tumour_table(engine, heads, "synthetic")
+                result["tumour_free_synthetic_note"] = (f"{len(folders)} tumour-free subjects, seeds {first}-{last}, "
+                                                        "default draw at 1 mm, never trained on")
         if ev.get("card_key"):
             card = record_in_card(bundle, str(ev["card_key"]), result, str(ev.get("card_note", "")),
                                   f"mrinode train evaluate --config {path}")
@@ -224,7 +262,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     report = write_report(result, out_dir, f"Evaluation of {bundle} on {len(manifest.subjects)} subjects")
     for name, ml in result.get("healthy_T1_only_ml", {}).items():
-        print(f"healthy {name}, T1 alone: {ml:.2f} mL predicted tumour")
+        print(f"healthy template {name}, T1 alone: {ml:.2f} mL predicted tumour")
+    for key in ("healthy_real", "tumour_free_synthetic"):
+        rows = result.get(key, [])
+        if rows:
+            worst = max(rows, key=lambda r: r["ml"])
+            print(f"{key}: {len(rows)} inputs, max {worst['ml']:.2f} mL ({worst['head']} as {worst['subset']}), "
+                  f"{sum(int(r['ml'] >= 1.0) for r in rows)} at or over 1 mL")
     for sname, s in result["summary"].items():
         print(f"{sname:>8}: Dice WT {s['dice_WT']:.3f}  TC {s['dice_TC']:.3f}  ET {s['dice_ET']:.3f}  "
               f"(tumour-free max {s['tumour_free_max_pred_ml']:.2f} mL)")

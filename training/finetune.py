@@ -113,7 +113,8 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
     train_ds = make_dataset(items, cfg.channels, cfg.spacing_mm,
                             train_transforms(cfg.roi_size, cfg.sequence_dropout, cfg.samples_per_subject,
                                              cfg.pos_neg, cfg.intensity_augment, cfg.sequence_dropout_weights,
-                                             domain_randomisation=dr, cached_indices=True),
+                                             domain_randomisation=dr, cached_indices=True,
+                                             silent_subsets=cfg.silent_subsets),
                             normalization=cfg.normalize, raw=dr is not None, crop_indices_roi=cfg.roi_size)
     val_ds = (make_dataset(subject_items(val_m, cfg.channels), cfg.channels, cfg.spacing_mm,
                            normalization=cfg.normalize) if n_val else None)

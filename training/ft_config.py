@@ -28,6 +28,9 @@ Tables and keys (defaults in brackets)::
                       sequence_dropout_weights [{}] (relative weight of a kept subset when
                       sequence dropout draws one, keyed by channel names joined with "+", for
                       example {FLAIR = 4.0, "T2+FLAIR" = 2.0}; subsets not named weigh 1),
+                      silent_subsets [[]] (subsets, named like sequence_dropout_weights' keys,
+                      on which every crop's label is background: the model is taught to give no
+                      tumour from, say, a T1 alone, where it cannot be seen),
                       domain_randomisation [false] (true, or a table with enabled = true and any
                       of training.datasets.DR_DEFAULTS' keys: remap_prob, gamma, remap_points,
                       remap_jitter, clip_prob, clip_percentile, quantise_prob, bias_prob,
@@ -58,7 +61,7 @@ _KNOWN = {
                       "normalize", "mask_outside_head"},
     "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
               "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights", "pos_neg",
-              "intensity_augment", "sequence_dropout_weights", "domain_randomisation"},
+              "intensity_augment", "sequence_dropout_weights", "domain_randomisation", "silent_subsets"},
     "bundle": {"out", "version", "half", "description", "command"},
 }
 
@@ -91,6 +94,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-5
     sequence_dropout: float = 0.5
     sequence_dropout_weights: dict[tuple[int, ...], float] = field(default_factory=dict)
+    silent_subsets: list[tuple[int, ...]] = field(default_factory=list)
     init_weights: str = ""
     pos_neg: list[float] = field(default_factory=lambda: [2.0, 1.0])
     intensity_augment: bool = False
@@ -136,6 +140,22 @@ def _dropout_weights(raw: Any, channels: list[str], where: str) -> dict[tuple[in
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
             raise ValueError(f"{where}: {key} {subset} = {weight!r} must be a number ≥ 0.")
         out[tuple(sorted({channels.index(n) for n in names}))] = float(weight)
+    return out
+
+
+def _silent_subsets(raw: Any, channels: list[str], where: str) -> list[tuple[int, ...]]:
+    """``["T1", "T1+T1C"]`` → ``[(0,), (0, 1)]`` (channel indices), checking every name."""
+    key = "[train] silent_subsets"
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: {key} must be a list of subsets, for example [\"T1\", \"T1C\"].")
+    out = []
+    for subset in raw:
+        names = [n.strip() for n in str(subset).split("+")]
+        unknown = [n for n in names if n not in channels]
+        if unknown:
+            raise ValueError(f"{where}: {key} names {', '.join(unknown)}, which is not among the channels "
+                             f"({', '.join(channels)}).")
+        out.append(tuple(sorted({channels.index(n) for n in names})))
     return out
 
 
@@ -215,6 +235,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         weight_decay=float(tr.get("weight_decay", 1e-5)),
         sequence_dropout=float(tr.get("sequence_dropout", 0.5)),
         sequence_dropout_weights=dropout_weights,
+        silent_subsets=_silent_subsets(tr.get("silent_subsets", []), channels, where),
         threads=int(tr.get("threads", 1)),
         init_weights=str(tr.get("init_weights", "")),
         pos_neg=[float(v) for v in tr.get("pos_neg", [2.0, 1.0])],

@@ -192,8 +192,11 @@ def tumour_free_subjects(seeds: Iterable[int], out: str | Path, voxel_mm: float 
 
     folders = []
     for seed in seeds:
-        write_synth_subjects({"subjects": 1, "seed": int(seed), "tumour_free_fraction": 1.0, "voxel_mm": voxel_mm}, out)
-        folders.append(Path(out) / f"synth-{int(seed):06d}")
+        folder = Path(out) / f"synth-{int(seed):06d}"
+        if not (folder / "T1.nii.gz").is_file():  # (a folder written by ``mrinode synth`` has no seed marker)
+            write_synth_subjects({"subjects": 1, "seed": int(seed), "tumour_free_fraction": 1.0, "voxel_mm": voxel_mm},
+                                 out)
+        folders.append(folder)
     return folders
 
 

@@ -172,3 +172,26 @@ def test_config_key_parses_and_refuses_unknown_options() -> None:
         parse_finetune_config({"network": base["network"], "train": {"domain_randomisation": True}})
     assert set(DR_DEFAULTS) >= {"remap_prob", "zero_background_prob", "fov_prob"}
     assert len(domain_randomisation_transforms()) == 7
+
+
+def test_silent_subsets_clear_the_label_only_for_those_subsets() -> None:
+    from training.datasets import SequenceDropoutd
+
+    step = SequenceDropoutd("image", prob=1.0, weights={(0,): 1.0, (0, 1): 1.0, (0, 1, 3): 0.0, (0, 3): 0.0,
+                                                         (1,): 0.0, (1, 3): 0.0, (3,): 0.0},
+                            silent_subsets=[(0,)])
+    seen = set()
+    for seed in range(30):
+        d = _head()
+        out = step.set_random_state(seed)(d)
+        kept = tuple(int(i) for i in np.flatnonzero(out["present"]))
+        seen.add(kept)
+        if kept == (0,):
+            assert not np.any(out["label"]), "T1 alone is a silent subset: its label must be background"
+        else:
+            assert np.any(out["label"]), "other subsets keep their tumour"
+    assert seen == {(0,), (0, 1)}
+    cfg = parse_finetune_config({"network": {"encoder": {"name": "swin3d"}}, "train": {"silent_subsets": ["T1", "T1C+T2"]}})
+    assert cfg.silent_subsets == [(0,), (1, 2)]
+    with pytest.raises(ValueError, match=r"silent_subsets names T3"):
+        parse_finetune_config({"network": {"encoder": {"name": "swin3d"}}, "train": {"silent_subsets": ["T3"]}})
