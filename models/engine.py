@@ -17,7 +17,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,40 @@ def background_outside(probs: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
     return out
 
 
+def withhold_labels(probs: torch.Tensor, requires: Mapping[str, Sequence[str]], present: Sequence[str]) -> dict[int, list[str]]:
+    """Move to background (in place) the probability of labels whose required sequences are all absent.
+
+    A card's ``preprocessing.label_requires`` maps a label value to the sequences any one of
+    which must be present for the model to claim it: oedema is FLAIR/T2 hyperintensity, and a
+    T1 alone cannot show it (given a T1 alone, the demo model called 14-17 mL of two real healthy
+    heads oedema). Such a label is *not assessed*, which the SR says; it is never silently 0.
+
+    Parameters
+    ----------
+    probs : torch.Tensor
+        Class probabilities ``(K, ...)``, class 0 = background.
+    requires : mapping of str to sequence of str
+        Label value (as a string, JSON keys) to the sequences it needs (any one).
+    present : sequence of str
+        The sequences that were given.
+
+    Returns
+    -------
+    dict of int to list of str
+        The withheld labels and what they need.
+    """
+    withheld: dict[int, list[str]] = {}
+    for key, needs in requires.items():
+        label = int(key)
+        if not 0 < label < probs.shape[0]:
+            raise BundleError(f"card preprocessing.label_requires names label {key!r}, which the model does not output.")
+        if not any(seq in present for seq in needs):
+            probs[0] += probs[label]
+            probs[label] = 0.0
+            withheld[label] = list(needs)
+    return withheld
+
+
 def decide_labels(probs: torch.Tensor, rule: str = "argmax") -> torch.Tensor:
     """Turn class probabilities ``(K, ...)`` (class 0 = background) into a uint8 label map.
 
@@ -172,6 +206,9 @@ class Prediction:
         reference.
     ood_threshold : float or None
         The card's threshold for ``ood_score``.
+    not_assessed : dict of int to list of str
+        Labels the card's ``preprocessing.label_requires`` withheld, with the sequences any one
+        of which they need (none of them was present).
     """
 
     labels: np.ndarray
@@ -181,6 +218,7 @@ class Prediction:
     model_grid: tuple[int, ...] = ()
     ood_score: float | None = None
     ood_threshold: float | None = None
+    not_assessed: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def out_of_distribution(self) -> bool:
@@ -355,6 +393,7 @@ class InferenceEngine:
             # no tumour in the air: a zero-filled background (common in scanner output, and in
             # templates) is an intensity the synthetic training data never had
             probs = background_outside(probs, head_mask(fg))
+        withheld = withhold_labels(probs, self.bundle.card.preprocessing.get("label_requires", {}) or {}, present)
         t2 = time.perf_counter()
         back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
         labels = decide_labels(back, str(self.bundle.card.preprocessing.get("decision", "argmax"))).numpy()
@@ -368,6 +407,7 @@ class InferenceEngine:
             model_grid=tuple(x.shape[1:]),
             ood_score=score,
             ood_threshold=threshold,
+            not_assessed=withheld,
         )
 
 
