@@ -10,7 +10,7 @@ Config (TOML)::
                 hd95 = true
                 out_dir = "var/evaluate/<bundle>"   # report.md, metrics.json, dice.png
                 healthy_templates = false  # also the MNI152 / Colin27 templates (averages, not acquisitions), T1 alone
-                healthy_real = ""          # a split of training/configs/healthy-real.toml ("test"): real healthy
+                healthy_real = ""          # a split of the real-scan corpus (training/realdata/corpus.json) ("test"): real healthy
                                            # acquisitions, each sequence alone and all (training.healthy)
                 healthy_synthetic = []     # [first, last] tumour-free synthetic seeds (default draw, 1 mm), each
                                            # sequence alone and all four

@@ -7,7 +7,7 @@ Tables and keys (defaults in brackets)::
     [data]            manifest [""], dirs [[]], layout ["auto"], synth [{}]
                       (generate_subject keywords plus subjects, seed), val_subjects [2],
                       val_subsets [{all = channels, FLAIR = ["FLAIR"]}],
-                      real_negatives [""] (a split of training/configs/healthy-real.toml, e.g.
+                      real_negatives [""] (a split of the real-scan corpus (training/realdata/corpus.json), e.g.
                       "train": real healthy heads added with every voxel background),
                       real_negative_repeats [1] (times each real head is listed)
     [network]         num_classes [4], norm ["instance"], full_resolution [true], encoder_checkpoint [""]

