@@ -35,3 +35,30 @@ def test_oedema_kept_with_either(present: list[str]) -> None:
 def test_unknown_label_is_a_sentence() -> None:
     with pytest.raises(BundleError, match="label_requires names label '7'"):
         withhold_labels(_probs(), {"7": ["FLAIR"]}, ["T1"])
+
+
+def test_sr_says_oedema_was_not_assessed_on_t1_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A T1 alone through the whole offline path: the SR says oedema was not assessed, and passes dciodvfy."""
+    import numpy as np
+    import pydicom
+
+    from dicom_node.cli import main
+    from tests.models.nifti_dicom import write_volume_as_dicom
+    from tests.support.dciodvfy import dciodvfy
+    from training.synth import generate_subject
+
+    torch.set_num_threads(2)
+    s = generate_subject(9211, voxel_mm=2.0, tumour=True, sequences=("T1",))
+    data = np.asarray(next(iter(s.images.values())), dtype=np.float32)
+    write_volume_as_dicom(data, np.asarray(s.affine, dtype=np.float64), tmp_path / "in", description="T1 MPRAGE")
+    out = tmp_path / "out"
+    assert main(["infer", str(tmp_path / "in"), "--out", str(out), "--device", "cpu", "--headers-only"]) == 0
+    report = dciodvfy(out / "sr.dcm")
+    assert report.errors == [], report.output
+    texts, stack = [], list(pydicom.dcmread(out / "sr.dcm").ContentSequence)
+    while stack:
+        item = stack.pop()
+        if item.ValueType == "TEXT":
+            texts.append(str(item.TextValue))
+        stack.extend(item.get("ContentSequence", []))
+    assert any(t.startswith("Oedema was not assessed: it needs FLAIR or T2") for t in texts), texts
