@@ -206,21 +206,22 @@ def match_terms(text: str) -> list[tuple[Term, str]]:
         Each matching term with the matched words, in vocabulary order.
     """
     work = " " + normalise_text(text) + " "
+    found, work = _consume(_compiled(), work)
+    if not found:
+        found, _ = _consume(_in_word_compiled(), work)
+    return found
+
+
+def _consume(patterns: tuple[tuple[re.Pattern[str], Term], ...], work: str) -> tuple[list[tuple[Term, str]], str]:
+    """Match ``patterns`` in order, each match consuming its span; return the matches and what is left."""
     found: list[tuple[Term, str]] = []
-    for regex, term in _compiled():
+    for regex, term in patterns:
         m = regex.search(work)
         if m is None:
             continue
         found.append((term, m.group(0).strip()))
         work = regex.sub(" ", work)
-    if not found:
-        for regex, term in _in_word_compiled():
-            m = regex.search(work)
-            if m is None:
-                continue
-            found.append((term, m.group(0).strip()))
-            work = regex.sub(" ", work)
-    return found
+    return found, work
 
 
 def match_contrast(text: str) -> list[tuple[str, str]]:

