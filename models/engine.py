@@ -37,7 +37,7 @@ from models.preprocess import (
 )
 
 __all__ = ["InferenceEngine", "Prediction", "background_outside", "decide_labels", "drop_small_components", "get_engine",
-           "head_mask", "resolve_device"]
+           "head_mask", "resolve_device", "withhold_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -302,17 +302,19 @@ class InferenceEngine:
         x = normalize(on_grid, [c in images for c in self.channels], self.normalize)
         return torch.from_numpy(x), grid_affine, present
 
-    def ood(self, x: torch.Tensor) -> tuple[float | None, float | None]:
+    def ood(self, x: torch.Tensor, present: Sequence[bool] | None = None) -> tuple[float | None, float | None]:
         """``(score, threshold)`` of a prepared input against the card's ``preprocessing.ood`` (None, None without one).
 
         The card's ``ood`` table holds ``levels`` (quantile levels), ``reference`` (sequence to
         the training data's quantiles of its normalised head intensities) and ``threshold``.
+        ``present`` flags the channels given (default: the non-zero ones).
         """
         spec = self.bundle.card.preprocessing.get("ood")
         if not isinstance(spec, dict) or not spec.get("reference"):
             return None, None
         arr = x.numpy()
-        present = [bool(np.any(arr[c])) for c in range(arr.shape[0])]
+        if present is None:
+            present = [bool(np.any(arr[c])) for c in range(arr.shape[0])]
         levels = [float(v) for v in spec.get("levels", [])]
         q = foreground_quantiles(arr, present, levels) if levels else foreground_quantiles(arr, present)
         ref = {self.channels.index(k): v for k, v in spec["reference"].items() if k in self.channels}
@@ -380,7 +382,7 @@ class InferenceEngine:
         t0 = time.perf_counter()
         ref_shape = next(iter(images.values())).shape if images else ()
         x, grid_affine, present = self.prepare(images, affine)
-        score, threshold = self.ood(x)
+        score, threshold = self.ood(x, [c in present for c in self.channels])
         fg = self.foreground(x)
         box = self.foreground_box(x, mask=fg)
         t1 = time.perf_counter()

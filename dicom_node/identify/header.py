@@ -66,7 +66,7 @@ _SEQUENCE_NAME_RULES: tuple[tuple[str, SequenceLabel, float, bool, str], ...] = 
     (r"^\*?SPCIR|^\*?SPCIRR|CUBE_?FLAIR|FLAIR", L.FLAIR, 0.75, False, "inversion-recovery SPACE/CUBE (FLAIR family)"),
     # Siemens *tir2d/*tir3d is any inversion-recovery TSE (FLAIR, STIR, T1-FLAIR): TI and TE decide
     (r"^\*?TIR[23]D", L.OTHER, 0.0, False, "inversion-recovery TSE (FLAIR, STIR or T1-FLAIR: TI decides)"),
-    (r"^\*?FL3D\d*(_NS)?$|^\*?FL3D\d*_?NS$", L.T1, 0.7, False, "3D spoiled gradient echo (FLASH/VIBE), T1-weighted"),
+    (r"^\*?FL3D\d*(_?NS)?$", L.T1, 0.7, False, "3D spoiled gradient echo (FLASH/VIBE), T1-weighted"),
     (r"^\*?TFL[23]D|^\*?TFL|MPRAGE|T1TFE|EFGRE3D|BRAVO|IR_?FSPGR|FSPGR|SPGR", L.T1, 0.8, False, "T1 gradient echo (MPRAGE/BRAVO/SPGR/TFE)"),
     (r"^\*?TFI|^\*?CI3D|FIESTA|TRUFI|BFFE", L.OTHER, 0.7, False, "balanced SSFP"),
     (r"^\*?FM2D|^\*?FM3D|FIELDMAP", L.OTHER, 0.85, True, "field map"),

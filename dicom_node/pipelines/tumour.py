@@ -208,8 +208,8 @@ def run(request: PipelineRequest) -> PipelineResult:
         notes.append(f"Not present, fed as empty channels: {', '.join(absent)}.")
     notes.extend(unreadable)
     names = {lab.value: lab.name for lab in card.labels}
-    for label, needs in sorted(getattr(prediction, "not_assessed", {}).items()):
-        notes.append(f"{names.get(label, f'Label {label}')} was not assessed: it needs {' or '.join(needs)}, "
+    for value, needs in sorted(prediction.not_assessed.items()):
+        notes.append(f"{names.get(value, f'Label {value}')} was not assessed: it needs {' or '.join(needs)}, "
                      f"and none was present.")
     if prediction.out_of_distribution:
         notes.append(f"The input looks unlike the model's training data (OOD score {prediction.ood_score:.2f} "

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from training.realdata.corpus import CorpusCase
 from training.realdata.stage import stage, strip_descriptive
 
-__all__ = ["IdentifyResult", "ReadResult", "identify_case", "read_case", "study_contrast", "verdict"]
+__all__ = ["IdentifyResult", "ReadResult", "case_headers", "identify_case", "read_case", "study_contrast", "verdict"]
 
 
 @dataclass
@@ -46,7 +46,12 @@ def verdict(truth: str, answer: str) -> str:
     return "wrong"
 
 
-def _headers(files: Sequence[Path]) -> list[tuple[Path, Dataset]]:
+def case_headers(files: Sequence[Path]) -> list[tuple[Path, Dataset]]:
+    """Read every DICOM header of a staged case (no pixel data), skipping files that are not DICOM.
+
+    Unlike :func:`dicom_node.identify.study.read_headers` it keeps files without a
+    SeriesInstanceUID: some package test files lack one, and their headers are still evidence.
+    """
     out: list[tuple[Path, Dataset]] = []
     for f in files:
         try:
@@ -99,7 +104,7 @@ def identify_case(case: CorpusCase, classifier: Any | None = None, *, study_reco
     from dicom_node.identify.study import load_pixels
 
     with tempfile.TemporaryDirectory(prefix="realcase-") as tmp:
-        items = _headers(stage(case, tmp))
+        items = case_headers(stage(case, tmp))
         headers = [ds for _, ds in items]
         h = identify_series(headers, study_records_contrast=study_records_contrast)
         s = identify_series([strip_descriptive(d) for d in headers], study_records_contrast=study_records_contrast)
@@ -152,7 +157,7 @@ def read_case(case: CorpusCase) -> ReadResult:
 
     with tempfile.TemporaryDirectory(prefix="realread-") as tmp:
         src = Path(tmp) / "dcm"
-        files = [f for f, _ in _headers(stage(case, src))]
+        files = [f for f, _ in case_headers(stage(case, src))]
         detail = ""
         vols = []
         try:

@@ -88,7 +88,7 @@ def real_scores(clf: Any) -> list[tuple[str, float, bool]]:
 
     from dicom_node.identify.study import load_pixels
     from training.realdata import load_corpus
-    from training.realdata.judge import _headers
+    from training.realdata.judge import case_headers
     from training.realdata.stage import stage
 
     family = {"T1C": "T1"}
@@ -97,7 +97,7 @@ def real_scores(clf: Any) -> list[tuple[str, float, bool]]:
         if case.kind != "series" or case.use != "tune" or case.acquisition != "real":
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            items = _headers(stage(case, tmp))
+            items = case_headers(stage(case, tmp))
             pixels = load_pixels(items) if items else None
             if pixels is None or pixels.ndim != 3 or min(pixels.shape[1:]) < 8:
                 continue
