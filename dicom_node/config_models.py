@@ -105,6 +105,16 @@ class DicomConfig(_Section):
     spool_fsync: Literal["file+dir", "file", "off"] = "file"
     fast_reactor: bool = True
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    #: Seconds a connection may take to send its A-ASSOCIATE-RQ (dcmtk's ARTIM timer) before it is closed.
+    association_timeout_s: float = Field(default=10.0, gt=0)
+    #: Connections from one host that have not (yet) completed association negotiation.
+    max_pending_per_host: int = Field(default=8, ge=1)
+    #: Connections not yet associated, from all hosts together.
+    max_pending: int = Field(default=128, ge=1)
+    #: Largest inflated size (MiB) of a deflated data set; larger ones get ``0xA700``.
+    max_inflated_mb: int = Field(default=2048, ge=1)
+    #: Free space (MiB) kept on the spool's file system: below it new instances get ``0xA700``.
+    min_free_mb: int = Field(default=512, ge=0)
 
 
 class ApiConfig(_Section):

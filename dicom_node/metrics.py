@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -53,6 +53,15 @@ class NodeMetrics:
         self.export_failures = Counter(
             "mrinode_export_failures", "Failed export attempts", ["destination"], registry=r
         )
+        self.connections_dropped = Counter(
+            "mrinode_connections_dropped",
+            "Connections closed before or without association (timeout, per-host cap, oversized PDU, ...)",
+            ["reason"], registry=r,
+        )
+        self.disk_low = Gauge(
+            "mrinode_disk_low", "1 while the spool's free space is below dicom.min_free_mb (degraded)", registry=r
+        )
+        self.spool_free_bytes = Gauge("mrinode_spool_free_bytes", "Free bytes on the spool's file system", registry=r)
         if job_counts is not None:
             r.register(_QueueDepth(job_counts))
 
