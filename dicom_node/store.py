@@ -1,6 +1,9 @@
 """The store database: one SQLite file (WAL mode) holding instances, studies and jobs.
 
-Every thread gets its own connection (pynetdicom serves each association in a thread).
+Connections come from a small pool (:class:`Store`): each query or transaction checks one
+out and gives it back, so the number of open connections (two descriptors each, the
+database and its WAL) does not grow with the threads that used the store — pynetdicom
+serves every association in new threads, and a node lives through millions of them.
 Durability: the spool file is fsynced and renamed (and its folder fsynced) before the
 instance row is committed, and the commit happens before the C-STORE is answered.
 The database runs with ``journal_mode=WAL`` and ``synchronous=NORMAL``: a committed
@@ -16,13 +19,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["InstanceRecord", "Store", "StudyRow"]
+__all__ = ["InstanceRecord", "Rows", "Store", "StudyRow"]
+
+#: Idle connections kept open (more are opened under load and closed when given back).
+POOL_IDLE = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -102,57 +108,140 @@ class StudyRow:
     n_instances: int
 
 
+class Rows:
+    """The fetched result of one query (a finished cursor: the connection is already given back)."""
+
+    def __init__(self, rows: list[Any], lastrowid: int | None, rowcount: int) -> None:
+        self._rows = rows
+        self.lastrowid = lastrowid
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        """The first row, or ``None``."""
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        """Every row."""
+        return list(self._rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+
+class _Queries:
+    """What :meth:`Store.conn` returns: one pooled connection per statement (autocommit)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def execute(self, sql: str, args: Iterable[Any] = ()) -> Rows:
+        """Run one statement on a pooled connection and fetch its rows."""
+        with self._store.connection() as c:
+            cur = c.execute(sql, tuple(args))
+            rows = cur.fetchall()
+            return Rows(rows, cur.lastrowid, cur.rowcount)
+
+    def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> Rows:
+        """Run one statement for each parameter set on a pooled connection."""
+        with self._store.connection() as c:
+            cur = c.executemany(sql, [tuple(p) for p in seq])
+            return Rows([], cur.lastrowid, cur.rowcount)
+
+    def executescript(self, script: str) -> None:
+        """Run a script on a pooled connection."""
+        with self._store.connection() as c:
+            c.executescript(script)
+
+
 class Store:
-    """The SQLite store database (thread-safe: one connection per thread).
+    """The SQLite store database (thread-safe: a bounded pool of connections).
 
     Parameters
     ----------
     path : Path
         The database file (created with its schema if missing).
+    pool_idle : int
+        Idle connections kept open for reuse; under more concurrency extra connections
+        are opened and closed when given back, so open descriptors stay bounded whatever
+        the number of threads that ever used the store.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pool_idle: int = POOL_IDLE) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._pool_idle = max(1, pool_idle)
+        self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        conn = self.conn()
-        conn.executescript(_SCHEMA)
+        self._generation = 0
+        self._queries = _Queries(self)
+        with self.connection() as c:
+            c.executescript(_SCHEMA)
 
-    def conn(self) -> sqlite3.Connection:
-        """Return this thread's connection (autocommit mode; use :meth:`transaction`)."""
-        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if c is None:
-            c = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    def _open(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
             c.row_factory = sqlite3.Row
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = c
-            with self._lock:
-                self._all.append(c)
+        except BaseException:
+            c.close()
+            raise
         return c
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """Check a connection out of the pool for the ``with`` block (autocommit mode)."""
+        with self._lock:
+            c = self._idle.pop() if self._idle else None
+            generation = self._generation
+        if c is None:
+            c = self._open()
+        try:
+            yield c
+        finally:
+            keep = False
+            try:
+                reusable = not c.in_transaction
+            except sqlite3.Error:
+                reusable = False
+            if reusable:
+                with self._lock:
+                    if generation == self._generation and len(self._idle) < self._pool_idle:
+                        self._idle.append(c)
+                        keep = True
+            if not keep:
+                c.close()
+
+    def conn(self) -> _Queries:
+        """Statements in autocommit mode, each on a pooled connection (use :meth:`transaction` to write)."""
+        return self._queries
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error)."""
-        c = self.conn()
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
+        with self.connection() as c:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def open_connections(self) -> int:
+        """Idle pooled connections (for tests and metrics)."""
+        with self._lock:
+            return len(self._idle)
 
     def close(self) -> None:
-        """Close every connection this store opened."""
+        """Close the idle connections; those checked out are closed when given back."""
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._idle = self._idle, []
+            self._generation += 1
         for c in conns:
             c.close()
-        self._local = threading.local()
 
     # ------------------------------------------------------------ instances
     def add_instance(self, rec: InstanceRecord, now: float | None = None) -> tuple[bool, str | None]:
