@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicom_node.claim_loop import claim_loop
-from dicom_node.logs import uid_tag
+from dicom_node.logs import configure_logging, uid_tag
 
 if TYPE_CHECKING:
     from dicom_node.config import NodeConfig
@@ -79,7 +79,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     """Child-process entry point: job spec JSON on stdin, ``result.json`` in ``out_dir``."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # worker.log: the same safe formatting as the node's log (UIDs hashed, controls escaped,
+    # tracebacks and warnings through logging); highdicom's INFO lines are not kept.
+    configure_logging("INFO")
     spec = json.loads(sys.stdin.read())
     result = run_spec(spec)
     tmp = Path(spec["out_dir"]) / "result.json.tmp"
