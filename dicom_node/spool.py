@@ -15,6 +15,10 @@ there are never two). Durability modes (``dicom.spool_fsync``):
 ``"off"``
     no fsync: a crash of the node loses nothing (the page cache survives it), a power
     loss may lose acknowledged instances.
+
+A failed write leaves no file: neither the temporary nor, when the failure comes after
+the rename (the fsync of ``"file"`` mode), the final one. :attr:`Spool.space` watches the
+free space against ``dicom.min_free_mb`` (see :mod:`dicom_node.diskspace`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+
+from dicom_node.diskspace import FreeSpace
 
 __all__ = ["FSYNC_MODES", "Spool", "safe_name"]
 
@@ -49,9 +55,11 @@ class Spool:
         The spool folder (created if missing).
     fsync : str
         One of :data:`FSYNC_MODES` (see the module docstring).
+    min_free_mb : int
+        The free-space watermark (``dicom.min_free_mb``) of :attr:`space`; 0: none.
     """
 
-    def __init__(self, root: Path, fsync: str = "file") -> None:
+    def __init__(self, root: Path, fsync: str = "file", min_free_mb: int = 0) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"spool fsync mode {fsync!r} is not one of {', '.join(FSYNC_MODES)}")
         self.root = Path(root)
@@ -59,6 +67,8 @@ class Spool:
         self.fsync = fsync
         self._known_dirs: set[str] = set()
         self._lock = threading.Lock()
+        #: The free space of the spool's file system against ``min_free_mb``.
+        self.space = FreeSpace(self.root, min_free_mb << 20)
 
     def path_for(self, study_uid: str, sop_uid: str) -> Path:
         """The final path of an instance."""
@@ -100,12 +110,14 @@ class Spool:
         Raises
         ------
         OSError
-            If the disk is full or the file cannot be written; no partial file is left.
+            If the disk is full or the file cannot be written; no file is left (not even
+            the final one when the fsync after the rename fails).
         """
         final = self.path_for(study_uid, sop_uid)
         self._ensure_dir(final.parent)
         tmp = final.parent / f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp"
         size = 0
+        renamed = False
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
             try:
@@ -118,16 +130,23 @@ class Spool:
                 if self.fsync == "file+dir":
                     os.fsync(fd)
                 os.replace(tmp, final)
+                renamed = True
                 if self.fsync == "file":
                     os.fsync(fd)
             finally:
                 os.close(fd)
+            if self.fsync == "file+dir":
+                self._fsync_dir(final.parent)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            (final if renamed else tmp).unlink(missing_ok=True)
             raise
-        if self.fsync == "file+dir":
-            self._fsync_dir(final.parent)
+        finally:
+            self.space.wrote(size)
         return final, size
+
+    def remove(self, path: Path) -> None:
+        """Delete an instance file whose instance was not accepted (missing is fine)."""
+        Path(path).unlink(missing_ok=True)
 
     def files_since(self, since: float) -> list[Path]:
         """Instance files written at or after ``since`` (epoch seconds), oldest first.
