@@ -315,32 +315,49 @@ class StoreSCP:
 
     def _store_stream(self, stream: bytes, ts: str, rq_class: str, rq_sop: str,
                       calling: str) -> tuple[int, str | None]:
-        """Check, spool and index one received data set; return ``(status, error comment or None)``."""
+        """Check, spool and index one received data set; return ``(status, error comment or None)``.
+
+        Refused before anything is written: free space below ``dicom.min_free_mb``
+        (``0xA700``), a malformed or over-inflating dataset (``DatasetError.status``), UIDs
+        missing or differing from the request, an image whose pixel attributes cannot be
+        right (:func:`dicom_node.imagecheck.check_image`). A failure after the spool write
+        removes the file, so the next start does not index it as accepted.
+        """
         from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
+        from dicom_node.imagecheck import check_image
+
+        d = self.cfg.dicom
+        who = f"instance {uid_tag(rq_sop)}"
+        if self.spool.space.low():
+            return self._fail(0xA700, "Out of resources: the node's disk is full",
+                              f"{who}: free space on the spool is below dicom.min_free_mb")
         try:
-            info = scan_dataset(stream, ts)
+            info = scan_dataset(stream, ts, max_inflated=d.max_inflated_mb << 20)
+            if info.sop_uid and info.study_uid and info.sop_uid == rq_sop:
+                check_image(info, ts, info.sop_class or rq_class)
         except DatasetError as exc:
-            return self._fail(0xC000, "Cannot understand: " + str(exc), f"instance {uid_tag(rq_sop)}: {exc}")
+            prefix = {0xA700: "Out of resources: ", 0xA900: "Data set does not match SOP class: "}
+            return self._fail(exc.status, prefix.get(exc.status, "Cannot understand: ") + str(exc), f"{who}: {exc}")
         if not info.sop_uid:
-            return self._fail(0xC000, "Dataset has no SOP Instance UID",
-                              f"instance {uid_tag(rq_sop)}: the dataset has no SOP Instance UID")
+            return self._fail(0xC000, "Dataset has no SOP Instance UID", f"{who}: the dataset has no SOP Instance UID")
         if not info.study_uid:
             return self._fail(0xC000, "Dataset has no Study Instance UID",
-                              f"instance {uid_tag(rq_sop)}: the dataset has no Study Instance UID")
+                              f"{who}: the dataset has no Study Instance UID")
         if info.sop_uid != rq_sop:
             return self._fail(0xA900, "SOP Instance UID differs from the request",
-                              f"instance {uid_tag(rq_sop)}: dataset SOP Instance UID {uid_tag(info.sop_uid)} differs")
+                              f"{who}: dataset SOP Instance UID {uid_tag(info.sop_uid)} differs")
         if info.sop_class and info.sop_class != rq_class:
             return self._fail(0xA900, "SOP Class UID differs from the presentation context",
-                              f"instance {uid_tag(rq_sop)}: dataset SOP Class {info.sop_class} is not {rq_class}")
+                              f"{who}: dataset SOP Class {uid_tag(info.sop_class)} is not {uid_tag(rq_class)}")
         head = encode_file_meta(rq_class, rq_sop, ts, PYNETDICOM_IMPLEMENTATION_UID,
                                 PYNETDICOM_IMPLEMENTATION_VERSION, calling)
         try:
             path, size = self.spool.write(info.study_uid, info.sop_uid, (head, stream))
         except OSError as exc:
+            self.spool.space.refresh(force=True)  # a full disk says so at once in /health and /metrics
             return self._fail(0xA700, "Out of resources: cannot write the instance",
-                              f"instance {uid_tag(rq_sop)}: spool write failed ({exc.strerror or exc})")
+                              f"{who}: spool write failed ({exc.strerror or exc})")
         rec = InstanceRecord(
             sop_uid=info.sop_uid, study_uid=info.study_uid, series_uid=info.series_uid, sop_class=info.sop_class or rq_class,
             modality=info.modality, series_desc=info.series_desc, transfer_syntax=ts, path=str(path), size=size,
@@ -349,8 +366,17 @@ class StoreSCP:
         try:
             new_study, old_path = self.store.add_instance(rec)
         except sqlite3.Error as exc:
+            # Leave no file behind, or the next start would index it as accepted; unless the
+            # index has a row for this path: then the write replaced an earlier accepted copy.
+            try:
+                keep = bool(self.store.indexed_paths([str(path)]))
+            except sqlite3.Error:
+                keep = False
+            if not keep:
+                with contextlib.suppress(OSError):
+                    self.spool.remove(path)
             return self._fail(0xA700, "Out of resources: cannot index the instance",
-                              f"instance {uid_tag(rq_sop)}: store database write failed ({exc})")
+                              f"{who}: store database write failed ({exc})")
         if old_path:
             with contextlib.suppress(OSError):
                 os.unlink(old_path)
@@ -358,7 +384,10 @@ class StoreSCP:
         self.metrics.bytes_received.inc(size)
         if new_study:
             log.info("study %s: first instance from %s", uid_tag(info.study_uid), calling)
-            self.audit.record("study_received", study=uid_tag(info.study_uid), calling_ae=calling)
+            try:
+                self.audit.record("study_received", study=uid_tag(info.study_uid), calling_ae=calling)
+            except OSError as exc:  # the instance is stored and indexed: it stays accepted
+                log.warning("audit log write failed (%s)", exc.strerror or exc)
         if self.on_instance is not None:
             self.on_instance(info.study_uid)
         return 0x0000, None
