@@ -5,12 +5,20 @@ row is committed with ``synchronous=NORMAL`` (see :mod:`dicom_node.store`), whic
 power loss (not a crash of the node) can undo. At start-up the node therefore indexes
 every spool file written since shortly before its newest index row that has no row,
 so such an instance is not left out of its study's job.
+
+An instance the node answered with a failure leaves no spool file (see
+:meth:`dicom_node.scp.StoreSCP._store_stream`), so what is found here was accepted, or
+completely written just before a crash. When the database cannot be written (a full
+disk) recovery logs a warning and stops; the files stay for the next start, and the
+node starts all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,23 +73,30 @@ def reindex_unindexed(store: Store, spool: Spool, margin_s: float = MARGIN_S) ->
     """
     from pydicom.errors import InvalidDicomError
 
-    since = max(store.last_received_at() - margin_s, 0.0)
-    files = spool.files_since(since)
-    if not files:
+    try:
+        since = max(store.last_received_at() - margin_s, 0.0)
+        files = spool.files_since(since)
+        indexed = store.indexed_paths([str(p) for p in files]) if files else set()
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("start-up recovery skipped: cannot read the store or the spool (%s)", exc)
         return 0
-    indexed = store.indexed_paths([str(p) for p in files])
+    todo = [p for p in files if str(p) not in indexed]
     n = 0
-    for path in files:
-        if str(path) in indexed:
-            continue
+    for i, path in enumerate(todo):
         try:
             rec = _record(path)
         except (OSError, ValueError, AttributeError, KeyError, InvalidDicomError) as exc:
             # Not a readable instance (e.g. a write the power loss cut short): keep it aside.
-            log.warning("spool file %s cannot be read (%s); moved aside", path.name, exc)
-            os.replace(path, path.with_suffix(".unreadable"))
+            log.warning("spool file %s cannot be read (%s); moved aside", path.name, type(exc).__name__)
+            with contextlib.suppress(OSError):
+                os.replace(path, path.with_suffix(".unreadable"))
             continue
-        store.add_instance(rec, now=path.stat().st_mtime)
+        try:
+            store.add_instance(rec, now=path.stat().st_mtime)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("cannot re-index %d spool file(s) now (%s); they stay for the next start",
+                        len(todo) - i, exc)
+            break
         log.warning("re-indexed instance %s of study %s (its index row was lost)", uid_tag(rec.sop_uid),
                     uid_tag(rec.study_uid))
         n += 1

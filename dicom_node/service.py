@@ -5,12 +5,19 @@
 it stops accepting associations, lets C-STOREs in flight finish, interrupts running
 pipeline processes (their jobs go back to ``queued``) and leaves queued jobs for the
 next start.
+
+The node starts with a full disk: recovery and re-queueing that cannot write the store
+log a warning and go on; the SCP answers C-ECHO, and C-STORE with ``0xA700`` while the
+spool's free space is below ``dicom.min_free_mb``; ``/health`` says ``degraded`` and why
+(:meth:`NodeService.health`), ``/metrics`` has ``mrinode_disk_low`` and
+``mrinode_spool_free_bytes``.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -76,7 +83,10 @@ class NodeService:
         self.queue = JobQueue(self.store)
         self.metrics = NodeMetrics(job_counts=self.queue.counts)
         self.audit = AuditLog(cfg.audit_log_path)
-        self.spool = Spool(cfg.spool_dir, fsync=cfg.dicom.spool_fsync)
+        self.spool = Spool(cfg.spool_dir, fsync=cfg.dicom.spool_fsync, min_free_mb=cfg.dicom.min_free_mb)
+        space = self.spool.space
+        self.metrics.disk_low.set_function(lambda: float(space.low()))
+        self.metrics.spool_free_bytes.set_function(lambda: float(space.free_bytes()))
         self.tracker = Tracker(cfg, self.store, self.metrics, self.audit)
         self.workers = WorkerPool(cfg, self.store, self.queue, self.metrics)
         self.exporter = Exporter(cfg, self.queue, self.metrics, self.audit)
@@ -99,6 +109,24 @@ class NodeService:
         self.exporter.wake.set()
         return job
 
+    def health(self) -> dict[str, Any]:
+        """The node's state for ``GET /health``: ``ok``, or ``degraded`` with the reasons.
+
+        Returns
+        -------
+        dict
+            ``status`` (``"ok"`` or ``"degraded"``), ``reasons`` (list of str),
+            ``disk_low`` (bool) and ``spool_free_bytes`` (int, -1 if unknown).
+        """
+        space = self.spool.space
+        low, free = space.low(), space.free_bytes()
+        reasons = []
+        if low:
+            reasons.append(f"disk_low: {max(free, 0) >> 20} MiB free on the spool's file system, below "
+                           f"dicom.min_free_mb = {self.cfg.dicom.min_free_mb}; new instances get 0xA700")
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons, "disk_low": low,
+                "spool_free_bytes": free}
+
     def _thread(self, name: str, target: Any) -> None:
         t = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
         t.start()
@@ -115,12 +143,16 @@ class NodeService:
         from dicom_node.recovery import reindex_unindexed
 
         removed = self.spool.remove_stale_temporaries()
+        if self.spool.space.low():
+            log.warning("starting with the spool's file system (nearly) full: degraded until space is freed")
         reindexed = reindex_unindexed(self.store, self.spool)
-        resumed = self.queue.requeue_running()
-        counts = self.queue.counts()
-        log.info("store %s: %d instances (%d re-indexed); jobs %s; %d interrupted job(s) re-queued; "
-                 "%d temporary file(s) removed", self.cfg.db_path, self.store.count_instances(), reindexed, counts,
-                 resumed, removed)
+        try:
+            resumed = self.queue.requeue_running()
+            log.info("store %s: %d instances (%d re-indexed); jobs %s; %d interrupted job(s) re-queued; "
+                     "%d temporary file(s) removed", self.cfg.db_path, self.store.count_instances(), reindexed,
+                     self.queue.counts(), resumed, removed)
+        except sqlite3.Error as exc:  # a full disk: serve anyway (echo, 0xA700, /health), retry next start
+            log.warning("cannot re-queue interrupted jobs now (%s); they are re-queued at the next start", exc)
         self.scp.start()
         self._thread("tracker", self.tracker.run)
         for i in range(self.cfg.workers.count):
