@@ -136,7 +136,8 @@ def create_app(service: NodeService) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "ae_title": service.cfg.node.ae_title, "dicom_port": service.scp.port,
+        # 200 also when degraded (a full disk): the node is up and answers C-ECHO; the body says why.
+        return {**service.health(), "ae_title": service.cfg.node.ae_title, "dicom_port": service.scp.port,
                 "uptime_s": round(time.time() - service.started_at, 1)}
 
     @app.get("/studies", dependencies=[Depends(auth)])
