@@ -7,8 +7,9 @@ costs a scheduler wake-up and a one-association transfer is bounded by those sle
 not by the work. :func:`install` (called from the ``EVT_CONN_OPEN`` handler, before the
 association's threads start) replaces, on that one association only:
 
-* the DUL loop's sleep by ``select`` on the peer socket plus a wake-up socket that is
-  signalled whenever the association thread queues a primitive to send;
+* the DUL loop's sleep by ``poll`` on the peer socket plus a wake-up socket that is
+  signalled whenever the association thread queues a primitive to send (``poll``, not
+  ``select``: descriptors above 1 024 are ordinary on a busy node);
 * the association loop's sleep-and-poll by a blocking ``get`` on the DIMSE message
   queue, woken as well when the DUL hands an A-RELEASE/A-ABORT to the user;
 * the hand-off of each complete C-STORE/C-ECHO request from the DUL thread to the
@@ -55,9 +56,42 @@ def _wake(sock: socket.socket) -> None:
         sock.send(b"\x00")
 
 
+def _buffered(dul: Any, raw: Any) -> bool:
+    """Whether bytes wait that the descriptor's readiness would not show (TLS, pre-read)."""
+    reader = getattr(dul, "_mrinode_reader", None)
+    if reader is not None and reader.buffered:
+        return True
+    return isinstance(raw, ssl.SSLSocket) and raw.fileno() >= 0 and raw.pending() > 0
+
+
+def _wait(dul: Any, poller: select.poll, watched: list[int], wake_r: socket.socket) -> None:
+    """Wait up to ``_MAX_WAIT_S`` for the peer socket or the wake-up socket."""
+    raw = getattr(dul.socket, "socket", None)
+    fd = raw.fileno() if raw is not None and dul.socket._is_connected else -1
+    if watched[0] != fd:
+        if watched[0] >= 0:
+            with contextlib.suppress(KeyError, OSError, ValueError):
+                poller.unregister(watched[0])
+        if fd >= 0:
+            poller.register(fd, select.POLLIN)
+        watched[0] = fd
+    if _buffered(dul, raw) or not dul.to_provider_queue.empty():
+        return
+    try:
+        events = poller.poll(_MAX_WAIT_S * 1000)
+    except (OSError, ValueError):
+        events = []
+    if any(efd == wake_r.fileno() for efd, _ in events):
+        with contextlib.suppress(BlockingIOError, OSError):
+            wake_r.recv(4096)
+
+
 def _dul_reactor(self: Any) -> None:
     """pynetdicom's ``DULServiceProvider.run_reactor`` with an event-driven wait."""
     wake_r: socket.socket = self._mrinode_wake_r
+    poller = select.poll()
+    poller.register(wake_r.fileno(), select.POLLIN)
+    watched = [-1]
     self._idle_timer.start()
     sleep = False
     try:
@@ -66,19 +100,7 @@ def _dul_reactor(self: Any) -> None:
                 self.assoc._dul_ready.set()
                 sleep = True
             if sleep:
-                watch: list[Any] = [wake_r]
-                raw = getattr(self.socket, "socket", None)
-                pending = isinstance(raw, ssl.SSLSocket) and raw.pending() > 0
-                if raw is not None and self.socket._is_connected:
-                    watch.append(raw)
-                if not pending and self.to_provider_queue.empty():
-                    try:
-                        ready, _, _ = select.select(watch, [], [], _MAX_WAIT_S)
-                    except (OSError, ValueError):
-                        ready = []
-                    if wake_r in ready:
-                        with contextlib.suppress(BlockingIOError, OSError):
-                            wake_r.recv(4096)
+                _wait(self, poller, watched, wake_r)
             if self._kill_thread:
                 break
             if self.artim_timer.expired:

@@ -18,6 +18,14 @@ request with ``fast_reactor = false``, goes through pynetdicom's ``EVT_C_STORE``
 
 Associations are admitted by calling AE title and host (``[[dicom.allowed_callers]]``)
 and, optionally, by called AE title; refusals are logged with the reason and counted.
+
+Connections reach pynetdicom through :class:`dicom_node.netguard.Gate` (an ARTIM timeout
+for the A-ASSOCIATE-RQ, per-host and global caps on connections not yet associated), and
+every association is guarded by :func:`dicom_node.netguard.install` (PDU lengths checked
+before their bytes are read, no blocking without a timeout, DIMSE requests checked against
+their presentation context, everything released when its thread ends). Association slots
+(``dicom.max_associations``) are taken only by peers whose request was admitted, and given
+back when their association thread ends.
 """
 
 from __future__ import annotations
@@ -138,6 +146,10 @@ class StoreSCP:
         self._cond = threading.Condition()
         self._inflight = 0
         self._stopping = False
+        self._gate: Any = None
+        self._limits: Any = None
+        self._slots_lock = threading.Lock()
+        self._associated = 0
 
     # --------------------------------------------------------------- set-up
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -164,14 +176,19 @@ class StoreSCP:
         """
         from pynetdicom import AE, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+        from pynetdicom.transport import ThreadedAssociationServer
+
+        from dicom_node.netguard import Gate, Limits
 
         d = self.cfg.dicom
         ae = AE(ae_title=self.cfg.node.ae_title)
         ae.maximum_pdu_size = d.max_pdu
         ae.network_timeout = d.network_timeout_s
-        ae.acse_timeout = d.network_timeout_s
+        ae.acse_timeout = d.association_timeout_s
         ae.dimse_timeout = d.network_timeout_s
-        ae.maximum_associations = d.max_associations
+        # Slots are counted in _on_requested for admitted peers only (pynetdicom counts
+        # every connection's thread, associated or not).
+        ae.maximum_associations = 1_000_000
         ae.require_called_aet = False  # checked in _on_requested, with logging
         ae.require_calling_aet = []
         for cx in AllStoragePresentationContexts:
@@ -184,16 +201,20 @@ class StoreSCP:
             (evt.EVT_C_STORE, self._on_store),
         ]
         try:
-            server = ae.start_server(
-                (d.host, d.port), block=False, evt_handlers=handlers, ssl_context=self._ssl_context()
-            )
+            server = ae.make_server((d.host, d.port), evt_handlers=handlers, ssl_context=self._ssl_context(),
+                                    server_class=ThreadedAssociationServer)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for DICOM on {d.host}:{d.port} ({exc.strerror or exc})") from exc
-        if d.fast_reactor and server is not None:
+        if d.fast_reactor:
             from dicom_node.fastpath import CheapCopyContexts
 
             server.contexts = CheapCopyContexts(server.contexts)
+        limits = Limits(d.association_timeout_s, d.max_pending_per_host, d.max_pending, d.max_pdu, d.network_timeout_s)
+        self._limits = limits
+        self._gate = Gate(server, limits, self._dropped)
+        ae._servers.append(server)
         self._ae, self._server = ae, server
+        self._gate.start()
         log.info("DICOM SCP %s listening on %s:%d%s", self.cfg.node.ae_title, d.host, self.port,
                  " (TLS)" if d.tls.enabled else "")
 
@@ -211,12 +232,9 @@ class StoreSCP:
         server, ae = self._server, self._ae
         with self._cond:
             self._stopping = True
-        # Stop the accept loop and close the listening socket; live associations continue.
-        import socketserver
-
-        socketserver.BaseServer.shutdown(server)
-        with contextlib.suppress(OSError, AttributeError):
-            server.socket.close()  # type: ignore[union-attr]
+        # Stop the accept loop, close the listening socket and the connections not yet
+        # associated; live associations continue.
+        self._gate.stop_accepting()
         deadline = time.monotonic() + grace_s
         with self._cond:
             while self._inflight and time.monotonic() < deadline:
@@ -228,13 +246,37 @@ class StoreSCP:
         log.info("DICOM SCP stopped")
 
     # ------------------------------------------------------------- handlers
+    @property
+    def associated(self) -> int:
+        """Association slots taken now (admitted peers whose association thread has not ended)."""
+        with self._slots_lock:
+            return self._associated
+
+    def _dropped(self, reason: str) -> None:
+        self.metrics.connections_dropped.labels(reason=reason).inc()
+
+    def _store_refused(self, status: int) -> None:
+        self.metrics.store_failures.labels(status=f"0x{status:04X}").inc()
+
+    def _release_slot(self, assoc: Any) -> None:
+        if getattr(assoc, "_mrinode_slot", False):
+            assoc._mrinode_slot = False
+            with self._slots_lock:
+                self._associated -= 1
+
     def _on_conn_open(self, event: Event) -> None:
+        from dicom_node import netguard
+
         set_nodelay(event)
+        assoc = event.assoc
         if self.cfg.dicom.fast_reactor:
             from dicom_node import fastdimse, fastpath
 
-            fastpath.install(event.assoc)
-            fastdimse.install(event.assoc, self._on_store_stream)
+            fastpath.install(assoc)
+            fastdimse.install(assoc, self._on_store_stream)
+        raw = getattr(assoc.dul.socket, "socket", None)
+        prefix = self._gate.take_prefix(raw) if self._gate is not None else b""
+        netguard.install(assoc, prefix, self._limits, self._dropped, self._store_refused, self._release_slot)
 
     def _refuse(self, event: Event, reason: str, rsd: tuple[int, int, int], why: str) -> None:
         rq = event.assoc.requestor
@@ -258,13 +300,18 @@ class StoreSCP:
         if d.check_called_ae and called != self.cfg.node.ae_title:
             self._refuse(event, "called_ae", _RJ_CALLED, f"called AE title is not {self.cfg.node.ae_title!r}")
             return
-        if d.allow_any_caller:
+        if d.allow_any_caller or any(c.ae_title == calling and (c.host is None or c.host == host)
+                                     for c in d.allowed_callers):
+            with self._slots_lock:
+                busy = self._associated >= d.max_associations
+                if not busy:
+                    self._associated += 1
+                    setattr(event.assoc, "_mrinode_slot", True)  # noqa: B010 - read back by _release_slot
+            if busy:
+                self._refuse(event, "busy", _RJ_BUSY, f"all {d.max_associations} association slots are in use")
+                return
             self.metrics.associations_accepted.inc()
             return
-        for c in d.allowed_callers:
-            if c.ae_title == calling and (c.host is None or c.host == host):
-                self.metrics.associations_accepted.inc()
-                return
         known = any(c.ae_title == calling for c in d.allowed_callers)
         if known:
             self._refuse(event, "host", _RJ_CALLING, f"calling AE {calling!r} is not allowed from host {host}")

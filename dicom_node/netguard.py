@@ -1,0 +1,705 @@
+"""Connection hygiene of the SCP: what a peer may hold before and after it associates.
+
+pynetdicom's ``ThreadedAssociationServer`` starts two threads for every accepted TCP
+connection and counts every such connection against ``maximum_associations``, blocks
+without a timeout in ``recv`` on a peer that sends half a PDU, reads whatever length a
+PDU header announces in one go, and checks readiness with ``select()`` (which fails on
+descriptors above 1 024). This module puts the trusted servers' rules in front of it:
+
+* :class:`Gate` — one thread accepts every connection and holds it, without threads, until
+  its A-ASSOCIATE-RQ PDU has arrived whole (TLS handshake included); only then is it given to
+  pynetdicom (with the PDU bytes already read). A connection that has not sent its request
+  within ``association_timeout_s`` is closed (dcmtk's ARTIM timer, PS3.8 §9.1.5); at most
+  ``max_pending_per_host`` such connections per host and ``max_pending`` in all are held,
+  the oldest being closed to make room for a new one (a well-behaved peer sends its
+  request at once, so the one closed is the stuck one). Each close is counted in
+  ``connections_dropped{reason}``.
+* :func:`install` — per association (both reactors): readiness by ``poll``, a socket
+  timeout so a peer that stops reading or sends half a PDU cannot hold a thread forever,
+  a PDU reader that refuses (A-ABORT) a PDU whose header announces more than the node
+  accepts before reading its body (:func:`pdu_limit`), DIMSE requests checked against
+  their presentation context (:func:`check_request`), and a clean-up when the
+  association's thread ends whatever the path (release, abort, timeout, error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import selectors
+import socket
+import ssl
+import struct
+import threading
+import time
+import types
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ASSOCIATE_MAX",
+    "OTHER_PDU_MAX",
+    "UNLIMITED_PDATA_MAX",
+    "Gate",
+    "Limits",
+    "check_request",
+    "install",
+    "pdu_limit",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest A-ASSOCIATE-RQ/AC/RJ PDU accepted (128 presentation contexts with a dozen
+#: transfer syntaxes each stay below 100 KiB).
+ASSOCIATE_MAX = 256 * 1024
+#: Largest A-RELEASE/A-ABORT PDU accepted (they are 4 bytes long).
+OTHER_PDU_MAX = 64 * 1024
+#: Largest P-DATA-TF PDU accepted when ``dicom.max_pdu`` is 0 (unlimited).
+UNLIMITED_PDATA_MAX = 16 * 1024 * 1024
+
+_VERIFICATION = "1.2.840.10008.1.1"
+_SELECT_CEILING_S = 0.5
+_ABORT_PDU = struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 0x02, 0x06)  # provider, invalid PDU parameter value
+
+
+def pdu_limit(pdu_type: int, max_pdu: int) -> int:
+    """The largest PDU length (the header's length field) accepted for one PDU type.
+
+    Parameters
+    ----------
+    pdu_type : int
+        The PDU type (1 to 7).
+    max_pdu : int
+        ``dicom.max_pdu``: the Maximum Length the node announces (0 = unlimited).
+
+    Returns
+    -------
+    int
+        ``max_pdu`` (or :data:`UNLIMITED_PDATA_MAX`) for P-DATA-TF, :data:`ASSOCIATE_MAX`
+        for the association PDUs, :data:`OTHER_PDU_MAX` for the others.
+    """
+    if pdu_type == 0x04:
+        return max_pdu if max_pdu > 0 else UNLIMITED_PDATA_MAX
+    if pdu_type in (0x01, 0x02, 0x03):
+        return ASSOCIATE_MAX
+    return OTHER_PDU_MAX
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The connection limits (from ``[dicom]``)."""
+
+    association_timeout_s: float
+    max_pending_per_host: int
+    max_pending: int
+    max_pdu: int
+    network_timeout_s: float
+
+
+DropCounter = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------- gate
+@dataclass(eq=False)
+class _Pending:
+    sock: socket.socket
+    addr: Any
+    host: str
+    deadline: float
+    buf: bytearray
+    fd: int = -1
+    need: int | None = None
+    handshaking: bool = False
+    done: bool = False
+
+
+class Gate:
+    """The accept loop of one ``ThreadedAssociationServer``, with pre-association limits.
+
+    Parameters
+    ----------
+    server : pynetdicom.transport.ThreadedAssociationServer
+        A server made by ``ae.make_server`` and not started.
+    limits : Limits
+        The limits.
+    on_drop : callable
+        Called with the reason of each connection closed here.
+    """
+
+    def __init__(self, server: Any, limits: Limits, on_drop: DropCounter) -> None:
+        self.server = server
+        self.limits = limits
+        self.on_drop = on_drop
+        self._ssl: ssl.SSLContext | None = server.ssl_context
+        self._sel = selectors.DefaultSelector()
+        self._pending: dict[int, _Pending] = {}  # by descriptor, oldest first
+        self._by_host: dict[str, dict[int, _Pending]] = {}
+        self._prefix: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+        self._prefix_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+        server.process_request = self._never
+        server.handle_error = types.MethodType(_handle_error, server)
+        server.shutdown = self.shutdown
+
+    @staticmethod
+    def _never(request: Any, client_address: Any) -> None:  # pragma: no cover - the gate does not call it
+        raise RuntimeError("connections are admitted by the gate")
+
+    # -------------------------------------------------------------- public
+    @property
+    def pending(self) -> int:
+        """Connections held now (not yet given to pynetdicom)."""
+        return len(self._pending)
+
+    def start(self) -> None:
+        """Start the accept loop in a daemon thread."""
+        self.server.socket.setblocking(False)
+        self._sel.register(self.server.socket, selectors.EVENT_READ, None)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._serve, name="mrinode-dicom-gate", daemon=True)
+        self._thread.start()
+
+    def take_prefix(self, sock: Any) -> bytes:
+        """The bytes already read from ``sock`` (its A-ASSOCIATE-RQ PDU), once."""
+        with self._prefix_lock:
+            try:
+                return self._prefix.pop(sock)
+            except (KeyError, TypeError):
+                return b""
+
+    def stop_accepting(self) -> None:
+        """Stop the loop, close the pending connections and the listening socket (idempotent)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\x00")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        for s in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+        with contextlib.suppress(OSError, AttributeError):
+            self.server.socket.close()
+
+    def shutdown(self) -> None:
+        """``server.shutdown``: stop accepting, close the server, forget it in its AE."""
+        self.stop_accepting()
+        with contextlib.suppress(OSError, AttributeError):
+            self.server.server_close()
+        with contextlib.suppress(ValueError, AttributeError):
+            self.server.ae._servers.remove(self.server)
+
+    # ---------------------------------------------------------------- loop
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                timeout = _SELECT_CEILING_S
+                if self._pending:
+                    first = next(iter(self._pending.values()))
+                    timeout = max(0.0, min(timeout, first.deadline - time.monotonic()))
+                try:
+                    events = self._sel.select(timeout)
+                except (OSError, ValueError) as exc:  # pragma: no cover - defensive
+                    log.error("DICOM accept loop: select failed (%s)", exc)
+                    time.sleep(0.05)
+                    continue
+                for key, mask in events:
+                    if key.data is None:
+                        self._accept()
+                    elif key.data == "wake":
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                    elif not key.data.done:
+                        self._progress(key.data, mask)
+                self._expire()
+        except Exception as exc:  # pragma: no cover - must never die silently
+            log.critical("DICOM accept loop failed (%s: %s)", type(exc).__name__, exc)
+        finally:
+            for conn in list(self._pending.values()):
+                self._close(conn, None)
+            with contextlib.suppress(Exception):
+                self._sel.close()
+
+    def _accept(self) -> None:
+        lsock = self.server.socket
+        for _ in range(64):
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS...: keep the loop alive, retry soon
+                log.warning("cannot accept a DICOM connection (%s)", exc.strerror or exc)
+                self.on_drop("accept_error")
+                time.sleep(0.05)
+                return
+            self._admit(sock, addr)
+        self.server.service_actions()
+
+    def _admit(self, sock: socket.socket, addr: Any) -> None:
+        host = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+        lim = self.limits
+        same_host = self._by_host.get(host, {})
+        while len(same_host) >= lim.max_pending_per_host:
+            self._close(next(iter(same_host.values())), "host_cap")
+        while len(self._pending) >= lim.max_pending:
+            self._close(next(iter(self._pending.values())), "pending_cap")
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Pending(sock, addr, host, time.monotonic() + lim.association_timeout_s, bytearray())
+            if self._ssl is not None:
+                conn.sock = self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                conn.handshaking = True
+            fd = conn.fd = conn.sock.fileno()
+            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+        except (OSError, ValueError) as exc:
+            log.info("closing a new DICOM connection from %s (%s)", host, exc)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self.on_drop("accept_error")
+            return
+        self._pending[fd] = conn
+        self._by_host.setdefault(host, {})[fd] = conn
+
+    def _forget(self, conn: _Pending) -> None:
+        if conn.done:
+            return
+        conn.done = True
+        fd = conn.fd
+        if self._pending.get(fd) is conn:
+            del self._pending[fd]
+        same_host = self._by_host.get(conn.host)
+        if same_host is not None:
+            same_host.pop(fd, None)
+            if not same_host:
+                del self._by_host[conn.host]
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._sel.unregister(conn.sock)
+
+    def _close(self, conn: _Pending, reason: str | None, abort: bool = False) -> None:
+        self._forget(conn)
+        if abort:
+            with contextlib.suppress(OSError, ValueError):
+                conn.sock.send(_ABORT_PDU)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        if reason is not None:
+            log.info("closed a DICOM connection from %s before association (%s)", conn.host, reason)
+            self.on_drop(reason)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._pending:
+            first = next(iter(self._pending.values()))
+            if first.deadline > now:
+                return
+            self._close(first, "artim")
+
+    def _progress(self, conn: _Pending, mask: int) -> None:
+        s = conn.sock
+        if conn.handshaking:
+            assert isinstance(s, ssl.SSLSocket)
+            try:
+                s.do_handshake()
+            except ssl.SSLWantReadError:
+                self._sel.modify(s, selectors.EVENT_READ, conn)
+                return
+            except ssl.SSLWantWriteError:
+                self._sel.modify(s, selectors.EVENT_WRITE, conn)
+                return
+            except (ssl.SSLError, OSError, ValueError):
+                self._close(conn, "tls")
+                return
+            conn.handshaking = False
+            self._sel.modify(s, selectors.EVENT_READ, conn)
+        while True:
+            want = 6 - len(conn.buf) if conn.need is None else conn.need - len(conn.buf)
+            try:
+                chunk = s.recv(want)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                return
+            except ssl.SSLWantWriteError:
+                self._sel.modify(s, selectors.EVENT_WRITE, conn)
+                return
+            except (OSError, ValueError):
+                self._close(conn, "reset")
+                return
+            if not chunk:
+                self._close(conn, "closed")
+                return
+            conn.buf += chunk
+            if conn.need is None and len(conn.buf) == 6:
+                pdu_type, _, length = struct.unpack(">BBL", conn.buf)
+                if pdu_type == 0x07:  # A-ABORT in Sta2: close (PS3.8 AA-2)
+                    self._close(conn, "aborted")
+                    return
+                if pdu_type != 0x01:  # anything else in Sta2: A-ABORT and close (PS3.8 AA-1)
+                    self._close(conn, "bad_pdu", abort=True)
+                    return
+                if length > ASSOCIATE_MAX:
+                    log.warning("A-ASSOCIATE-RQ from %s announces %d bytes (limit %d): aborted", conn.host, length,
+                                ASSOCIATE_MAX)
+                    self._close(conn, "pdu_too_large", abort=True)
+                    return
+                conn.need = 6 + length
+            if conn.need is not None and len(conn.buf) >= conn.need:
+                self._hand_over(conn)
+                return
+
+    def _hand_over(self, conn: _Pending) -> None:
+        from socketserver import ThreadingMixIn
+
+        self._forget(conn)
+        s = conn.sock
+        try:
+            s.setblocking(True)
+            with self._prefix_lock:
+                self._prefix[s] = bytes(conn.buf)
+            ThreadingMixIn.process_request(self.server, s, conn.addr)
+        except Exception as exc:  # RuntimeError: can't start new thread, OSError
+            log.warning("cannot serve a DICOM connection from %s (%s)", conn.host, exc)
+            with self._prefix_lock:
+                self._prefix.pop(s, None)
+            with contextlib.suppress(OSError):
+                s.close()
+            self.on_drop("no_thread")
+
+
+def _handle_error(self: Any, request: Any, client_address: Any) -> None:
+    """``server.handle_error`` without the traceback on stderr (socketserver prints one)."""
+    import sys
+
+    exc = sys.exc_info()[1]
+    log.error("error while opening an association from %s (%s)",
+              client_address[0] if isinstance(client_address, tuple) else client_address, type(exc).__name__)
+
+
+# ----------------------------------------------------------------- per association
+class PduReader:
+    """Reads PDUs from one association's socket: poll readiness, bounded lengths, deadlines.
+
+    Parameters
+    ----------
+    sock : socket.socket
+        The association's socket (plain or TLS).
+    prefix : bytes
+        Bytes already read from it (the A-ASSOCIATE-RQ PDU read by the :class:`Gate`).
+    limits : Limits
+        The limits.
+    """
+
+    def __init__(self, sock: socket.socket, prefix: bytes, limits: Limits) -> None:
+        self.sock = sock
+        self.limits = limits
+        self._buf = memoryview(prefix) if prefix else None
+        self._poll = select.poll()
+        self._fd = sock.fileno()
+        self._poll.register(self._fd, select.POLLIN)
+        self.closed_reading = False
+
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes are waiting that readiness on the descriptor would not show."""
+        if self._buf is not None:
+            return True
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.fileno() >= 0 and self.sock.pending() > 0
+
+    def ready(self) -> bool:
+        """Whether a read would not block (data, end of stream or error)."""
+        if self.buffered:
+            return True
+        if self.sock.fileno() < 0:
+            raise OSError("the socket is closed")
+        return bool(self._poll.poll(0))
+
+    def read(self, n: int, deadline: float) -> bytearray:
+        """Read ``n`` bytes (fewer at end of stream) before ``deadline`` (``TimeoutError`` after)."""
+        out = bytearray(n)
+        view = memoryview(out)
+        got = 0
+        if self._buf is not None:
+            take = min(n, len(self._buf))
+            view[:take] = self._buf[:take]
+            got = take
+            self._buf = self._buf[take:] if take < len(self._buf) else None
+        if got == n:
+            return out
+        try:
+            while got < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("PDU not received in time")
+                self.sock.settimeout(left)
+                k = self.sock.recv_into(view[got:], min(n - got, 1 << 20))
+                if k == 0:
+                    view.release()
+                    return out[:got]
+                got += k
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                self.sock.settimeout(self.limits.network_timeout_s)
+        return out
+
+    def stop_reading(self) -> None:
+        """Discard what the peer sends from now on (after an oversized PDU header)."""
+        self.closed_reading = True
+        self._buf = None
+        with contextlib.suppress(OSError, ValueError):
+            self.sock.shutdown(socket.SHUT_RD)
+
+
+def _is_transport_event(self: Any) -> bool:
+    """``DULServiceProvider._is_transport_event`` with :class:`PduReader` readiness."""
+    sock = self.socket
+    reader: PduReader = self._mrinode_reader
+    if sock is None or sock.socket is None or not sock._is_connected:
+        if self.state_machine.current_state == "Sta13" and sock is not None:
+            sock.close()
+            return True
+        return False
+    try:
+        ready = reader.ready()
+    except (OSError, ValueError):
+        self.event_queue.put("Evt17")
+        return False
+    if ready:
+        self._read_pdu_data()
+        return True
+    if self.state_machine.current_state == "Sta13":
+        sock.close()
+        return True
+    return False
+
+
+def _read_pdu_data(self: Any) -> None:
+    """``DULServiceProvider._read_pdu_data`` that checks the announced length before reading."""
+    reader: PduReader = self._mrinode_reader
+    if reader.closed_reading:
+        self.event_queue.put("Evt17")
+        return
+    deadline = time.monotonic() + reader.limits.network_timeout_s
+    try:
+        header = reader.read(6, deadline)
+        if len(header) < 6:
+            self.event_queue.put("Evt17")
+            return
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        if not 0x01 <= pdu_type <= 0x07:
+            log.warning("unknown PDU type 0x%02X received: aborting the association", pdu_type)
+            self.event_queue.put("Evt19")
+            return
+        limit = pdu_limit(pdu_type, reader.limits.max_pdu)
+        if length > limit:
+            log.warning("a PDU of type 0x%02X announces %d bytes (limit %d): aborting the association",
+                        pdu_type, length, limit)
+            self._mrinode_on_drop("pdu_too_large")
+            reader.stop_reading()
+            self.event_queue.put("Evt19")
+            return
+        body = reader.read(length, deadline)
+    except (OSError, ValueError) as exc:  # TimeoutError is an OSError
+        log.info("connection lost while reading a PDU (%s)", type(exc).__name__)
+        self.event_queue.put("Evt17")
+        return
+    if len(body) != length:
+        log.info("connection closed inside a PDU (%d of %d bytes)", len(body), length)
+        self.event_queue.put("Evt17")
+        return
+    try:
+        pdu, event = self._decode_pdu(header + body)
+    except Exception as exc:
+        log.warning("undecodable PDU of type 0x%02X (%s): aborting the association", pdu_type, type(exc).__name__)
+        self.event_queue.put("Evt19")
+        return
+    self.event_queue.put(event)
+    self._recv_pdu.put(pdu)
+
+
+# ------------------------------------------------------------------- DIMSE checks
+def check_request(kind: str, abstract_syntax: str, sop_class: str | None, sop_instance: str | None,
+                  message_id: int | None) -> tuple[int, str] | None:
+    """Whether a DIMSE-C request may be served on its presentation context.
+
+    Parameters
+    ----------
+    kind : str
+        The primitive's class name (``"C_STORE"``, ``"C_ECHO"``, ...).
+    abstract_syntax : str
+        The abstract syntax of the context the request came on.
+    sop_class, sop_instance : str or None
+        Its Affected SOP Class and Instance UIDs.
+    message_id : int or None
+        Its Message ID.
+
+    Returns
+    -------
+    tuple or None
+        ``None`` when it may be served, else ``(status, error comment)`` to answer with.
+
+    Notes
+    -----
+    PS3.8 §7.1.1.13 and PS3.7 §6.3.1: a DIMSE message is exchanged on a presentation
+    context whose abstract syntax is the SOP Class it operates on, so a C-STORE on the
+    Verification context (or a C-ECHO on a storage context) does not belong to that
+    context's service. Such a request is refused with ``0x0122`` (Refused: SOP Class not
+    supported, PS3.7 Annex C.5.4 and PS3.4 Table B.2-1) and the association lives on; a
+    C-STORE request without its Affected SOP Instance UID (a required field of the
+    C-STORE-RQ, PS3.7 Table 9.3-1) is answered ``0xC000`` (Cannot understand).
+    """
+    if kind == "C_STORE":
+        if abstract_syntax == _VERIFICATION or not sop_class or sop_class != abstract_syntax:
+            return 0x0122, "SOP Class not supported on this presentation context"
+        if not sop_instance:
+            return 0xC000, "Cannot understand: no Affected SOP Instance UID"
+        if message_id is None:
+            return 0xC000, "Cannot understand: no Message ID"
+        return None
+    if kind == "C_ECHO":
+        if abstract_syntax != _VERIFICATION or (sop_class and sop_class != _VERIFICATION):
+            return 0x0122, "SOP Class not supported on this presentation context"
+        return None
+    return None
+
+
+def _answer(assoc: Any, msg: Any, context_id: int, status: int, comment: str) -> None:
+    from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+
+    kind = type(msg).__name__
+    rsp: Any = C_STORE() if kind == "C_STORE" else C_ECHO()
+    rsp.MessageIDBeingRespondedTo = msg.MessageID if msg.MessageID is not None else 0
+    sop_class = msg.AffectedSOPClassUID
+    if sop_class:
+        rsp.AffectedSOPClassUID = sop_class
+    if kind == "C_STORE" and msg.AffectedSOPInstanceUID:
+        rsp.AffectedSOPInstanceUID = msg.AffectedSOPInstanceUID
+    rsp.Status = status
+    rsp.ErrorComment = comment[:64]
+    assoc.dimse.send_msg(rsp, context_id)
+
+
+def _guard_serve(assoc: Any, on_failure: Callable[[int], None]) -> None:
+    serve = assoc._serve_request
+
+    def serve_checked(msg: Any, context_id: int) -> None:
+        kind = type(msg).__name__
+        cx = assoc._accepted_cx.get(context_id)
+        if cx is not None and kind in ("C_STORE", "C_ECHO") and not assoc._sent_release:
+            sop_class = getattr(msg, "AffectedSOPClassUID", None)
+            sop_instance = getattr(msg, "AffectedSOPInstanceUID", None) if kind == "C_STORE" else None
+            refusal = check_request(kind, str(cx.abstract_syntax), str(sop_class) if sop_class else None,
+                                    str(sop_instance) if sop_instance else None, msg.MessageID)
+            if refusal is not None:
+                status, comment = refusal
+                log.warning("%s request refused with 0x%04X: %s", kind.replace("_", "-"), status, comment)
+                if kind == "C_STORE":
+                    on_failure(status)
+                _answer(assoc, msg, context_id, status, comment)
+                return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_checked
+
+
+# ------------------------------------------------------------------- install
+def _wrap_target(thread: Any, name: str, on_end: Callable[[BaseException | None], None]) -> None:
+    target = thread._target
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            target()
+        except Exception as exc:  # no traceback on stderr: one line, and the association is closed
+            error = exc
+            log.error("%s thread of an association failed (%s: %s)", name, type(exc).__name__, exc)
+        finally:
+            on_end(error)
+
+    thread._target = run
+
+
+def _close_association_socket(assoc: Any) -> None:
+    sock = getattr(assoc.dul, "socket", None)
+    raw = getattr(sock, "socket", None)
+    if sock is not None and raw is not None:
+        with contextlib.suppress(OSError, ValueError):
+            raw.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            raw.close()
+        with contextlib.suppress(AttributeError):
+            sock.socket = None
+
+
+def install(assoc: Any, prefix: bytes, limits: Limits, on_drop: DropCounter,
+            on_failure: Callable[[int], None], on_end: Callable[[Any], None]) -> PduReader | None:
+    """Guard one not-yet-started acceptor association (either reactor).
+
+    Call last in the ``EVT_CONN_OPEN`` handler (after :func:`dicom_node.fastpath.install`).
+
+    Parameters
+    ----------
+    assoc : pynetdicom.association.Association
+        The association.
+    prefix : bytes
+        Bytes already read from its socket by the :class:`Gate` (its A-ASSOCIATE-RQ).
+    limits : Limits
+        The limits.
+    on_drop : callable
+        Called with a reason when the association is closed for a limit.
+    on_failure : callable
+        Called with the status of each C-STORE refused here.
+    on_end : callable
+        Called with the association once its thread has ended, whatever the path.
+
+    Returns
+    -------
+    PduReader or None
+        The association's reader (``None`` when it has no socket).
+    """
+    dul = assoc.dul
+    raw = getattr(dul.socket, "socket", None)
+    if raw is None:
+        return None
+    raw.settimeout(limits.network_timeout_s)  # no send or receive blocks forever
+    reader = PduReader(raw, prefix, limits)
+    dul._mrinode_reader = reader
+    dul._mrinode_on_drop = on_drop
+    dul._is_transport_event = types.MethodType(_is_transport_event, dul)
+    dul._read_pdu_data = types.MethodType(_read_pdu_data, dul)
+    # The ARTIM timer also bounds Sta13 (waiting for the peer to close after a reject,
+    # release or abort); and the association thread's wait for the request.
+    assoc.acse_timeout = limits.association_timeout_s
+    _guard_serve(assoc, on_failure)
+
+    def dul_ended(error: BaseException | None) -> None:
+        if error is not None:
+            assoc._kill = True
+            _close_association_socket(assoc)
+
+    def assoc_ended(error: BaseException | None) -> None:
+        try:
+            dul._kill_thread = True
+            _close_association_socket(assoc)
+            for name in ("_mrinode_wake_r", "_mrinode_wake_w"):
+                s = getattr(dul, name, None)
+                if s is not None:
+                    with contextlib.suppress(OSError):
+                        s.close()
+        finally:
+            on_end(assoc)
+
+    _wrap_target(dul, "DUL", dul_ended)
+    _wrap_target(assoc, "association", assoc_ended)
+    return reader
