@@ -8,16 +8,23 @@ record or a continuation of one.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from dicom_node.logs import CONTINUATION, scrub, uid_tag
+from dicom_node.logs import CONTINUATION, LOG_FORMAT, SafeFormatter, scrub, uid_tag
+from tests.dicom_node.conftest import ScpNode
 from tests.support.logscan import RECORD_START, log_problems
 from tests.support.mrfiles import write_mr_series
 
@@ -164,3 +171,141 @@ def test_pynetdicom_and_pydicom_at_any_level(tmp_path: Path, level: str) -> None
         assert not assoc.is_established
     """)
     assert log_problems(err, [study_uid, LONG_UID, "PHANTOM01", "Phantom"]) == []
+
+
+# --- the real SCP, driven by a raw peer with hostile UIDs --------------------------------
+
+MR = "1.2.840.10008.5.1.4.1.1.4"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+def _item(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(body)) + body
+
+
+def _associate_rq(calling: str, called: str) -> bytes:
+    ctx = bytes([1, 0, 0, 0]) + _item(0x30, MR.encode()) + _item(0x40, EXPLICIT_LE.encode())
+    body = (struct.pack(">HH", 1, 0) + called.encode().ljust(16) + calling.encode().ljust(16) + bytes(32)
+            + _item(0x10, b"1.2.840.10008.3.1.1.1") + _item(0x20, ctx)
+            + _item(0x50, _item(0x51, struct.pack(">I", 1 << 20))))
+    return struct.pack(">BBI", 1, 0, len(body)) + body
+
+
+def _element(tag: int, value: bytes) -> bytes:
+    """An implicit VR little endian element of group 0000 (even length)."""
+    if len(value) % 2:
+        value += b"\0"
+    return struct.pack("<HHI", 0, tag, len(value)) + value
+
+
+def _store_command(sop_class: str, sop_uid: bytes, message_id: int) -> bytes:
+    body = (_element(0x0002, sop_class.encode()) + _element(0x0100, struct.pack("<H", 1))
+            + _element(0x0110, struct.pack("<H", message_id)) + _element(0x0700, struct.pack("<H", 2))
+            + _element(0x0800, struct.pack("<H", 0)) + _element(0x1000, sop_uid))
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _pdata(ctrl: int, fragment: bytes) -> bytes:
+    pdv = struct.pack(">IBB", 2 + len(fragment), 1, ctrl) + fragment
+    return struct.pack(">BBI", 4, 0, len(pdv)) + pdv
+
+
+def _read_pdu(sock: socket.socket) -> tuple[int, bytes]:
+    head = b""
+    while len(head) < 6:
+        chunk = sock.recv(6 - len(head))
+        if not chunk:
+            return 0, b""
+        head += chunk
+    kind, _, length = struct.unpack(">BBI", head)
+    body = b""
+    while len(body) < length:
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return kind, body
+
+
+def _hostile_stores(port: int, stores: list[tuple[str, bytes, bytes]]) -> int:
+    """One association sending ``(sop_class, command sop uid, dataset)``; returns the number of answers."""
+    answered = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(_associate_rq("TESTSCU", "MRINODE"))
+        assert _read_pdu(s)[0] == 2, "association not accepted"
+        for n, (sop_class, sop_uid, data) in enumerate(stores, 1):
+            s.sendall(_pdata(0x03, _store_command(sop_class, sop_uid, n)) + _pdata(0x02, data))
+            try:
+                kind, _ = _read_pdu(s)
+            except TimeoutError:
+                continue
+            if kind != 4:
+                break  # aborted: later stores go on a new association
+            answered += 1
+        s.sendall(struct.pack(">BBI", 5, 0, 4) + bytes(4))
+        with contextlib.suppress(OSError):
+            _read_pdu(s)
+    return answered
+
+
+def _dataset(sop_class: str, sop_uid: str, study_uid: str) -> bytes:
+    """An explicit VR little endian MR data set with these (non-conformant) UIDs."""
+    from pydicom import config
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from tests.support.mrfiles import make_mr_dataset
+
+    saved = config.settings.reading_validation_mode, config.settings.writing_validation_mode
+    config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
+    try:
+        ds = make_mr_dataset(study_uid="1.2.3", series_uid="1.2.3.1", instance_number=1, size=8)
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID = sop_class, sop_uid, study_uid
+        ds.SeriesInstanceUID = study_uid + ".1"
+        del ds.file_meta
+        out = DicomBytesIO()
+        out.is_little_endian, out.is_implicit_VR = True, False
+        write_dataset(out, ds)
+    finally:
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = saved
+    return out.getvalue()
+
+
+def test_the_scp_logs_hostile_uids_safely(scp_node: ScpNode) -> None:
+    """C-STOREs whose UIDs carry newlines, NULs, ESC or 160 characters, and a private SOP class."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    root = logging.getLogger()
+    saved = root.level, {n: logging.getLogger(n).level for n in ("pynetdicom", "dicom_node")}
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for name in saved[1]:
+        logging.getLogger(name).setLevel(logging.DEBUG)  # pynetdicom as loud as it gets, too
+    private_class = "1.2.826.0.1.3680043.8.498.777.1"
+    esc_uid = "1.2.826.0.1.3680043.8.498.31\x1b[2J.4"
+    cases = [
+        (MR, FORGE.encode(), _dataset(MR, FORGE, FORGE + ".0")),
+        (MR, LONG_UID.encode(), _dataset(MR, LONG_UID, LONG_UID)),
+        (MR, NUL_UID.encode(), _dataset(MR, NUL_UID, NUL_UID)),
+        (MR, esc_uid.encode(), _dataset(MR, esc_uid, esc_uid)),
+        (MR, b"1.2.826.0.1.3680043.8.498.88", _dataset(private_class, "1.2.826.0.1.3680043.8.498.88",
+                                                        "1.2.826.0.1.3680043.8.498.89")),
+        (MR, b"1.2.826.0.1.3680043.8.498.90", _dataset(MR, "1.2.826.0.1.3680043.8.498.91",
+                                                        "1.2.826.0.1.3680043.8.498.92")),
+        (MR, b"", _dataset(MR, "1.2.826.0.1.3680043.8.498.93\n", "1.2.826.0.1.3680043.8.498.94")),
+    ]
+    try:
+        answered = sum(_hostile_stores(scp_node.port, [c]) for c in cases)
+        time.sleep(0.5)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        for name, level in saved[1].items():
+            logging.getLogger(name).setLevel(level)
+    text = stream.getvalue()
+    assert answered >= 5 and "C-STORE" in text
+    planted = [*PLANTED, private_class, "3680043.8.498.88", "3680043.8.498.9"]
+    assert log_problems(text, planted) == []
+    assert "FAKE LOG LINE" not in text or all(
+        RECORD_START.match(x) for x in text.splitlines() if "FAKE LOG LINE" in x)
