@@ -11,7 +11,7 @@ import io
 import logging
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pydicom
@@ -105,12 +105,13 @@ def bad_images(study: str) -> list[tuple[str, str, Dataset, int]]:
     n = 100
     for ts in NATIVE:
         short = ts.name.split()[0]
-        for what, attrs in [
+        variants: list[tuple[str, dict[str, object]]] = [
             ("half", {}), ("double", {}), ("no_pixels", {"PixelData": None}),
             ("65535", {"Rows": 65535, "Columns": 65535}), ("bits0", {"BitsAllocated": 0}),
             ("samples2", {"SamplesPerPixel": 2}), ("stored>allocated", {"BitsStored": 17}),
             ("frames0", {"NumberOfFrames": 0}),
-        ]:
+        ]
+        for what, attrs in variants:
             n += 1
             ds = mr(study, n, **attrs)
             if what == "half":
@@ -136,11 +137,11 @@ def bad_images(study: str) -> list[tuple[str, str, Dataset, int]]:
     return cases
 
 
-def _store_all(port: int, files: list[Path], contexts: list[tuple[str, list[str]]]) -> list[tuple[int, float]]:
+def _store_all(port: int, files: list[Path], contexts: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[int, float]]:
     """Send each file on one association: ``(status, seconds to the answer)`` each."""
     ae = AE(ae_title="TESTSCU")
     for sop_class, tss in contexts:
-        ae.add_requested_context(sop_class, tss)
+        ae.add_requested_context(sop_class, list(tss))
     assoc = ae.associate("127.0.0.1", port, ae_title="MRINODE")
     assert assoc.is_established
     out = []

@@ -87,3 +87,40 @@ def test_spool_names_cannot_escape(tmp_path: Path) -> None:
     assert safe_name("1.2.3") == "1.2.3" and safe_name("..").startswith("h")
     with pytest.raises(ValueError, match="fsync mode"):
         Spool(tmp_path / "s", fsync="sometimes")
+
+
+def test_spool_write_failing_after_the_rename_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    spool = Spool(tmp_path / "spool", fsync="file")
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", eio)  # "file" mode fsyncs after the rename
+    with pytest.raises(OSError):
+        spool.write("1.2.3", "1.2.3.4", [b"abcd"])
+    assert [p for p in (tmp_path / "spool").rglob("*") if p.is_file()] == []
+
+
+def test_free_space_is_checked_at_most_once_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from dicom_node.diskspace import FreeSpace
+
+    calls = []
+    real = os.statvfs
+
+    def counting(path: object) -> os.statvfs_result:
+        calls.append(path)
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "statvfs", counting)
+    space = FreeSpace(tmp_path, min_free_bytes=1 << 60)  # more than any disk: low
+    assert all(space.low() for _ in range(10_000))
+    assert len(calls) == 1 and space.free_bytes() > 0
+    space.wrote(space.recheck_bytes)  # a lot written since: the next question looks again
+    assert space.low() and len(calls) == 2
+    space.min_free_bytes = 0
+    space.refresh(force=True)
+    assert not space.low()
