@@ -93,6 +93,7 @@ def test_spool_write_failing_after_the_rename_leaves_no_file(tmp_path: Path, mon
     import os
 
     spool = Spool(tmp_path / "spool", fsync="file")
+    kept, _ = spool.write("1.2.3", "1.2.3.1", [b"ok"])  # the study folder exists (and was fsynced)
 
     def eio(fd: int) -> None:
         raise OSError(5, "Input/output error")
@@ -100,7 +101,7 @@ def test_spool_write_failing_after_the_rename_leaves_no_file(tmp_path: Path, mon
     monkeypatch.setattr(os, "fsync", eio)  # "file" mode fsyncs after the rename
     with pytest.raises(OSError):
         spool.write("1.2.3", "1.2.3.4", [b"abcd"])
-    assert [p for p in (tmp_path / "spool").rglob("*") if p.is_file()] == []
+    assert [p for p in (tmp_path / "spool").rglob("*") if p.is_file()] == [kept]
 
 
 def test_free_space_is_checked_at_most_once_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
