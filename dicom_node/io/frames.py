@@ -131,6 +131,10 @@ def private_vector(ds: Dataset, tag: int) -> tuple[float, float, float] | None:
         return None
 
 
+#: What pydicom and its plugins raise for data they cannot decode (or that is short).
+_DECODE_ERRORS = (RuntimeError, NotImplementedError, ValueError, AttributeError, KeyError, IndexError, TypeError)
+
+
 def decode_pixels(ds: Dataset) -> np.ndarray:
     """Decode a dataset's pixel data, refusing what cannot be decoded with a clear error.
 
@@ -158,8 +162,12 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
     ts = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
     try:
         arr: np.ndarray = ds.pixel_array
-    # pydicom raises any of these when no plugin decodes the syntax or the data is short.
-    except (RuntimeError, NotImplementedError, ValueError, AttributeError, KeyError) as exc:
+    # pydicom raises any of these when no plugin decodes the syntax or the data is short; a
+    # decoder written in Rust (pylibjpeg-rle) panics on some malformed data, and pyo3's
+    # PanicException derives from BaseException (tests/fuzz/findings/reader-rle-decoder-panic).
+    except BaseException as exc:
+        if not isinstance(exc, _DECODE_ERRORS) and type(exc).__name__ != "PanicException":
+            raise
         name = getattr(ts, "name", str(ts))
         raise SeriesReadError(
             ds, f"pixel data in transfer syntax {name!r} could not be decoded ({exc})"

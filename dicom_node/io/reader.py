@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from dicom_node.io.enhanced import enhanced_frames, functional_group_value, is_enhanced
 from dicom_node.io.errors import SeriesReadError
@@ -100,6 +101,26 @@ def _frames_of(ds: Dataset) -> list[Frame]:
     return classic_frames(ds)
 
 
+#: What pydicom raises, while reading a file or decoding one of its values, for bytes that are
+#: not well-formed DICOM (found by tests/fuzz/test_reader_fuzz.py).
+_MALFORMED = (InvalidDicomError, OSError, EOFError, ValueError, struct.error, KeyError, IndexError, TypeError,
+              OverflowError, NotImplementedError, BytesLengthException)
+
+
+def _read(path: Path) -> Dataset:
+    """Read one file and decode every value now, so a malformed one fails here and not later.
+
+    pydicom decodes values (sequences included) only when first touched: without this a bad
+    length deep in a sequence raises from whichever line of the reader touches it first.
+    """
+    ds = pydicom.dcmread(path)
+    for _ in ds.iterall():
+        pass
+    for _ in getattr(ds, "file_meta", None) or ():
+        pass
+    return ds
+
+
 def read_series(paths: Iterable[str | Path]) -> list[Volume]:
     """Read the files of one series into volumes.
 
@@ -132,8 +153,8 @@ def read_series(paths: Iterable[str | Path]) -> list[Volume]:
     datasets: list[Dataset] = []
     for path in files:
         try:
-            datasets.append(pydicom.dcmread(path))
-        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+            datasets.append(_read(path))
+        except _MALFORMED as exc:
             raise SeriesReadError(
                 datasets[0] if datasets else None,
                 f"file {path.name} is not readable DICOM ({type(exc).__name__})",
@@ -160,7 +181,14 @@ def read_series(paths: Iterable[str | Path]) -> list[Volume]:
             )
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             raise SeriesReadError(ds, "it is not an image series (an instance has no pixel data)")
-        frames.extend(_frames_of(ds))
+        try:
+            frames.extend(_frames_of(ds))
+        except SeriesReadError:
+            raise
+        except _MALFORMED as exc:  # a value pydicom decoded but that is not what its VR says (a DS of "0/9")
+            raise SeriesReadError(ds, f"file {path.name} has a malformed value ({type(exc).__name__})") from None
+    if uids == {""}:
+        raise SeriesReadError(first, "its files have no SeriesInstanceUID")
     if not frames:
         raise SeriesReadError(first, "it holds no image frames")
     volumes: list[Volume] = []
