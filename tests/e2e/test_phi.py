@@ -80,6 +80,19 @@ def _is_dicom(path: Path) -> bool:
         return f.read(132)[128:132] == b"DICM"
 
 
+def _leaks(node: NodeProcess, needles: list[str]) -> tuple[list[str], list[Path]]:
+    """Planted strings found in the files the node wrote that are not DICOM files, and those files."""
+    written = [p for p in node.workdir.rglob("*") if p.is_file() and p != node.config_path]
+    dicom = [p for p in written if _is_dicom(p)]
+    others = [p for p in written if not _is_dicom(p)]
+    assert len(dicom) == 7  # six instances in the spool, one SEG in the job's folder
+    leaks = []
+    for p in others:
+        data = p.read_bytes().lower()
+        leaks += [f"{p.relative_to(node.workdir)}: {n!r}" for n in needles if n.lower().encode() in data]
+    return leaks, others
+
+
 @pytest.fixture
 def stack() -> Iterator[ExitStack]:
     with ExitStack() as s:
@@ -126,18 +139,14 @@ def test_no_identifier_leaks_anywhere(tmp_path: Path, stack: ExitStack) -> None:
     uids += [str(seg.SOPInstanceUID), str(seg.SeriesInstanceUID)]
     rest += [node.api("GET", "/jobs").text, node.api("GET", f"/jobs/{job['id']}").text,
              node.api("GET", "/metrics").text, node.api("GET", "/health").text]
-    assert node.stop() == 0
-
     needles = _needles()
-    written = [p for p in node.workdir.rglob("*") if p.is_file() and p != node.config_path]
-    dicom = [p for p in written if _is_dicom(p)]
-    others = [p for p in written if not _is_dicom(p)]
-    assert len(dicom) == 7  # six instances in the spool, one SEG in the job's folder
+    # While it runs (the database's WAL and shared-memory files exist), then once stopped.
+    leaks, running = _leaks(node, needles)
+    assert {p.name for p in running} >= {"node.db-wal", "node.db-shm"}
+    assert node.stop() == 0
+    more, others = _leaks(node, needles)
+    leaks += more
     assert {p.name for p in others} >= {"node.log", "audit.jsonl", "node.db", "worker.log", "result.json"}
-    leaks = []
-    for p in others:
-        data = p.read_bytes()
-        leaks += [f"{p.relative_to(node.workdir)}: {n!r}" for n in needles if n.lower().encode() in data.lower()]
     for n, answer in enumerate(rest):
         leaks += [f"REST answer {n}: {x!r}" for x in needles if x.lower() in answer.lower()]
     assert leaks == []
