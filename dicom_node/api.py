@@ -74,13 +74,17 @@ class BearerGate:
         self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, or answer 401."""
-        if scope["type"] != "http" or (scope["path"] == "/health" and scope["method"] == "GET"):
+        """Pass the request on, or answer 401 (a WebSocket is closed with 1008)."""
+        if scope["type"] not in ("http", "websocket") or (
+                scope["type"] == "http" and scope["path"] == "/health" and scope["method"] == "GET"):
             await self.app(scope, receive, send)
             return
         given = b"".join(v for k, v in scope.get("headers", ()) if k.lower() == b"authorization")
         if _token_ok(given, self.token):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
             return
         refused = JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
                                headers={"WWW-Authenticate": "Bearer"})

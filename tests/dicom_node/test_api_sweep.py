@@ -105,6 +105,12 @@ def test_every_route_but_health_needs_the_token(client: TestClient) -> None:
     # Unknown paths are refused the same way, so nothing is told about what exists.
     for url in ("/docs", "/redoc", "/nope", "/health/", "/openapi.json/", "/jobs/1/nope"):
         assert client.get(url).status_code == 401, url
+    # A WebSocket without the token is closed before it reaches the app (policy violation).
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/health"):
+        pass
+    assert closed.value.code == 1008
 
 
 def test_the_schema_is_served_with_the_token(client: TestClient) -> None:
