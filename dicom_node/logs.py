@@ -114,8 +114,8 @@ def scrub(text: str) -> str:
     return _UNSAFE.sub(_escape_char, _UID_LIKE.sub(_hash_uid, text))
 
 
-def _scrubbed_message(record: logging.LogRecord) -> str:
-    """The record's message with its arguments, scrubbed, without a trailing line break.
+def _message(record: logging.LogRecord) -> str:
+    """The record's message with its arguments, without a trailing line break (not scrubbed).
 
     A message whose arguments do not fit its format becomes a sentence about itself
     (the logging module would otherwise print the raw arguments to stderr).
@@ -124,7 +124,7 @@ def _scrubbed_message(record: logging.LogRecord) -> str:
         message = record.getMessage()
     except Exception as exc:
         message = f"unformattable log message {record.msg!r} ({type(exc).__name__})"
-    return scrub(message.rstrip("\r\n"))
+    return message.rstrip("\r\n")
 
 
 class SafeFormatter(logging.Formatter):
@@ -137,10 +137,10 @@ class SafeFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Format one record safely (see the class docstring)."""
-        record.message = _scrubbed_message(record)
+        record.message = _message(record)
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
-        line = scrub(self.formatMessage(record))
+        line = scrub(self.formatMessage(record))  # the message and every other field, in one pass
         blocks: list[str] = []
         if record.exc_info:
             blocks.append(self.formatException(record.exc_info))
@@ -170,7 +170,7 @@ class ScrubFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Scrub ``record`` in place; always ``True``."""
-        record.msg, record.args = _scrubbed_message(record), None
+        record.msg, record.args = scrub(_message(record)), None
         if record.exc_info:
             record.exc_text = _continuation(_PLAIN.formatException(record.exc_info))
             record.exc_info = None
