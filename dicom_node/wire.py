@@ -7,7 +7,8 @@ the Study, Series and SOP Instance UIDs, SOP Class, Modality and Series Descript
 implicit VR, little or big endian, deflated), checks that every length fits, including
 sequences and encapsulated pixel data, and collects those top-level values together with
 the image attributes that :mod:`dicom_node.imagecheck` checks (Rows, Columns, Samples per
-Pixel, Bits Allocated/Stored, Number of Frames and the Pixel Data length). No value is
+Pixel, Photometric Interpretation, Bits Allocated/Stored, Number of Frames and the Pixel
+Data length). No value is
 decoded beyond those few; pixel data is never copied.
 
 A deflated dataset is inflated piece by piece as the walk needs it (never whole): the
@@ -43,6 +44,7 @@ _WANTED = {
     0x0020000D: "study_uid",
     0x0020000E: "series_uid",
     0x00280002: "samples",
+    0x00280004: "photometric",
     0x00280008: "frames",
     0x00280010: "rows",
     0x00280011: "columns",
@@ -95,6 +97,7 @@ class HeaderInfo:
     bits_allocated: int | None = None
     bits_stored: int | None = None
     frames: str | None = None
+    photometric: str = ""
     pixel_tag: int | None = None
     pixel_length: int | None = None
     pixel_items: int = 0
@@ -113,6 +116,7 @@ class _Walker:
         self.base = 0
         self.implicit = implicit
         self.e = "<" if little else ">"
+        self.hh, self.i, self.h = self.e + "HH", self.e + "I", self.e + "H"
         self.values: dict[str, bytes] = {}
         self.pixel: tuple[int, int, int] | None = None
         self.n_items = 0
@@ -128,26 +132,27 @@ class _Walker:
 
     def header(self, pos: int, implicit: bool) -> tuple[int, int, int, bool]:
         """Return ``(tag, length, value_pos, is_un)`` of the element at ``pos``."""
-        if not self.have(pos, 8):
+        off = pos - self.base
+        if off + 8 > len(self.buf) and not self.have(pos, 8):  # inline first: the common case is no call
             raise DatasetError(f"truncated element header at byte {pos} (stream ends at {self.size})")
         buf, off = self.buf, pos - self.base
-        group, elem = struct.unpack_from(self.e + "HH", buf, off)
+        group, elem = struct.unpack_from(self.hh, buf, off)
         tag = (group << 16) | elem
         if implicit or group == 0xFFFE:
-            (length,) = struct.unpack_from(self.e + "I", buf, off + 4)
+            (length,) = struct.unpack_from(self.i, buf, off + 4)
             return tag, length, pos + 8, False
         vr = buf[off + 4 : off + 6]
         if vr in _LONG_VRS:
-            if not self.have(pos, 12):
+            if off + 12 > len(buf) and not self.have(pos, 12):
                 raise DatasetError(f"truncated element header at byte {pos} (stream ends at {self.size})")
-            (length,) = struct.unpack_from(self.e + "I", self.buf, pos - self.base + 8)
+            (length,) = struct.unpack_from(self.i, self.buf, pos - self.base + 8)
             return tag, length, pos + 12, vr == b"UN"
         if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
             raise DatasetError(
                 f"element ({group:04X},{elem:04X}) at byte {pos} has no valid VR {vr!r}: "
                 "the dataset does not match its explicit-VR transfer syntax"
             )
-        (length,) = struct.unpack_from(self.e + "H", buf, off + 6)
+        (length,) = struct.unpack_from(self.h, buf, off + 6)
         return tag, length, pos + 8, False
 
     def dataset(self, pos: int, depth: int, top: bool, implicit: bool) -> int:
@@ -155,8 +160,9 @@ class _Walker:
         if depth > _MAX_DEPTH:
             raise DatasetError("sequences nested too deeply")
         last_tag = -1
-        while self.have(pos, 1):
-            tag, length, vpos, is_un = self.header(pos, implicit)
+        header, have = self.header, self.have
+        while pos - self.base < len(self.buf) or have(pos, 1):
+            tag, length, vpos, is_un = header(pos, implicit)
             if tag == _ITEM_END and not top:
                 return vpos
             if tag >> 16 == 0xFFFE:
@@ -174,15 +180,18 @@ class _Walker:
                 if top and tag in _PIXEL_TAGS:
                     self.pixel = (tag, -1, self.n_items - before)
                 continue
+            # The value is in the window (inline check, no call) or is brought in; a wanted
+            # one is kept (asked for whole first: skipping past it may drop it).
             if top and tag in _WANTED and length <= _MAX_VALUE:
-                if not self.have(vpos, length):
+                if vpos + length - self.base > len(self.buf) and not have(vpos, length):
                     raise self._short(tag, pos, vpos, length)
                 off = vpos - self.base
                 self.values[_WANTED[tag]] = self.buf[off : off + length]
-            elif not self.have(vpos + length, 0):
-                raise self._short(tag, pos, vpos, length)
-            if top and tag in _PIXEL_TAGS:
-                self.pixel = (tag, length, 0)
+            else:
+                if vpos + length - self.base > len(self.buf) and not have(vpos + length, 0):
+                    raise self._short(tag, pos, vpos, length)
+                if top and tag in _PIXEL_TAGS:
+                    self.pixel = (tag, length, 0)
             pos = vpos + length
         if not top:
             raise DatasetError("an item of undefined length has no item delimiter: the dataset is truncated")
@@ -330,6 +339,7 @@ def scan_dataset(stream: bytes, transfer_syntax: str, max_inflated: int = MAX_IN
         bits_allocated=_us(v.get("bits_allocated"), e),
         bits_stored=_us(v.get("bits_stored"), e),
         frames=None if frames is None else frames.decode("ascii", "replace").strip(" \x00"),
+        photometric=_text(v.get("photometric")),
         pixel_tag=pixel_tag,
         pixel_length=pixel_length,
         pixel_items=pixel_items,
