@@ -9,9 +9,12 @@ Statuses (PS3.4 Annex B.2.3, Table B.2-1, C-STORE response statuses):
 ``0xA900`` — Error: Data Set does not match SOP Class
     The dataset breaks its IOD's Image Pixel Module (PS3.3 C.7.6.3): an image storage
     SOP class without Pixel Data, Rows/Columns/Bits Allocated/Samples per Pixel/Number
-    of Frames missing or out of range, or a native Pixel Data whose length is not
+    of Frames missing or out of range, or a native Pixel Data shorter than
     ``Rows × Columns × Samples per Pixel × Number of Frames × Bits Allocated / 8``
-    (PS3.5 §8.1.1 and A.1; one trailing pad byte when that is odd).
+    (PS3.5 §8.1.1 and A.1; two samples per pixel for ``YBR_FULL_422``, PS3.3
+    C.7.6.3.1.2) or longer by a whole frame or more. Trailing bytes shorter than one frame
+    are taken as padding, as pydicom reads them (some writers pad; pydicom's own test set
+    has such a file from a real device), not refused.
 ``0xC000`` — Error: Cannot understand
     The pixel data does not match its transfer syntax (PS3.5 A.4): native pixels on an
     encapsulated (compressed) transfer syntax, encapsulated pixels on a native one, or
@@ -44,6 +47,7 @@ MAX_DIMENSION = 32768
 _MAX_FRAME_BYTES = 0xFFFFFFFE
 _BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
 _PIXEL_DATA = 0x7FE00010
+_SUBSAMPLED = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422"})
 _FLOAT_BITS = {0x7FE00008: 32, 0x7FE00009: 64}  # Float / Double Float Pixel Data
 
 _P = "1.2.840.10008.5.1.4.1.1."
@@ -138,7 +142,9 @@ def check_image(info: HeaderInfo, transfer_syntax: str, sop_class: str) -> None:
     frames = _frames(info.frames)
     if encapsulated or info.pixel_length is None:
         return
+    if samples == 3 and info.photometric in _SUBSAMPLED:  # native 4:2:2: two samples per pixel
+        frame_bits = frame_bits * 2 // 3
     expected = (frame_bits * frames + 7) // 8
-    if info.pixel_length != expected and not (expected % 2 and info.pixel_length == expected + 1):
-        raise ImageError(f"Pixel Data has {info.pixel_length} bytes, Rows x Columns x Samples x Bits x Frames "
-                         f"give {expected}")
+    length = info.pixel_length
+    if length < expected or length - expected >= max((frame_bits + 7) // 8, 2):
+        raise ImageError(f"Pixel Data has {length} bytes, Rows x Columns x Samples x Bits x Frames give {expected}")
