@@ -145,6 +145,7 @@ class StoreReceiver:
         cx = assoc._accepted_cx.get(context_id)
         return (
             cx is not None
+            and assoc.is_established  # else pynetdicom queues it for the association thread (see fastpath)
             and str(cx.abstract_syntax) == req.sop_class
             and req.sop_class != _VERIFICATION
             and not assoc._sent_release

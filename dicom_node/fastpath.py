@@ -127,7 +127,10 @@ def _dul_reactor(self: Any) -> None:
             except queue.Empty:
                 sleep = True
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except Exception as exc:  # InvalidEventError: an event this state has no action for
+                log.info("DUL event ignored (%s)", exc)
             sleep = False
     finally:
         for s in (self._mrinode_wake_r, self._mrinode_wake_w):
@@ -286,11 +289,18 @@ def install(assoc: Any) -> None:
         context_id, msg = item
         # Only requests on an accepted context are served inline: pynetdicom answers the
         # others by aborting, which must happen in the association thread (an abort from
-        # the DUL thread would wait for the DUL thread itself).
+        # the DUL thread would wait for the DUL thread itself). And only once the
+        # association thread has marked the association established: the A-ASSOCIATE-AC
+        # leaves before it does, a fast peer's first request can arrive in between, and
+        # pynetdicom's service classes drop the response of a request served while
+        # ``is_established`` is still false (the C-ECHO that was never answered, about
+        # one association in thirty on a busy machine). Such a request is queued for the
+        # association thread, which serves it once established.
         if (
             msg is not None
             and type(msg).__name__ in _SERVED_INLINE
             and threading.current_thread() is dul
+            and assoc.is_established
             and context_id in assoc._accepted_cx
             and not assoc._sent_release
         ):

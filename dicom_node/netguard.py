@@ -162,6 +162,9 @@ class Gate:
 
     def start(self) -> None:
         """Start the accept loop in a daemon thread."""
+        # socketserver listens with a backlog of 5: a burst of connections would see its
+        # SYNs dropped (and retried after 1 s, 3 s, ...) while the gate is not scheduled.
+        self.server.socket.listen(max(128, self.limits.max_pending))
         self.server.socket.setblocking(False)
         self._sel.register(self.server.socket, selectors.EVENT_READ, None)
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
@@ -291,14 +294,14 @@ class Gate:
 
     def _close(self, conn: _Pending, reason: str | None, abort: bool = False) -> None:
         self._forget(conn)
+        if reason is not None:  # counted first: whoever sees the close sees the count
+            log.info("closing a DICOM connection from %s before association (%s)", conn.host, reason)
+            self.on_drop(reason)
         if abort:
             with contextlib.suppress(OSError, ValueError):
                 conn.sock.send(_ABORT_PDU)
         with contextlib.suppress(OSError):
             conn.sock.close()
-        if reason is not None:
-            log.info("closed a DICOM connection from %s before association (%s)", conn.host, reason)
-            self.on_drop(reason)
 
     def _expire(self) -> None:
         now = time.monotonic()

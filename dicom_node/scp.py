@@ -240,7 +240,8 @@ class StoreSCP:
             while self._inflight and time.monotonic() < deadline:
                 self._cond.wait(timeout=0.1)
         for assoc in list(server.active_associations):
-            assoc.abort()
+            if assoc.is_established:
+                assoc.abort()
         ae.shutdown()
         self._server = None
         log.info("DICOM SCP stopped")

@@ -1,0 +1,260 @@
+"""Connection hygiene: ARTIM timeout, caps on unassociated peers, slots, PDU limits, DIMSE checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dicom_node.audit import AuditLog
+from dicom_node.metrics import NodeMetrics
+from dicom_node.netguard import ASSOCIATE_MAX, pdu_limit
+from dicom_node.scp import StoreSCP
+from dicom_node.spool import Spool
+from dicom_node.store import Store
+from tests.dicom_node import rawdicom as rd
+from tests.dicom_node.conftest import ScpNode, make_config
+
+ENV = dict(os.environ, TCP_NODELAY="1")
+needs_dcmtk = pytest.mark.skipif(shutil.which("echoscu") is None, reason="dcmtk is not installed")
+
+
+@contextmanager
+def node(tmp_path: Path, **dicom: Any) -> Iterator[ScpNode]:
+    """A started SCP with these ``[dicom]`` settings."""
+    cfg = make_config(tmp_path, **dicom)
+    store = Store(cfg.db_path)
+    metrics = NodeMetrics()
+    scp = StoreSCP(cfg, store, Spool(cfg.spool_dir), metrics, AuditLog(cfg.audit_log_path))
+    n = ScpNode(cfg, store, Spool(cfg.spool_dir), metrics, AuditLog(cfg.audit_log_path), scp)
+    scp.start()
+    try:
+        yield n
+    finally:
+        scp.stop(grace_s=2)
+        store.close()
+
+
+def _dropped(n: ScpNode, reason: str) -> float:
+    return n.metric("mrinode_connections_dropped_total", {"reason": reason})
+
+
+def _connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def _closed_by_peer(s: socket.socket, within: float) -> bool:
+    s.settimeout(within)
+    try:
+        while True:
+            data = s.recv(4096)
+            if not data:
+                return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def _echoscu(port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["echoscu", "-aet", "ECHOSCU", "-aec", "MRINODE", "-to", "5", "127.0.0.1", str(port)],
+                          capture_output=True, text=True, env=ENV, timeout=30, check=False)
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_silent_connection_is_closed_after_the_association_timeout(tmp_path: Path) -> None:
+    with node(tmp_path, association_timeout_s=1.0) as n:
+        silent, half = _connect(n.port), _connect(n.port)
+        half.sendall(b"\x01\x00\x00")  # half a PDU header
+        t0 = time.monotonic()
+        assert _closed_by_peer(silent, 5) and _closed_by_peer(half, 5)
+        assert 0.8 < time.monotonic() - t0 < 3
+        assert _dropped(n, "artim") == 2
+        # A connection that sends its request in time is served as before.
+        a = rd.RawAssociation(n.port)
+        assert a.result == 0x02 and a.echo(1) == 0
+        a.release()
+
+
+@needs_dcmtk
+def test_well_behaved_peers_are_served_while_100_idle_or_slow_ones_are_held(tmp_path: Path) -> None:
+    with node(tmp_path, association_timeout_s=30.0, max_associations=4) as n:
+        held = []
+        for i in range(100):  # 13 hosts (127.0.0.10...), 8 each at most: all held under the global cap
+            s = _connect(n.port, source=f"127.0.0.{10 + i // 8}")
+            if i % 2:
+                s.sendall(b"\x01\x00\x00")  # half a PDU header
+            held.append(s)
+        time.sleep(0.3)
+        assert n.scp._gate.pending == 100
+        t0 = time.monotonic()
+        for _ in range(5):
+            r = _echoscu(n.port)
+            assert r.returncode == 0, r.stderr
+        a = rd.RawAssociation(n.port, contexts=[(1, rd.VERIFICATION, [rd.IMPLICIT])])
+        assert a.result == 0x02 and a.echo(3) == 0
+        a.release()
+        assert time.monotonic() - t0 < 10
+        assert _dropped(n, "host_cap") == _dropped(n, "pending_cap") == 0
+        for s in held:
+            s.close()
+
+
+def test_per_host_cap_closes_the_oldest_unassociated_connection(tmp_path: Path) -> None:
+    with node(tmp_path, max_pending_per_host=8, max_pending=16, allow_any_caller=True) as n:
+        same_host = [_connect(n.port, source="127.0.0.7") for _ in range(12)]
+        time.sleep(0.3)
+        assert n.scp._gate.pending == 8
+        assert all(_closed_by_peer(s, 2) for s in same_host[:4])
+        assert not any(_closed_by_peer(s, 0.05) for s in same_host[4:])
+        assert _dropped(n, "host_cap") == 4
+        others = [_connect(n.port, source=f"127.0.1.{i}") for i in range(12)]
+        time.sleep(0.3)
+        assert n.scp._gate.pending == 16 and _dropped(n, "pending_cap") == 4
+        # The node still answers: a new peer's request arrives at once, it is never the oldest.
+        a = rd.RawAssociation(n.port, source="127.0.0.7")
+        assert a.result == 0x02 and a.echo(1) == 0
+        a.release()
+        for s in same_host + others:
+            s.close()
+
+
+def test_slots_are_taken_only_by_associated_peers(tmp_path: Path) -> None:
+    with node(tmp_path, max_associations=2) as n:
+        idle = [_connect(n.port, source="127.0.0.9") for _ in range(6)]
+        first, second = rd.RawAssociation(n.port), rd.RawAssociation(n.port)
+        assert first.result == second.result == 0x02
+        third = rd.RawAssociation(n.port)
+        assert third.result == 0x03  # A-ASSOCIATE-RJ: busy
+        third.close()
+        assert n.metric("mrinode_associations_refused_total", {"reason": "busy"}) == 1
+        first.release()
+        deadline = time.monotonic() + 5
+        while n.scp.associated > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fourth = rd.RawAssociation(n.port)
+        assert fourth.result == 0x02 and fourth.echo(2) == 0
+        second.close()  # a peer that vanishes gives its slot back as well
+        fourth.release()
+        deadline = time.monotonic() + 5
+        while n.scp.associated and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert n.scp.associated == 0
+        for s in idle:
+            s.close()
+
+
+def test_pdu_limits() -> None:
+    assert pdu_limit(0x04, 16384) == 16384
+    assert pdu_limit(0x04, 0) == 16 * 1024 * 1024
+    assert pdu_limit(0x01, 0) == ASSOCIATE_MAX
+    assert pdu_limit(0x05, 16384) == 64 * 1024
+
+
+@pytest.mark.parametrize("fast_reactor", [True, False])
+def test_oversized_pdu_is_aborted_before_its_bytes_are_read(tmp_path: Path, fast_reactor: bool) -> None:
+    with node(tmp_path, fast_reactor=fast_reactor, max_pdu=16384) as n:
+        rss0 = _rss_kib()
+        a = rd.RawAssociation(n.port)
+        assert a.result == 0x02
+        a.sock.sendall(struct.pack(">BBI", 0x04, 0, 0xFFFFFFFF))
+        a.sock.settimeout(5)
+        sent = 0
+        chunk = b"\x00" * (1 << 20)
+        with suppress(OSError):
+            while sent < 64 << 20:  # up to 64 MiB more: the node must neither read nor buffer it
+                sent += a.sock.send(chunk)
+        kind, body = rd.read_pdu(a.sock)
+        assert kind in (0x07, 0)  # A-ABORT (or already closed, when the send filled the buffers)
+        assert _closed_by_peer(a.sock, 5)
+        a.close()
+        assert _dropped(n, "pdu_too_large") == 1
+        assert _rss_kib() - rss0 < 20 * 1024
+        # A PDU one byte over max_pdu is refused as well; one at max_pdu is read.
+        b = rd.RawAssociation(n.port)
+        b.sock.sendall(struct.pack(">BBI", 0x04, 0, 16385))
+        kind, _ = rd.read_pdu(b.sock)
+        assert kind in (0x07, 0) and _closed_by_peer(b.sock, 5)
+        b.close()
+        # An A-ASSOCIATE-RQ announcing more than ASSOCIATE_MAX is aborted by the gate.
+        s = _connect(n.port)
+        s.sendall(struct.pack(">BBI", 0x01, 0, ASSOCIATE_MAX + 1))
+        kind, _ = rd.read_pdu(s)
+        assert kind == 0x07 and _closed_by_peer(s, 5)
+        s.close()
+        assert _dropped(n, "pdu_too_large") == 3
+
+
+def _store_rq_pdus(context_id: int, message_id: int, sop_class: str, sop_instance: str | None) -> bytes:
+    dataset = b"\x08\x00\x16\x00" + struct.pack("<I", 2) + b"1\x00"  # any data set: it is not read
+    return (rd.pdata(context_id, rd.store_rq(message_id, sop_class, sop_instance), 0x03)
+            + rd.pdata(context_id, dataset, 0x02))
+
+
+@pytest.mark.parametrize("fast_reactor", [True, False])
+def test_malformed_or_misplaced_requests_are_answered_at_once(tmp_path: Path, fast_reactor: bool) -> None:
+    with node(tmp_path, fast_reactor=fast_reactor) as n:
+        a = rd.RawAssociation(n.port, contexts=[(1, rd.VERIFICATION, [rd.IMPLICIT]), (3, rd.MR_STORAGE, [rd.IMPLICIT])])
+        assert a.contexts == {1: 0, 3: 0}
+        a.sock.settimeout(1.0)  # every answer within 1 s
+        for msg_id, uid in ((5, None), (6, "")):  # no Affected SOP Instance UID, or an empty one
+            a.sock.sendall(_store_rq_pdus(3, msg_id, rd.MR_STORAGE, uid))
+            kind, body = rd.read_pdu(a.sock)
+            assert kind == 0x04
+            fields = rd.command_fields(body)
+            assert rd.status_of(body) == 0xC000
+            assert struct.unpack("<H", fields[0x0120])[0] == msg_id and struct.unpack("<H", fields[0x0100])[0] == 0x8001
+        # A C-STORE on the Verification context is refused (0x0122), not answered by a C-ECHO-RSP.
+        for sop_class in (rd.VERIFICATION, rd.MR_STORAGE):
+            a.sock.sendall(_store_rq_pdus(1, 7, sop_class, "1.2.3.4"))
+            kind, body = rd.read_pdu(a.sock)
+            assert kind == 0x04 and rd.status_of(body) == 0x0122
+            assert struct.unpack("<H", rd.command_fields(body)[0x0100])[0] == 0x8001
+        # A C-ECHO on a storage context is refused likewise; the association lives on.
+        assert a.echo(8, context_id=3) == 0x0122
+        assert a.echo(9, context_id=1) == 0
+        a.release()
+        assert n.metric("mrinode_store_failures_total", {"status": "0xC000"}) == 2
+        assert n.metric("mrinode_store_failures_total", {"status": "0x0122"}) == 2
+        assert n.store.count_instances() == 0
+
+
+@pytest.mark.parametrize("fast_reactor", [True, False])
+def test_every_c_echo_is_answered(tmp_path: Path, fast_reactor: bool) -> None:
+    """C-ECHOs each answered: the first one of 400 fresh associations (sent as soon as the
+    A-ASSOCIATE-AC arrives), then 10 000 on one association.
+
+    A raw peer: pynetdicom's SCU loses some responses itself ("Received unexpected C-ECHO
+    service message", the race of pydicom/pynetdicom#875 on the requestor side).
+    """
+    with node(tmp_path, fast_reactor=fast_reactor, allow_any_caller=True) as n:
+        first = []
+        for _ in range(400):
+            a = rd.RawAssociation(n.port, timeout=2)
+            try:
+                first.append(a.echo(1))
+            except TimeoutError:
+                first.append(-1)
+            a.release()
+        assert first.count(0) == 400, f"{first.count(-1)} first C-ECHOs not answered"
+        a = rd.RawAssociation(n.port, timeout=5)
+        statuses = [a.echo(i % 65535 + 1) for i in range(10_000 if fast_reactor else 2_000)]
+        a.release()
+        assert statuses.count(0) == len(statuses)
