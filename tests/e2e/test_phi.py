@@ -46,7 +46,7 @@ PLANTED: dict[str, str] = {
     "RequestingPhysician": "Reqphys^Trollop",
     "PerformingPhysicianName": "Perfdoc^Zanzibarq",
     "OperatorsName": "Opername^Flibbet",
-    "InstitutionName": "Blorvington General",
+    "InstitutionName": "Blorvington Qospital",
     "InstitutionAddress": "99 Snarkhaven Road",
     "StudyID": "SIDQ4471",
     "StudyDescription": "Flumphstudy Qdesc",
@@ -54,12 +54,15 @@ PLANTED: dict[str, str] = {
 
 
 def _needles() -> list[str]:
-    """The planted strings, and their parts (a log might print a name without its carets)."""
+    """The planted strings, and their parts (a log might print a name without its carets).
+
+    No short run of digits alone: random UIDs in the database would hold one by chance.
+    """
     out: set[str] = set()
     for value in PLANTED.values():
         out.add(value.strip("^"))
         out.update(p for p in value.replace("^", " ").split() if len(p) >= 5 and not p.isdigit())
-    out.update({"1941-11-23", "7734291", "99817", "55123", "7700 918273"})
+    out.update({"1941-11-23", "7700 918273"})
     return sorted(out)
 
 
