@@ -16,6 +16,12 @@ pynetdicom, uvicorn):
   line whose first characters are the node's timestamp. Exception and stack text keeps
   its lines, each prefixed by :data:`CONTINUATION`, so it cannot forge a record either.
 
+uvicorn replaces its loggers' handlers from its own ``log_config`` after this set-up;
+:class:`ScrubFilter` on those loggers makes their records safe for any formatter.
+Warnings and uncaught exceptions (any thread) go through logging as well. Patient
+names and IDs cannot be recognised in free text: code must not log them (the e2e PHI
+test plants them in every field and scans everything the node writes).
+
 Only the standard library is imported here: the receive path imports this module.
 """
 
