@@ -6,7 +6,9 @@ it stops accepting associations, lets C-STOREs in flight finish, interrupts runn
 pipeline processes (their jobs go back to ``queued``) and leaves queued jobs for the
 next start.
 
-The node starts with a full disk: recovery and re-queueing that cannot write the store
+The node starts with a full disk: it gives back its space reserve (a 2 MiB file kept in
+the data folder while there is room, :class:`~dicom_node.diskspace.SpaceReserve`) so
+that SQLite can open the database; recovery and re-queueing that cannot write the store
 log a warning and go on; the SCP answers C-ECHO, and C-STORE with ``0xA700`` while the
 spool's free space is below ``dicom.min_free_mb``; ``/health`` says ``degraded`` and why
 (:meth:`NodeService.health`), ``/metrics`` has ``mrinode_disk_low`` and
@@ -24,6 +26,7 @@ from typing import Any
 
 from dicom_node.audit import AuditLog
 from dicom_node.config import NodeConfig
+from dicom_node.diskspace import SpaceReserve
 from dicom_node.export import Exporter
 from dicom_node.metrics import NodeMetrics
 from dicom_node.queue import JobQueue
@@ -79,12 +82,17 @@ class NodeService:
         self.cfg = cfg
         check_pipelines_exist(cfg)
         cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
+        self.reserve = SpaceReserve(cfg.node.data_dir / ".space-reserve")
+        self.reserve.release_if_full()  # so that SQLite can open the database on a full disk
         self.store = Store(cfg.db_path)
         self.queue = JobQueue(self.store)
         self.metrics = NodeMetrics(job_counts=self.queue.counts)
         self.audit = AuditLog(cfg.audit_log_path)
         self.spool = Spool(cfg.spool_dir, fsync=cfg.dicom.spool_fsync, min_free_mb=cfg.dicom.min_free_mb)
         space = self.spool.space
+        space.on_recovered = self.reserve.ensure
+        if not space.low():
+            self.reserve.ensure()
         self.metrics.disk_low.set_function(lambda: float(space.low()))
         self.metrics.spool_free_bytes.set_function(lambda: float(space.free_bytes()))
         self.tracker = Tracker(cfg, self.store, self.metrics, self.audit)
@@ -119,6 +127,9 @@ class NodeService:
             ``disk_low`` (bool) and ``spool_free_bytes`` (int, -1 if unknown).
         """
         space = self.spool.space
+        space.on_recovered = self.reserve.ensure
+        if not space.low():
+            self.reserve.ensure()
         low, free = space.low(), space.free_bytes()
         reasons = []
         if low:

@@ -128,18 +128,20 @@ def test_recovery_that_cannot_write_warns_and_goes_on(scp_node: ScpNode, tmp_pat
 
 
 # ------------------------------------------------------------------ the real full disk
-_SEED = """
+_LOSE_ROWS = """
 import os, sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 c.execute("PRAGMA journal_mode=WAL")
 n = c.execute("DELETE FROM instances WHERE rowid IN (SELECT rowid FROM instances ORDER BY path LIMIT 2)").rowcount
 c.commit()
 assert n == 2
-os._exit(0)  # as if killed: node.db-wal and node.db-shm stay, as after a crash
+if sys.argv[2] == "crashed":
+    os._exit(0)  # as if killed: node.db-wal and node.db-shm stay
+c.close()  # a clean stop: no -wal, no -shm (SQLite must create them to open the database again)
 """
 
 _MOUNT = """set -e
-mount -t tmpfs -o size=8m tmpfs "$1/stage"
+mount -t tmpfs -o size=16m tmpfs "$1/stage"
 cp -a "$1/var/." "$1/stage/"
 mount --bind "$1/stage" "$1/var"
 dd if=/dev/zero of="$1/var/filler" bs=4k 2>/dev/null || true
@@ -149,7 +151,7 @@ exec "$@"
 
 
 class FullDiskNode(NodeProcess):
-    """``mrinode serve`` in its own mount namespace whose data folder is a full 8 MiB tmpfs."""
+    """``mrinode serve`` in its own mount namespace whose data folder is a full 16 MiB tmpfs."""
 
     def start(self, timeout: float = 60.0) -> FullDiskNode:
         (self.workdir / "stage").mkdir(exist_ok=True)
@@ -177,33 +179,44 @@ class FullDiskNode(NodeProcess):
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
-def test_node_starts_and_serves_with_a_full_disk(scp_node: ScpNode, tmp_path: Path) -> None:
-    # Seed: three accepted instances whose last two index rows were lost in a crash.
+@pytest.mark.parametrize("how", ["crashed", "stopped"])
+def test_node_starts_and_serves_with_a_full_disk(scp_node: ScpNode, tmp_path: Path, how: str) -> None:
+    """The node last ran on this data folder and was killed (``crashed``) or stopped cleanly
+    (``stopped``; it left its space reserve); two index rows were lost; the disk is full."""
     _, seed = write_mr_series(tmp_path / "seed", 3)
     assert _store(scp_node.port, seed) == [0, 0, 0]
     scp_node.scp.stop(grace_s=5)
     scp_node.store.close()
-    node = FullDiskNode(tmp_path / "node", extra={"dicom": {"min_free_mb": 1}})
+    node = FullDiskNode(tmp_path / "node", extra={"dicom": {"min_free_mb": 4}})
     shutil.copytree(scp_node.cfg.node.data_dir, node.data_dir)
     db = node.data_dir / "node.db"
     with contextlib.closing(sqlite3.connect(db)) as c:  # the rows name the new place
         c.execute("UPDATE instances SET path = replace(path, ?, ?)",
                   (str(scp_node.cfg.node.data_dir), str(node.data_dir)))
         c.commit()
-    subprocess.run([sys.executable, "-c", _SEED, str(db)], check=True)
-    assert Path(f"{db}-shm").exists()
+    if how == "stopped":
+        from dicom_node.config import load_config
+
+        NodeService(load_config(node.config_path)).store.close()  # as a start and stop do
+        assert (node.data_dir / ".space-reserve").exists()
+    subprocess.run([sys.executable, "-c", _LOSE_ROWS, str(db), how], check=True)
+    assert Path(f"{db}-shm").exists() == (how == "crashed")
 
     with node:
         var = node.inside(node.data_dir)
-        assert os.statvfs(var).f_bavail == 0  # the node's disk is full
         health = node.api("GET", "/health").json()
         assert health["status"] == "degraded" and health["disk_low"] is True, health
+        assert os.statvfs(var).f_bavail * os.statvfs(var).f_frsize < 4 << 20
         assert "mrinode_disk_low 1.0" in node.api("GET", "/metrics").text
         assert _echo(node.dicom_port) == 0
         _, new = write_mr_series(tmp_path / "new", 1)
         assert _store(node.dicom_port, new) == [0xA700]
         log = node.log_path.read_text()
-        assert "stay for the next start" in log and "Traceback" not in log
+        assert "Traceback" not in log
+        if how == "crashed":  # no reserve: the lost rows wait for a start with space
+            assert "stay for the next start" in log
+        else:  # the reserve gave the database room: recovered at once
+            assert "released the 2 MiB space reserve" in log and "(2 re-indexed)" in log
         # The three accepted instances, nothing of the refused one.
         assert sorted(p.name for p in (var / "spool").rglob("*.dcm")) == sorted(
             f"{pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID}.dcm" for p in seed)
@@ -217,5 +230,6 @@ def test_node_starts_and_serves_with_a_full_disk(scp_node: ScpNode, tmp_path: Pa
         assert _store(node.dicom_port, new) == [0]
         assert "mrinode_disk_low 0.0" in node.api("GET", "/metrics").text
         assert len(list((var / "spool").rglob("*.dcm"))) == 4
+        assert (var / ".space-reserve").exists()  # kept again for the next full disk
         assert node.stop() == 0
     assert "Traceback" not in node.log_tail(500)
