@@ -125,3 +125,44 @@ def test_free_space_is_checked_at_most_once_a_second(tmp_path: Path, monkeypatch
     space.min_free_bytes = 0
     space.refresh(force=True)
     assert not space.low()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 4096])
+def test_inflating_scan_agrees_with_the_in_memory_scan(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deflated walk moves its window in tiny steps here: every element straddles one."""
+    import random
+    import zlib
+
+    from dicom_node import wire
+
+    monkeypatch.setattr(wire, "_CHUNK", chunk)
+    explicit, deflated = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"
+    rng = random.Random(chunk)
+    bodies = []
+    for name in ("MR_small.dcm", "rtplan.dcm", "JPEG-LL.dcm", "SC_rgb.dcm", "CT_small.dcm"):
+        path = get_testdata_file(name)
+        assert path is not None
+        ts, body = _body(path)
+        if ts == explicit:
+            bodies.append(body)
+    assert len(bodies) >= 3
+    cases = []
+    for body in bodies:
+        cases.append(body)
+        for _ in range(40):  # damaged copies: one byte changed, or cut
+            b = bytearray(body)
+            if rng.random() < 0.5:
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            else:
+                del b[rng.randrange(1, len(b)):]
+            cases.append(bytes(b))
+
+    def outcome(stream: bytes, ts: str) -> object:
+        try:
+            return scan_dataset(stream, ts)
+        except DatasetError:
+            return DatasetError
+
+    for body in cases:
+        c = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        assert outcome(c.compress(body) + c.flush(), deflated) == outcome(body, explicit)
