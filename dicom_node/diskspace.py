@@ -31,7 +31,8 @@ class FreeSpace:
         A folder on the file system to watch.
     min_free_bytes : int
         Below this many free bytes (available to unprivileged users) the space is low;
-        ``0`` only reports and never says low unless the file system is full.
+        ``0``: never low, only reported (some file systems report no free space at all;
+        a write that fails for want of space still gets ``0xA700``).
     interval_s : float
         The longest a ``statvfs`` result is used.
     recheck_bytes : int
@@ -74,7 +75,7 @@ class FreeSpace:
             self._checked_at, self._written = now, 0
             if free < 0:  # unknown: keep the last verdict
                 return
-            low = free == 0 or free < self.min_free_bytes
+            low = free < self.min_free_bytes
             if low != self._low:
                 if low:
                     log.warning("free space on the spool is low: %d MiB free, dicom.min_free_mb is %d; new "
