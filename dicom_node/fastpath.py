@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 _MAX_WAIT_S = 0.05
 _SERVED_INLINE = frozenset({"C_STORE", "C_ECHO"})
+#: The DUL events made from a primitive at the head of ``to_provider_queue``.
+_PRIMITIVE_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
 
 
 def _wake(sock: socket.socket) -> None:
@@ -130,7 +132,13 @@ def _dul_reactor(self: Any) -> None:
             try:
                 self.state_machine.do_action(event)
             except Exception as exc:  # InvalidEventError: an event this state has no action for
+                # e.g. a local A-ABORT request (Evt15) while the DUL waits for the peer to
+                # close after a release (Sta13): drop the primitive that raised it, or it
+                # would raise again on every turn until the ARTIM timer fires.
                 log.info("DUL event ignored (%s)", exc)
+                if event in _PRIMITIVE_EVENTS:
+                    with contextlib.suppress(queue.Empty):
+                        self.to_provider_queue.get(block=False)
             sleep = False
     finally:
         for s in (self._mrinode_wake_r, self._mrinode_wake_w):

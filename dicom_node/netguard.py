@@ -359,6 +359,17 @@ class Gate:
                     return
                 conn.need = 6 + length
             if conn.need is not None and len(conn.buf) >= conn.need:
+                rejection = _bad_ae_titles(conn.buf)
+                if rejection is not None:
+                    # pynetdicom would log the raw titles (control characters, newlines
+                    # included) before rejecting them: refuse them here, unquoted.
+                    log.warning("A-ASSOCIATE-RQ from %s refused: an AE title holds control characters or a backslash",
+                                conn.host)
+                    self.on_drop("bad_ae_title")
+                    with contextlib.suppress(OSError, ValueError):
+                        conn.sock.send(rejection)
+                    self._close(conn, None)
+                    return
                 self._hand_over(conn)
                 return
 
@@ -379,6 +390,24 @@ class Gate:
             with contextlib.suppress(OSError):
                 s.close()
             self.on_drop("no_thread")
+
+
+def _bad_ae_titles(pdu: bytes | bytearray) -> bytes | None:
+    """The A-ASSOCIATE-RJ PDU to answer when an AE title of this A-ASSOCIATE-RQ is invalid.
+
+    PS3.5 §6.2: an AE title is at most 16 characters of the Default Character Repertoire
+    without control characters or backslash. Called AE title (bytes 10-25) invalid:
+    result permanent, source service-user, reason "called AE title not recognized" (7);
+    calling AE title (bytes 26-41): reason "calling AE title not recognized" (3)
+    (PS3.8 §9.3.4).
+    """
+    if len(pdu) < 42:
+        return None
+    for start, reason in ((10, 0x07), (26, 0x03)):
+        title = pdu[start : start + 16]
+        if any(b < 0x20 or b == 0x5C or b > 0x7E for b in title):
+            return struct.pack(">BBLBBBB", 0x03, 0, 4, 0, 0x01, 0x01, reason)
+    return None
 
 
 def _handle_error(self: Any, request: Any, client_address: Any) -> None:
@@ -617,6 +646,26 @@ def _guard_serve(assoc: Any, on_failure: Callable[[int], None]) -> None:
 
 
 # ------------------------------------------------------------------- install
+def _unbind_standard_handlers(assoc: Any) -> None:
+    """Unbind pynetdicom's logging handlers when the ``pynetdicom`` logger would drop their lines.
+
+    They format every PDU and DIMSE message for INFO/DEBUG lines, and the DIMSE one raises
+    (a traceback in the log) on a command set without the elements it expects.
+    """
+    if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+        return
+    from pynetdicom import _handlers, evt
+
+    for event, handler in (
+        (evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
+        (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
+        (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
+        (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler),
+    ):
+        with contextlib.suppress(ValueError, KeyError):
+            assoc.unbind(event, handler)
+
+
 def _wrap_target(thread: Any, name: str, on_end: Callable[[BaseException | None], None]) -> None:
     target = thread._target
 
@@ -685,6 +734,7 @@ def install(assoc: Any, prefix: bytes, limits: Limits, on_drop: DropCounter,
     # release or abort); and the association thread's wait for the request.
     assoc.acse_timeout = limits.association_timeout_s
     _guard_serve(assoc, on_failure)
+    _unbind_standard_handlers(assoc)
 
     def dul_ended(error: BaseException | None) -> None:
         if error is not None:

@@ -28,7 +28,9 @@ from typing import Any
 __all__ = ["InstanceRecord", "Rows", "Store", "StudyRow"]
 
 #: Idle connections kept open (more are opened under load and closed when given back).
-POOL_IDLE = 8
+POOL_IDLE = 2
+#: Seconds an idle connection beyond the first is kept before it is closed.
+POOL_IDLE_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -163,27 +165,28 @@ class Store:
     pool_idle : int
         Idle connections kept open for reuse; under more concurrency extra connections
         are opened and closed when given back, so open descriptors stay bounded whatever
-        the number of threads that ever used the store.
+        the number of threads that ever used the store. Idle connections beyond the
+        first are closed after :data:`POOL_IDLE_S` seconds unused (checked at each use).
     """
 
     def __init__(self, path: Path, pool_idle: int = POOL_IDLE) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pool_idle = max(1, pool_idle)
-        self._idle: list[sqlite3.Connection] = []
+        self._idle: list[tuple[sqlite3.Connection, float]] = []  # (connection, given back at), newest last
         self._lock = threading.Lock()
         self._generation = 0
         self._queries = _Queries(self)
         with self.connection() as c:
+            c.execute("PRAGMA journal_mode=WAL")  # kept in the database file
             c.executescript(_SCHEMA)
 
     def _open(self) -> sqlite3.Connection:
+        # timeout=30 is SQLite's busy timeout; WAL mode is a property of the file (set once).
         c = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
             c.row_factory = sqlite3.Row
-            c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")
-            c.execute("PRAGMA busy_timeout=30000")
         except BaseException:
             c.close()
             raise
@@ -192,9 +195,15 @@ class Store:
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
         """Check a connection out of the pool for the ``with`` block (autocommit mode)."""
+        stale: list[sqlite3.Connection] = []
         with self._lock:
-            c = self._idle.pop() if self._idle else None
+            c = self._idle.pop()[0] if self._idle else None
             generation = self._generation
+            cutoff = time.monotonic() - POOL_IDLE_S
+            while len(self._idle) > 1 and self._idle[0][1] < cutoff:  # the least recently used first
+                stale.append(self._idle.pop(0)[0])
+        for old in stale:
+            old.close()
         if c is None:
             c = self._open()
         try:
@@ -208,7 +217,7 @@ class Store:
             if reusable:
                 with self._lock:
                     if generation == self._generation and len(self._idle) < self._pool_idle:
-                        self._idle.append(c)
+                        self._idle.append((c, time.monotonic()))
                         keep = True
             if not keep:
                 c.close()
@@ -240,7 +249,7 @@ class Store:
         with self._lock:
             conns, self._idle = self._idle, []
             self._generation += 1
-        for c in conns:
+        for c, _ in conns:
             c.close()
 
     # ------------------------------------------------------------ instances
