@@ -8,7 +8,7 @@ STAMP := $(VENV)/.mrinode-installed
 export TCP_NODELAY := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup system-deps realdata test lint typecheck pytest demo demo-stop bench bench-real clean
+.PHONY: setup system-deps realdata test lint typecheck pytest demo demo-stop bench bench-real bench-soak clean
 
 setup: system-deps $(STAMP) realdata
 
@@ -54,6 +54,10 @@ bench: setup
 # Real data as the judge, with the dcm-classifier anchor (its own venv in var/dcmclf-venv).
 bench-real: setup
 	$(BIN)/python -m bench.real
+
+# N storescu loops against the node and Orthanc; fds, threads, RSS at start, end and after settling.
+bench-soak: setup
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
