@@ -46,6 +46,7 @@ from tests.support.rawpeer import (
     a_associate_rq,
     c_echo_rq,
     c_store_rq,
+    command_set,
     p_data,
 )
 
@@ -239,6 +240,38 @@ def test_malformed_store_command_is_answered_with_a_failure_at_once(
         peer.send_command(1, c_echo_rq(6))
         assert peer.read_response(timeout=3.0).status == 0x0000
         peer.release()
+    assert node.store.count_instances() == 0
+    assert_still_serves(node, tmp_path)
+
+
+BROKEN_COMMANDS = {
+    "truncated": c_store_rq(21, MR_STORAGE, "1.2.826.0.1.3680043.8.498.77.7")[:-5],
+    "unknown-command-field": command_set([(0x0002, b"1.2.840.10008.5.1.4.1.1.4\x00"), (0x0100, b"\x0f\x0f"),
+                                          (0x0110, b"\x16\x00"), (0x0800, b"\x00\x00")]),
+    "store-without-data-set": command_set([(0x0002, b"1.2.840.10008.5.1.4.1.1.4\x00"), (0x0100, b"\x01\x00"),
+                                           (0x0110, b"\x17\x00"), (0x0700, b"\x00\x00"), (0x0800, b"\x01\x01"),
+                                           (0x1000, b"1.2.826.0.1.3680043.8.498.77.8\x00")]),
+    "random-bytes": bytes(range(1, 200)),
+    "class-not-of-the-context": c_store_rq(24, "1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.8.498.77.9"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_COMMANDS))
+def test_broken_command_set_is_refused_at_once(node: ScpNode, tmp_path: Path, name: str) -> None:
+    """A failure status, an A-ABORT or a closed connection within a second; never a success, never silence."""
+    with RawPeer("127.0.0.1", node.port) as peer:
+        peer.associate(CONTEXTS)
+        t0 = time.monotonic()
+        peer.send_command(3, BROKEN_COMMANDS[name])
+        with contextlib.suppress(ConnectionError):
+            peer.send_dataset(3, _dataset("1.2.826.0.1.3680043.8.498.77.10"))
+        try:
+            rsp = peer.read_response(timeout=3.0)
+        except ConnectionError:  # aborted or closed
+            rsp = None
+        assert time.monotonic() - t0 < 1.0, f"refused after {time.monotonic() - t0:.1f} s"
+        if rsp is not None:
+            assert rsp.status not in (None, 0x0000), f"answered 0x{rsp.command:04X} with status {rsp.status}"
     assert node.store.count_instances() == 0
     assert_still_serves(node, tmp_path)
 
