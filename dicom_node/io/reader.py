@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
@@ -121,6 +123,26 @@ def _read(path: Path) -> Dataset:
     return ds
 
 
+def _check_geometry(frame: Frame) -> None:
+    """Refuse a frame whose position, orientation or spacing has the wrong number of values or is not finite.
+
+    Every frame reader parses these from the header (per frame for Enhanced MR); a damaged
+    value there must not reach the geometry code as a numpy error.
+    """
+    ok = (
+        np.shape(frame.ipp) == (3,)
+        and np.shape(frame.iop) == (6,)
+        and len(frame.pixel_spacing) == 2
+        and (frame.normal is None or np.shape(frame.normal) == (3,))
+        and bool(np.all(np.isfinite(frame.ipp)) and np.all(np.isfinite(frame.iop)))
+        and all(math.isfinite(v) and v > 0 for v in frame.pixel_spacing)
+    )
+    if not ok:
+        raise SeriesReadError(
+            frame.header, "a frame has a malformed ImagePositionPatient, ImageOrientationPatient or PixelSpacing"
+        )
+
+
 def read_series(paths: Iterable[str | Path]) -> list[Volume]:
     """Read the files of one series into volumes.
 
@@ -191,6 +213,8 @@ def read_series(paths: Iterable[str | Path]) -> list[Volume]:
         raise SeriesReadError(first, "its files have no SeriesInstanceUID")
     if not frames:
         raise SeriesReadError(first, "it holds no image frames")
+    for frame in frames:
+        _check_geometry(frame)
     volumes: list[Volume] = []
     for split, group in split_frames(frames):
         data, affine, ordered = stack_frames(group)

@@ -3,8 +3,8 @@
 The contract: whatever the files hold, the reader returns volumes or raises its own
 :class:`~dicom_node.io.errors.SeriesReadError` (the job then fails with that sentence) —
 never another exception (a traceback in a worker), never a hang. Inputs: a small synthetic
-series (three 8 x 6 slices, uncompressed and RLE), a small Enhanced MR and pydicom's real
-``MR_small`` files, with one file damaged in its bytes, its element lengths or cut short.
+series (three 8 x 6 slices, uncompressed and RLE), a small Enhanced MR, a Siemens mosaic, a
+two-b-value DWI series and pydicom's real ``MR_small`` files, with one file damaged in its bytes, its element lengths or cut short.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _series() -> dict[str, list[bytes]]:
     from pydicom.data import get_testdata_file
     from pydicom.uid import RLELossless
 
-    from tests.io.series_factory import make_enhanced_series, make_series
+    from tests.io.series_factory import make_dwi_series, make_enhanced_series, make_mosaic_series, make_series
 
     tmp = Path(tempfile.mkdtemp(prefix="mrinode-fuzz-reader-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
@@ -47,6 +47,10 @@ def _series() -> dict[str, list[bytes]]:
     paths, _ = make_enhanced_series(tmp / "enhanced")
     if sum(p.stat().st_size for p in paths) < 200_000:
         out["enhanced"] = [p.read_bytes() for p in sorted(paths)]
+    paths, _ = make_mosaic_series(tmp / "mosaic")  # Siemens mosaic with a CSA header
+    out["mosaic"] = [p.read_bytes() for p in sorted(paths)]
+    paths, _ = make_dwi_series(tmp / "dwi", b_values=(0.0, 1000.0))  # split by b-value
+    out["dwi"] = [p.read_bytes() for p in sorted(paths)]
     for name in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm"):
         path = get_testdata_file(name)  # installed with pydicom: no download
         if path is not None:
