@@ -275,3 +275,64 @@ def test_ae_titles_with_control_characters_are_refused_unquoted(tmp_path: Path,
             s.close()
         assert _dropped(n, "bad_ae_title") == 2
         assert not any("FAKE" in r.getMessage() or "\n" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("fast_reactor", [True, False])
+def test_associations_on_descriptors_above_1024(tmp_path: Path, fast_reactor: bool) -> None:
+    """``select()`` cannot watch a descriptor above 1 023: the node uses ``poll``/``epoll``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip("the descriptor limit is below 1 400")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    fillers: list[int] = []
+    try:
+        with node(tmp_path, fast_reactor=fast_reactor) as n:
+            while len(os.listdir("/proc/self/fd")) < 1100:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            for k in range(3):
+                a = rd.RawAssociation(n.port)
+                assert a.result == 0x02 and a.echo(k + 1) == 0
+                a.release()
+            r = _echoscu(n.port) if shutil.which("echoscu") else None
+            assert r is None or r.returncode == 0, r.stderr
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls_handshake_does_not_block_the_accept_loop(tmp_path: Path) -> None:
+    """The TLS handshake runs in the gate, bounded by the association timeout (pynetdicom ran it
+    in the accept loop, without a timeout: one silent peer stopped every later connection)."""
+    from pydicom.uid import ImplicitVRLittleEndian
+    from pynetdicom import AE
+
+    from tests.dicom_node.test_tls import _client_context, _pki
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _pki(pki)
+    tls = {"enabled": True, "cert": str(pki / "server.crt"), "key": str(pki / "server.key"), "ca": str(pki / "ca.crt"),
+           "verify_client": True}
+    with node(tmp_path, tls=tls, association_timeout_s=1.0) as n:
+        silent = _connect(n.port)
+        garbage = _connect(n.port)
+        garbage.sendall(rd.associate_rq())  # plain DICOM on the TLS port
+        ae = AE(ae_title="TESTSCU")
+        ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 3
+        ae.add_requested_context(rd.VERIFICATION, [ImplicitVRLittleEndian])
+        t0 = time.monotonic()
+        assoc = ae.associate("127.0.0.1", n.port, ae_title="MRINODE", tls_args=(_client_context(pki, True), "127.0.0.1"))
+        try:
+            assert assoc.is_established
+            assert assoc.send_c_echo().Status == 0
+            assoc.release()
+            assert time.monotonic() - t0 < 1.0
+            assert _closed_by_peer(garbage, 3) and _closed_by_peer(silent, 3)
+            assert _dropped(n, "tls") == 1 and _dropped(n, "artim") == 1
+        finally:
+            silent.close()
+            garbage.close()
