@@ -11,8 +11,9 @@ after :func:`dicom_node.fastpath.install`, from the ``EVT_CONN_OPEN`` handler) p
   (implicit VR little endian, the nine elements Part 7 allows and nothing else);
 * collects the data-set fragments that follow and, on the last one, calls the store
   handler with the request's UIDs, the context's transfer syntax and the bytes;
-* answers success with the direct encoder of :mod:`dicom_node.fastpath`, any other status
-  through pynetdicom's own ``send_msg`` (with the error comment).
+* answers with the direct encoder of :mod:`dicom_node.fastpath` (status and error
+  comment), through pynetdicom's own ``send_msg`` only when the peer's maximum PDU is
+  smaller than the response.
 
 Everything else goes to pynetdicom unchanged, from the first fragment on: other DIMSE
 messages, command sets split over fragments or with elements outside the nine, a request
@@ -33,7 +34,7 @@ from typing import Any
 
 from dicom_node.fastpath import encode_response_command
 
-__all__ = ["StoreHandler", "StoreReceiver", "StoreRequest", "install", "parse_store_command"]
+__all__ = ["StoreHandler", "StoreReceiver", "StoreRequest", "command_elements", "install", "parse_store_command"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,39 @@ def parse_store_command(raw: bytes) -> StoreRequest | None:
     if "message_id" not in values or not values.get("sop_class") or not values.get("sop_instance"):
         return None
     return StoreRequest(int(values["message_id"]), str(values["sop_class"]), str(values["sop_instance"]))
+
+
+def command_elements(raw: bytes) -> dict[int, bytes] | None:
+    """The elements of a command set (implicit VR little endian), by element number.
+
+    Parameters
+    ----------
+    raw : bytes
+        The encoded command set.
+
+    Returns
+    -------
+    dict or None
+        ``{element: value bytes}``, or ``None`` unless every element is in group 0000, in
+        ascending order, inside the buffer, and the group length (if any) matches.
+    """
+    out: dict[int, bytes] = {}
+    pos, end, last = 0, len(raw), -1
+    try:
+        while pos < end:
+            group, elem, length = struct.unpack_from("<HHI", raw, pos)
+            pos += 8
+            if group != 0x0000 or elem <= last or pos + length > end:
+                return None
+            last = elem
+            out[elem] = raw[pos : pos + length]
+            pos += length
+    except struct.error:
+        return None
+    group_length = out.get(0x0000)
+    if group_length is not None and (len(group_length) != 4 or struct.unpack("<I", group_length)[0] != end - 12):
+        return None
+    return out
 
 
 @dataclass
@@ -201,9 +235,11 @@ class StoreReceiver:
                                        str(cx.transfer_syntax[0]), stream)
         if not assoc.is_established:
             return
-        command = encode_response_command(0x8001, req.message_id, status, req.sop_class, req.sop_instance)
+        command = encode_response_command(0x8001, req.message_id, status, req.sop_class, req.sop_instance, comment)
         max_pdu = self.dimse.maximum_pdu_size
-        if status == 0x0000 and comment is None and (not max_pdu or len(command) + 6 <= max_pdu):
+        # Every status encoded directly (pynetdicom's encoder validates the request's UIDs
+        # again, logging them raw, and raises on one over 64 characters).
+        if not max_pdu or len(command) + 6 <= max_pdu:
             from pynetdicom.pdu_primitives import P_DATA
 
             pdata = P_DATA()

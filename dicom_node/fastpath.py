@@ -194,15 +194,25 @@ def _uid(uid: str) -> bytes:
     return raw + b"\x00" if len(raw) % 2 else raw
 
 
-def encode_response_command(command_field: int, message_id: int, status: int, sop_class: str,
-                            sop_instance: str | None) -> bytes:
-    """Encode a DIMSE-C response command set without data set (implicit VR little endian)."""
+def _lo(text: str) -> bytes:
+    raw = text.encode("ascii", "replace")[:64]
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def encode_response_command(command_field: int, message_id: int, status: int, sop_class: str | None,
+                            sop_instance: str | None, error_comment: str | None = None) -> bytes:
+    """Encode a DIMSE-C response command set without data set (implicit VR little endian).
+
+    Empty or ``None`` UIDs and error comment are left out; the error comment is cut to 64
+    characters (LO).
+    """
     body = b"".join([
-        _el(0x0002, _uid(sop_class)),
+        _el(0x0002, _uid(sop_class)) if sop_class else b"",
         _el(0x0100, struct.pack("<H", command_field)),
         _el(0x0120, struct.pack("<H", message_id)),
         _el(0x0800, struct.pack("<H", 0x0101)),
         _el(0x0900, struct.pack("<H", status)),
+        _el(0x0902, _lo(error_comment)) if error_comment else b"",
         _el(0x1000, _uid(sop_instance)) if sop_instance else b"",
     ])
     return _el(0x0000, struct.pack("<I", len(body))) + body

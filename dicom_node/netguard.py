@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import select
 import selectors
 import socket
@@ -606,20 +607,161 @@ def check_request(kind: str, abstract_syntax: str, sop_class: str | None, sop_in
     return None
 
 
+def _send_response(assoc: Any, context_id: int, command_field: int, message_id: int, status: int,
+                   sop_class: str | None, sop_instance: str | None, comment: str) -> bool:
+    """Send a response command directly; ``False`` when it does not fit the peer's maximum PDU."""
+    from pynetdicom.pdu_primitives import P_DATA
+
+    from dicom_node.fastpath import encode_response_command
+
+    command = encode_response_command(command_field, message_id, status, sop_class, sop_instance, comment)
+    max_pdu = assoc.dimse.maximum_pdu_size
+    if max_pdu and len(command) + 6 > max_pdu:
+        return False
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+    assoc.dul.send_pdu(pdata)
+    return True
+
+
 def _answer(assoc: Any, msg: Any, context_id: int, status: int, comment: str) -> None:
     from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 
     kind = type(msg).__name__
+    message_id = msg.MessageID if msg.MessageID is not None else 0
+    sop_class = str(msg.AffectedSOPClassUID) if msg.AffectedSOPClassUID else None
+    sop_instance = str(msg.AffectedSOPInstanceUID) if kind == "C_STORE" and msg.AffectedSOPInstanceUID else None
+    if _send_response(assoc, context_id, 0x8001 if kind == "C_STORE" else 0x8030, message_id, status, sop_class,
+                      sop_instance, comment):
+        return
     rsp: Any = C_STORE() if kind == "C_STORE" else C_ECHO()
-    rsp.MessageIDBeingRespondedTo = msg.MessageID if msg.MessageID is not None else 0
-    sop_class = msg.AffectedSOPClassUID
+    rsp.MessageIDBeingRespondedTo = message_id
     if sop_class:
         rsp.AffectedSOPClassUID = sop_class
-    if kind == "C_STORE" and msg.AffectedSOPInstanceUID:
-        rsp.AffectedSOPInstanceUID = msg.AffectedSOPInstanceUID
+    if sop_instance:
+        rsp.AffectedSOPInstanceUID = sop_instance
     rsp.Status = status
     rsp.ErrorComment = comment[:64]
     assoc.dimse.send_msg(rsp, context_id)
+
+
+#: Command Field values pynetdicom can decode (DIMSE-C and DIMSE-N requests and responses, C-CANCEL).
+_COMMAND_FIELDS = frozenset({0x0001, 0x0010, 0x0020, 0x0021, 0x0030, 0x0FFF, 0x0100, 0x0110, 0x0120, 0x0130, 0x0140,
+                             0x0150}) | frozenset(c | 0x8000 for c in (0x0001, 0x0010, 0x0020, 0x0021, 0x0030, 0x0100,
+                                                                        0x0110, 0x0120, 0x0130, 0x0140, 0x0150))
+_UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+
+
+def _uid_value(raw: bytes | None) -> str | None:
+    """A UID element's value if it is a valid UID (PS3.5 §9.1), else ``None``."""
+    if not raw:
+        return None
+    text = raw.rstrip(b"\x00 ").decode("ascii", "replace")
+    return text if len(text) <= 64 and _UID_RE.fullmatch(text) else None
+
+
+def _us(raw: bytes | None) -> int | None:
+    return struct.unpack("<H", raw)[0] if raw is not None and len(raw) == 2 else None
+
+
+class _CommandGuard:
+    """The association's ``receive_primitive``, in front of pynetdicom's (and fastdimse's).
+
+    A command set that arrives whole at a message boundary is read first: one that cannot be
+    read, or has a Command Field pynetdicom does not know, aborts the association (one log
+    line; pynetdicom would log a traceback and abort). A C-STORE-RQ without a data set or
+    whose Message ID, Affected SOP Class UID or Affected SOP Instance UID is missing or not a
+    valid UID is answered ``0xC000`` at once and its data set discarded (pynetdicom would log
+    a traceback, or wait for nothing). A data fragment outside any message aborts.
+    """
+
+    def __init__(self, assoc: Any, inner: Callable[[Any], None], on_failure: Callable[[int], None]) -> None:
+        self.assoc = assoc
+        self.inner = inner
+        self.on_failure = on_failure
+        self.discarding: int | None = None  # context ID whose data set is being dropped
+
+    def _abort(self, why: str) -> None:
+        log.warning("aborting the association: %s", why)
+        self.assoc.dimse.message = None
+        self.discarding = None
+        self.assoc.dul.event_queue.put("Evt19")
+
+    def _at_boundary(self) -> bool:
+        return self.assoc.dimse.message is None and getattr(self.inner, "pending", None) is None
+
+    def __call__(self, primitive: Any) -> None:
+        pdvs: list[tuple[int, bytes]] = primitive.presentation_data_value_list
+        while pdvs and self.discarding is not None:
+            context_id, data = pdvs[0]
+            if not data or data[0] & 1 or context_id != self.discarding:
+                self._abort("a refused C-STORE's data set was interrupted")
+                return
+            if data[0] & 2:
+                self.discarding = None
+            pdvs = pdvs[1:]
+        if not pdvs:
+            return
+        if self._at_boundary():
+            context_id, data = pdvs[0]
+            if not data or not data[0] & 1:
+                self._abort("a data fragment outside any DIMSE message")
+                return
+            if data[0] & 2 and self._refused(context_id, bytes(data[1:])):
+                if len(pdvs) > 1:
+                    self(_rest(pdvs[1:]))
+                return
+        if len(pdvs) != len(primitive.presentation_data_value_list):
+            primitive = _rest(pdvs)
+        try:
+            self.inner(primitive)
+        except Exception as exc:  # pynetdicom's decoder on a command set it cannot read
+            self._abort(f"undecodable DIMSE message ({type(exc).__name__})")
+
+    def _refused(self, context_id: int, raw: bytes) -> bool:
+        """Check one whole command set; ``True`` when it was answered or aborted here."""
+        from dicom_node.fastdimse import command_elements
+
+        fields = command_elements(raw)
+        command = _us(fields.get(0x0100)) if fields is not None else None
+        if fields is None or command not in _COMMAND_FIELDS:
+            self._abort("a command set that cannot be read" if fields is None else "an unknown DIMSE command")
+            return True
+        if command == 0x0030 and fields.get(0x0002) and _uid_value(fields.get(0x0002)) is None:
+            self._abort("a C-ECHO-RQ whose Affected SOP Class UID is not a UID")
+            return True
+        if command != 0x0001:
+            return False
+        message_id = _us(fields.get(0x0110))
+        dataset_type = _us(fields.get(0x0800))
+        if message_id is None or dataset_type is None:
+            self._abort("a C-STORE-RQ without Message ID or Command Data Set Type")
+            return True
+        sop_class = _uid_value(fields.get(0x0002))
+        sop_instance = _uid_value(fields.get(0x1000))
+        if dataset_type == 0x0101:
+            comment = "Cannot understand: C-STORE without a data set"
+        elif sop_class is None:
+            comment = "Cannot understand: no valid Affected SOP Class UID"
+        elif sop_instance is None:
+            comment = "Cannot understand: no valid Affected SOP Instance UID"
+        else:
+            return False
+        log.warning("C-STORE request refused with 0xC000: %s", comment)
+        self.on_failure(0xC000)
+        if dataset_type != 0x0101:
+            self.discarding = context_id
+        if not _send_response(self.assoc, context_id, 0x8001, message_id, 0xC000, sop_class, sop_instance, comment):
+            self._abort("the peer's maximum PDU is too small for a response")
+        return True
+
+
+def _rest(pdvs: list[tuple[int, bytes]]) -> Any:
+    from pynetdicom.pdu_primitives import P_DATA
+
+    rest = P_DATA()
+    rest.presentation_data_value_list = [[cx, bytes(data)] for cx, data in pdvs]  # type: ignore[misc]
+    return rest
 
 
 def _guard_serve(assoc: Any, on_failure: Callable[[int], None]) -> None:
@@ -734,6 +876,7 @@ def install(assoc: Any, prefix: bytes, limits: Limits, on_drop: DropCounter,
     # release or abort); and the association thread's wait for the request.
     assoc.acse_timeout = limits.association_timeout_s
     _guard_serve(assoc, on_failure)
+    assoc.dimse.receive_primitive = _CommandGuard(assoc, assoc.dimse.receive_primitive, on_failure)
     _unbind_standard_handlers(assoc)
 
     def dul_ended(error: BaseException | None) -> None:

@@ -336,3 +336,42 @@ def test_tls_handshake_does_not_block_the_accept_loop(tmp_path: Path) -> None:
         finally:
             silent.close()
             garbage.close()
+
+
+_UNKNOWN_COMMAND = rd.command([(0x0002, b"1.2.840.10008.5.1.4.1.1.4\x00"), (0x0100, b"\x0f\x0f"), (0x0110, b"\x16\x00"),
+                               (0x0800, b"\x00\x00")])
+_STORE_WITHOUT_DATA_SET = rd.command([(0x0002, b"1.2.840.10008.5.1.4.1.1.4\x00"), (0x0100, b"\x01\x00"),
+                                      (0x0110, b"\x17\x00"), (0x0700, b"\x00\x00"), (0x0800, b"\x01\x01"),
+                                      (0x1000, b"1.2.826.0.1.3680043.8.498.77.8\x00")])
+
+
+@pytest.mark.parametrize("fast_reactor", [True, False])
+@pytest.mark.parametrize(("command", "answer"), [
+    (rd.store_rq(5, rd.MR_STORAGE, "1." * 40 + "1"), 0xC000),  # a UID over 64 characters
+    (rd.store_rq(5, rd.MR_STORAGE, "1.2.3\nFAKE LOG LINE"), 0xC000),
+    (rd.store_rq(5, rd.MR_STORAGE, "1.2.abc.4"), 0xC000),
+    (_STORE_WITHOUT_DATA_SET, 0xC000),
+    (_UNKNOWN_COMMAND, None),  # A-ABORT
+    (bytes(range(1, 200)), None),
+], ids=["long-uid", "newline-uid", "letters-uid", "no-data-set", "unknown-command", "random-bytes"])
+def test_unreadable_commands_are_answered_or_aborted_without_traceback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, fast_reactor: bool, command: bytes, answer: int | None) -> None:
+    with node(tmp_path, fast_reactor=fast_reactor) as n:
+        a = rd.RawAssociation(n.port, contexts=[(1, rd.VERIFICATION, [rd.IMPLICIT]), (3, rd.MR_STORAGE, [rd.IMPLICIT])],
+                              timeout=1.0)
+        a.sock.sendall(rd.pdata(3, command, 0x03))
+        if answer is not None and command is not _STORE_WITHOUT_DATA_SET:
+            a.sock.sendall(rd.pdata(3, b"\x08\x00\x16\x00\x02\x00\x00\x001\x00", 0x02))  # its data set
+        kind, body = rd.read_pdu(a.sock)
+        if answer is None:
+            assert kind == 0x07
+        else:
+            assert kind == 0x04 and rd.status_of(body) == answer
+            assert a.echo(9) == 0  # the association lives on
+            a.release()
+        a.close()
+        time.sleep(0.2)
+        assert not [r.getMessage() for r in caplog.records if r.exc_info or r.exc_text]
+        assert not any("FAKE" in r.getMessage() for r in caplog.records)
+        if answer is not None:
+            assert n.metric("mrinode_store_failures_total", {"status": "0xC000"}) == 1
