@@ -98,6 +98,8 @@ class Limits:
     max_pending: int
     max_pdu: int
     network_timeout_s: float
+    #: Largest data set of one DIMSE message held in memory (0: no limit).
+    max_dataset_bytes: int = 0
 
 
 DropCounter = Callable[[str], None]
@@ -672,14 +674,20 @@ class _CommandGuard:
     line; pynetdicom would log a traceback and abort). A C-STORE-RQ without a data set or
     whose Message ID, Affected SOP Class UID or Affected SOP Instance UID is missing or not a
     valid UID is answered ``0xC000`` at once and its data set discarded (pynetdicom would log
-    a traceback, or wait for nothing). A data fragment outside any message aborts.
+    a traceback, or wait for nothing). A data fragment outside any message aborts, and so
+    does a data set that grows past ``max_dataset_bytes`` (both readers hold a message's
+    data set in memory until its last fragment).
     """
 
-    def __init__(self, assoc: Any, inner: Callable[[Any], None], on_failure: Callable[[int], None]) -> None:
+    def __init__(self, assoc: Any, inner: Callable[[Any], None], on_failure: Callable[[int], None],
+                 max_dataset_bytes: int = 0, on_drop: DropCounter | None = None) -> None:
         self.assoc = assoc
         self.inner = inner
         self.on_failure = on_failure
+        self.max_dataset_bytes = max_dataset_bytes
+        self.on_drop = on_drop
         self.discarding: int | None = None  # context ID whose data set is being dropped
+        self.dataset_bytes = 0  # data set bytes of the message being received
 
     def _abort(self, why: str) -> None:
         log.warning("aborting the association: %s", why)
@@ -711,6 +719,20 @@ class _CommandGuard:
                 if len(pdvs) > 1:
                     self(_rest(pdvs[1:]))
                 return
+        if self.max_dataset_bytes:
+            for _, data in pdvs:
+                if data and not data[0] & 1:
+                    self.dataset_bytes += len(data) - 1
+                    if self.dataset_bytes > self.max_dataset_bytes:
+                        if self.on_drop is not None:
+                            self.on_drop("dataset_too_large")
+                        self._abort(f"a data set over {self.max_dataset_bytes} bytes")
+                        self.dataset_bytes = 0
+                        if getattr(self.inner, "pending", None) is not None:
+                            self.inner.pending = None  # type: ignore[attr-defined]
+                        return
+                    if data[0] & 2:
+                        self.dataset_bytes = 0
         if len(pdvs) != len(primitive.presentation_data_value_list):
             primitive = _rest(pdvs)
         try:
@@ -876,7 +898,8 @@ def install(assoc: Any, prefix: bytes, limits: Limits, on_drop: DropCounter,
     # release or abort); and the association thread's wait for the request.
     assoc.acse_timeout = limits.association_timeout_s
     _guard_serve(assoc, on_failure)
-    assoc.dimse.receive_primitive = _CommandGuard(assoc, assoc.dimse.receive_primitive, on_failure)
+    assoc.dimse.receive_primitive = _CommandGuard(assoc, assoc.dimse.receive_primitive, on_failure,
+                                                  limits.max_dataset_bytes, on_drop)
     _unbind_standard_handlers(assoc)
 
     def dul_ended(error: BaseException | None) -> None:

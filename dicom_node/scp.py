@@ -209,7 +209,10 @@ class StoreSCP:
             from dicom_node.fastpath import CheapCopyContexts
 
             server.contexts = CheapCopyContexts(server.contexts)
-        limits = Limits(d.association_timeout_s, d.max_pending_per_host, d.max_pending, d.max_pdu, d.network_timeout_s)
+        # One message's data set is held in memory until its last fragment: bounded by the
+        # largest data set the node accepts at all (the inflated-size limit).
+        limits = Limits(d.association_timeout_s, d.max_pending_per_host, d.max_pending, d.max_pdu, d.network_timeout_s,
+                        max_dataset_bytes=d.max_inflated_mb * 1024 * 1024)
         self._limits = limits
         self._gate = Gate(server, limits, self._dropped)
         ae._servers.append(server)

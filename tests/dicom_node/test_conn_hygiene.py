@@ -375,3 +375,19 @@ def test_unreadable_commands_are_answered_or_aborted_without_traceback(
         assert not any("FAKE" in r.getMessage() for r in caplog.records)
         if answer is not None:
             assert n.metric("mrinode_store_failures_total", {"status": "0xC000"}) == 1
+
+
+@pytest.mark.parametrize("fast_reactor", [True, False])
+def test_a_data_set_past_the_size_limit_aborts(tmp_path: Path, fast_reactor: bool) -> None:
+    """Both readers hold a data set in memory until its last fragment: that memory is bounded."""
+    with node(tmp_path, fast_reactor=fast_reactor, max_inflated_mb=1) as n:
+        a = rd.RawAssociation(n.port, contexts=[(3, rd.MR_STORAGE, [rd.IMPLICIT])])
+        a.sock.sendall(rd.pdata(3, rd.store_rq(1, rd.MR_STORAGE, "1.2.826.0.1.3680043.10.543.99"), 0x03))
+        with suppress(OSError):
+            for _ in range(8):  # 8 x 200 KiB, never the last fragment
+                a.sock.sendall(rd.pdata(3, bytes(200 * 1024), 0x00))
+        kind, _ = rd.read_pdu(a.sock)
+        assert kind in (0x07, 0) and _closed_by_peer(a.sock, 5)
+        a.close()
+        assert _dropped(n, "dataset_too_large") == 1
+        assert n.store.count_instances() == 0
