@@ -9,6 +9,7 @@ its next completion queues a new job unless one is still waiting in ``queued``.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -104,9 +105,14 @@ class Tracker:
 
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set (the tracker thread's body)."""
+        last_warned = 0.0
         while not stop.is_set():
             try:
                 self.poll_once()
+            except sqlite3.OperationalError as exc:  # a full disk or a locked database: said once a minute
+                if time.monotonic() - last_warned >= 60.0:
+                    last_warned = time.monotonic()
+                    log.warning("tracker poll could not use the store database (%s); retrying", exc)
             except Exception:  # keep the thread alive: a failed poll is logged and retried next round
                 log.exception("tracker poll failed")
             stop.wait(self.cfg.tracker.poll_interval_s)

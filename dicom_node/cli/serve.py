@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 __all__ = ["register"]
@@ -32,6 +33,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"mrinode serve: {exc}", file=sys.stderr)
         return 2
+    except (OSError, sqlite3.Error) as exc:  # e.g. the data folder cannot be written, the store cannot open
+        logging.getLogger("dicom_node.serve").error("cannot start: %s", exc)
+        print(f"mrinode serve: cannot start: {exc} (data folder {cfg.node.data_dir})", file=sys.stderr)
+        return 1
     try:
         service.serve_forever()
     except OSError as exc:

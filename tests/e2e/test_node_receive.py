@@ -132,3 +132,15 @@ def test_crashing_pipeline_fails_its_job_and_the_node_keeps_serving(tmp_path: Pa
     assert job["attempts"] == 2 and "exit code 70" in job["last_error"]
     assert node.proc is not None and node.proc.poll() is None
     assert _run("echoscu", "-aec", "MRINODE", "127.0.0.1", port).returncode == 0
+
+
+def test_unwritable_data_folder_stops_with_a_sentence(tmp_path: Path) -> None:
+    # data_dir is a regular file: the store cannot be created. Before the fix this was a traceback.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f'[node]\ndata_dir = "{blocker}"\n[dicom]\nport = 11999\n[api]\nenabled = false\n')
+    r = _mrinode("serve", "--config", str(cfg))
+    assert r.returncode == 1, r.stderr
+    assert "cannot start" in r.stderr and str(blocker) in r.stderr
+    assert "Traceback" not in r.stderr
