@@ -111,7 +111,8 @@ class DicomConfig(_Section):
     max_pending_per_host: int = Field(default=8, ge=1)
     #: Connections not yet associated, from all hosts together.
     max_pending: int = Field(default=128, ge=1)
-    #: Largest inflated size (MiB) of a deflated data set; larger ones get ``0xA700``.
+    #: Largest inflated size (MiB) of a deflated data set (larger ones get ``0xA700``), and of one
+    #: message's data set held in memory (larger ones abort the association).
     max_inflated_mb: int = Field(default=2048, ge=1)
     #: Free space (MiB) kept on the spool's file system: below it new instances get ``0xA700``.
     min_free_mb: int = Field(default=512, ge=0)

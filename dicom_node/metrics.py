@@ -62,6 +62,12 @@ class NodeMetrics:
             "mrinode_disk_low", "1 while the spool's free space is below dicom.min_free_mb (degraded)", registry=r
         )
         self.spool_free_bytes = Gauge("mrinode_spool_free_bytes", "Free bytes on the spool's file system", registry=r)
+        self.associations_active = Gauge(
+            "mrinode_associations_active", "Association slots in use (admitted peers)", registry=r
+        )
+        self.connections_pending = Gauge(
+            "mrinode_connections_pending", "Connections waiting for their association request", registry=r
+        )
         if job_counts is not None:
             r.register(_QueueDepth(job_counts))
 

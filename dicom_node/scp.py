@@ -256,6 +256,12 @@ class StoreSCP:
         with self._slots_lock:
             return self._associated
 
+    @property
+    def pending(self) -> int:
+        """Connections held by the accept gate, not yet associated."""
+        gate = self._gate
+        return 0 if gate is None else int(gate.pending)
+
     def _dropped(self, reason: str) -> None:
         self.metrics.connections_dropped.labels(reason=reason).inc()
 

@@ -99,6 +99,8 @@ class NodeService:
         self.workers = WorkerPool(cfg, self.store, self.queue, self.metrics)
         self.exporter = Exporter(cfg, self.queue, self.metrics, self.audit)
         self.scp = StoreSCP(cfg, self.store, self.spool, self.metrics, self.audit)
+        self.metrics.associations_active.set_function(lambda: float(self.scp.associated))
+        self.metrics.connections_pending.set_function(lambda: float(self.scp.pending))
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._api_server: Any = None
@@ -182,7 +184,7 @@ class NodeService:
 
         app = create_app(self)
         config = uvicorn.Config(app, host=self.cfg.api.host, port=self.cfg.api.port, log_level="warning",
-                                access_log=False, lifespan="off")
+                                access_log=False, lifespan="off", log_config=None)
         server = uvicorn.Server(config)
         t = threading.Thread(target=server.run, name="api", daemon=True)
         t.start()

@@ -83,6 +83,8 @@ def test_below_the_watermark_instances_get_out_of_resources_before_anything_is_w
         assert "disk_low" in health["reasons"][0] and health["spool_free_bytes"] > 0
         metrics = client.get("/metrics", headers={"Authorization": "Bearer t"}).text
     assert "mrinode_disk_low 1.0" in metrics and 'mrinode_store_failures_total{status="0xA700"} 2.0' in metrics
+    # The connection gauges read the SCP (nothing connected now).
+    assert "mrinode_associations_active 0.0" in metrics and "mrinode_connections_pending 0.0" in metrics
     # Space comes back (here: the watermark goes down): accepted again within the check interval.
     low_node.spool.space.min_free_bytes = 0
     time.sleep(1.1)
