@@ -162,6 +162,15 @@ class WorkersConfig(_Section):
     max_attempts: int = Field(default=2, ge=1)
     timeout_s: float = Field(default=3600.0, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Devices of the warm worker processes, one process each (``"cpu"``, ``"cuda:0"``, ``"cuda:1"``, …);
+    #: empty: ``count`` processes on ``device``.
+    devices: list[str] = Field(default_factory=list)
+    #: A warm worker is replaced (between jobs, never mid-job) after this many jobs …
+    max_jobs_per_worker: int = Field(default=200, ge=1)
+    #: … or when its resident memory is above this (MiB; 0 = no limit).
+    max_rss_mb: int = Field(default=0, ge=0)
+    #: Memory the warm models of one worker may hold (MiB); the least recently used are dropped beyond it.
+    model_cache_mb: int = Field(default=4096, ge=0)
 
 
 class ExportConfig(_Section):

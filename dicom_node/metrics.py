@@ -68,6 +68,12 @@ class NodeMetrics:
         self.connections_pending = Gauge(
             "mrinode_connections_pending", "Connections waiting for their association request", registry=r
         )
+        self.model_loads = Counter(
+            "mrinode_model_loads", "Model bundles loaded by a worker", ["model", "version"], registry=r
+        )
+        self.worker_restarts = Counter(
+            "mrinode_worker_restarts", "Warm worker processes restarted", ["reason"], registry=r
+        )
         if job_counts is not None:
             r.register(_QueueDepth(job_counts))
 
