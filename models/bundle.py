@@ -40,22 +40,33 @@ class BundleError(ValueError):
     """A bundle that cannot be found or used, with a sentence saying why."""
 
 
+def _code(value: Any, where: str) -> tuple[str, str, str]:
+    """A ``[code, scheme, meaning]`` triple of strings, or :class:`BundleError` naming ``where``."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(x, str) and x.strip() for x in value):
+        raise BundleError(f"{where} must be [code, scheme, meaning] (three non-empty strings), got {value!r}.")
+    return (str(value[0]), str(value[1]), str(value[2]))
+
+
 @dataclass
 class LabelInfo:
-    """One output label.
+    """One output label, as the SEG and the SR describe it.
 
     Attributes
     ----------
     value : int
-        The label value in the model's label map.
+        The label value in the model's label map (> 0).
     name : str
-        Human-readable name (``"necrotic core"``).
+        Human-readable name (``"Necrotic core"``): the SEG's SegmentLabel and the SR's wording.
     category : tuple of (code, scheme, meaning)
         SNOMED CT segmented property category.
     type : tuple of (code, scheme, meaning)
         SNOMED CT segmented property type.
     colour : tuple of int
         Display colour as sRGB 0-255.
+    tracking_id : str
+        Short tracking identifier (``"ET"``); the name when empty.
+    anatomic_region : tuple of (code, scheme, meaning) or None
+        Where the finding lies (AnatomicRegionSequence), e.g. SNOMED CT Brain.
     """
 
     value: int
@@ -63,16 +74,42 @@ class LabelInfo:
     category: tuple[str, str, str]
     type: tuple[str, str, str]
     colour: tuple[int, int, int]
+    tracking_id: str = ""
+    anatomic_region: tuple[str, str, str] | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LabelInfo:
-        """Build from the card's JSON form."""
+    def from_dict(cls, d: dict[str, Any], where: str = "label") -> LabelInfo:
+        """Build from the card's JSON form.
+
+        Raises
+        ------
+        BundleError
+            A missing key, a value that is not a positive integer, a code that is not a
+            ``[code, scheme, meaning]`` triple or a colour outside 0..255 (the message names
+            ``where`` and the key).
+        """
+        missing = [k for k in ("value", "name", "category", "type", "colour") if k not in d]
+        if missing:
+            raise BundleError(f"{where} lacks the key(s) {', '.join(missing)}.")
+        try:
+            value = int(d["value"])
+        except (TypeError, ValueError):
+            value = 0
+        if value <= 0:
+            raise BundleError(f"{where}: key 'value' must be a positive integer, got {d['value']!r}.")
+        colour = d["colour"]
+        if (not isinstance(colour, (list, tuple)) or len(colour) != 3
+                or not all(isinstance(c, int) and 0 <= c <= 255 for c in colour)):
+            raise BundleError(f"{where}: key 'colour' must be three integers 0-255, got {colour!r}.")
+        region = d.get("anatomic_region")
         return cls(
-            value=int(d["value"]),
+            value=value,
             name=str(d["name"]),
-            category=tuple(d["category"]),  # type: ignore[arg-type]
-            type=tuple(d["type"]),  # type: ignore[arg-type]
-            colour=tuple(int(c) for c in d["colour"]),  # type: ignore[arg-type]
+            category=_code(d["category"], f"{where}: key 'category'"),
+            type=_code(d["type"], f"{where}: key 'type'"),
+            colour=(int(colour[0]), int(colour[1]), int(colour[2])),
+            tracking_id=str(d.get("tracking_id", "") or ""),
+            anatomic_region=None if region is None else _code(region, f"{where}: key 'anatomic_region'"),
         )
 
 
@@ -105,6 +142,10 @@ class Card:
         Plain words on what the model is for.
     weights_sha256 : str
         SHA-256 of ``weights.safetensors``.
+    algorithm : dict
+        How results name the algorithm (AlgorithmIdentificationSequence): ``name`` and
+        ``version`` (default: the card's), ``family`` (``[code, scheme, meaning]``, default
+        DCM 123110 "Artificial Intelligence"), ``source`` and ``parameters`` (str to str).
     """
 
     name: str
@@ -120,6 +161,7 @@ class Card:
     metrics: dict[str, Any] = field(default_factory=dict)
     intended_use: str = NOT_CLINICAL
     weights_sha256: str = ""
+    algorithm: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -132,7 +174,9 @@ class Card:
         Raises
         ------
         BundleError
-            If a required key is missing.
+            If a required key is missing, a label is malformed, two labels share a value,
+            a required or optional sequence is not one of ``channels``, or ``algorithm``
+            is malformed (the message names ``where`` and the key).
         """
         need = ("name", "version", "task", "labels", "channels", "required_sequences", "network")
         missing = [k for k in need if k not in d]
@@ -140,8 +184,44 @@ class Card:
             raise BundleError(f"{where} lacks the key(s) {', '.join(missing)}.")
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in d.items() if k in known}
-        kwargs["labels"] = [LabelInfo.from_dict(x) for x in d["labels"]]
+        labels = [LabelInfo.from_dict(x, f"{where}: labels[{n}]") for n, x in enumerate(d["labels"])]
+        values = [lab.value for lab in labels]
+        if len(set(values)) != len(values):
+            raise BundleError(f"{where}: key 'labels' has two labels with one value ({sorted(values)}).")
+        kwargs["labels"] = labels
+        channels = [str(c) for c in d["channels"]]
+        for key in ("required_sequences", "optional_sequences"):
+            stray = [s for s in d.get(key, []) if s not in channels]
+            if stray:
+                raise BundleError(f"{where}: key {key!r} names {', '.join(map(str, stray))}, which is not one of "
+                                  f"'channels' ({', '.join(channels)}).")
+        algorithm = d.get("algorithm", {}) or {}
+        if not isinstance(algorithm, dict):
+            raise BundleError(f"{where}: key 'algorithm' must be a table, got {algorithm!r}.")
+        if "family" in algorithm:
+            _code(algorithm["family"], f"{where}: key 'algorithm.family'")
+        if not isinstance(algorithm.get("parameters", {}), dict):
+            raise BundleError(f"{where}: key 'algorithm.parameters' must be a table of strings.")
         return cls(**kwargs)
+
+    def algorithm_fields(self) -> dict[str, Any]:
+        """The algorithm identification with the defaults filled in.
+
+        Returns
+        -------
+        dict
+            ``name``, ``version``, ``family`` (a code triple or None for the default),
+            ``source`` (str or None) and ``parameters`` (str to str).
+        """
+        a = self.algorithm or {}
+        family = a.get("family")
+        return {
+            "name": str(a.get("name") or self.name),
+            "version": str(a.get("version") or self.version),
+            "family": tuple(family) if family else None,
+            "source": str(a["source"]) if a.get("source") else None,
+            "parameters": {str(k): str(v) for k, v in (a.get("parameters") or {}).items()},
+        }
 
 
 @dataclass
