@@ -54,7 +54,8 @@ class LabelInfo:
     Attributes
     ----------
     value : int
-        The label value in the model's label map (> 0).
+        The label value in the model's label map (> 0 for segmentation; a
+        classifier's class index may be 0).
     name : str
         Human-readable name (``"Necrotic core"``): the SEG's SegmentLabel and the SR's wording.
     category : tuple of (code, scheme, meaning)
@@ -94,9 +95,9 @@ class LabelInfo:
         try:
             value = int(d["value"])
         except (TypeError, ValueError):
-            value = 0
-        if value <= 0:
-            raise BundleError(f"{where}: key 'value' must be a positive integer, got {d['value']!r}.")
+            value = -1
+        if value < 0:
+            raise BundleError(f"{where}: key 'value' must be an integer >= 0, got {d['value']!r}.")
         colour = d["colour"]
         if (not isinstance(colour, (list, tuple)) or len(colour) != 3
                 or not all(isinstance(c, int) and 0 <= c <= 255 for c in colour)):
@@ -186,6 +187,8 @@ class Card:
         kwargs = {k: v for k, v in d.items() if k in known}
         labels = [LabelInfo.from_dict(x, f"{where}: labels[{n}]") for n, x in enumerate(d["labels"])]
         values = [lab.value for lab in labels]
+        if d["task"] == "segmentation" and 0 in values:
+            raise BundleError(f"{where}: key 'labels' describes value 0, which is the background of a segmentation.")
         if len(set(values)) != len(values):
             raise BundleError(f"{where}: key 'labels' has two labels with one value ({sorted(values)}).")
         kwargs["labels"] = labels
