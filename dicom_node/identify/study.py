@@ -25,7 +25,7 @@ from dicom_node.identify.series import identify_series
 from dicom_node.logs import uid_tag
 from dicom_node.sequences import SequenceLabel
 
-__all__ = ["identify_study", "list_files", "load_pixels", "read_headers"]
+__all__ = ["identify_headers", "identify_study", "list_files", "load_pixels", "read_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +222,34 @@ def identify_study(
         One per series, by series number; unreadable files come last as one row with
         an ``error`` and no series UID.
     """
-    files = list_files(paths_or_dir)
-    series, problems = read_headers(files)
+    series, problems = read_headers(list_files(paths_or_dir))
+    return identify_headers(series, problems, use_pixels=use_pixels, classifier=classifier, threshold=threshold)
+
+
+def identify_headers(
+    series: dict[str, list[tuple[Path, Dataset]]],
+    problems: Sequence[str] = (),
+    *,
+    use_pixels: bool = True,
+    classifier: PixelClassifier | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[SeriesIdentification]:
+    """Identify every series from headers already read (see :func:`read_headers`).
+
+    Parameters
+    ----------
+    series : dict
+        Series UID to its ``(path, header)`` pairs, as :func:`read_headers` returns them.
+    problems : sequence of str
+        One sentence per file that could not be read (one row says them).
+    use_pixels, classifier, threshold
+        As for :func:`identify_study`.
+
+    Returns
+    -------
+    list of SeriesIdentification
+        As :func:`identify_study` returns them.
+    """
     if use_pixels and classifier is None and series:
         from dicom_node.identify.series import default_classifier
 
@@ -253,7 +279,7 @@ def identify_study(
         rows.append(_row(uid, items, ident, error))
     rows.sort(key=lambda r: (r.series_number is None, r.series_number or 0, r.description))
     if problems:
-        ident = Identification(SequenceLabel.UNKNOWN, 0.0, problems, "header", SequenceLabel.UNKNOWN)
+        ident = Identification(SequenceLabel.UNKNOWN, 0.0, list(problems), "header", SequenceLabel.UNKNOWN)
         rows.append(
             SeriesIdentification("", None, "(unreadable files)", "", ident, f"{len(problems)} file(s) could not be read: " + " ".join(problems[:3]), len(problems))
         )
