@@ -28,11 +28,19 @@ association's threads start) replaces, on that one association only:
 The loops' bodies are otherwise those of pynetdicom 3.0 (state machine, timers, kill
 flags), with a 50 ms ceiling on every wait so timers and kill flags are still checked.
 Nothing global is changed. Works with TLS sockets (pending TLS bytes skip the wait).
+
+These are patches of pynetdicom's internals, written for pynetdicom
+:data:`WRITTEN_FOR` (3.0.x). :func:`install` first checks the installed release and that
+every private attribute it (and :mod:`dicom_node.fastdimse`) patches or calls exists, and
+installs all of its patches or none: on another release, or with an attribute missing,
+the association runs on plain pynetdicom (slower, same semantics) and one warning per
+process says why (:func:`unsupported`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import queue
 import select
@@ -43,9 +51,44 @@ import threading
 import types
 from typing import Any
 
-__all__ = ["CheapCopyContexts", "encode_response_command", "install"]
+__all__ = ["WRITTEN_FOR", "CheapCopyContexts", "encode_response_command", "install", "missing_attributes", "unsupported"]
 
 log = logging.getLogger(__name__)
+
+#: The pynetdicom release (major, minor) whose internals these patches were written for.
+WRITTEN_FOR: tuple[int, int] = (3, 0)
+
+#: What the patches (here and in :mod:`dicom_node.fastdimse`) replace or call, looked up
+#: on pynetdicom's modules and classes: ``"module:object"`` and its attributes.
+_NEEDED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pynetdicom.dul:DULServiceProvider", ("run_reactor", "_process_recv_primitive", "_is_transport_event",
+                                           "idle_timer_expired", "receive_pdu", "send_pdu", "is_alive")),
+    ("pynetdicom.association:Association", ("_run_reactor", "_serve_request", "kill", "abort", "unbind")),
+    ("pynetdicom.dimse:DIMSEServiceProvider", ("send_msg", "receive_primitive", "maximum_pdu_size")),
+    ("pynetdicom.acse:ACSE", ("is_release_requested", "is_aborted", "send_release")),
+    ("pynetdicom.pdu", ("A_ABORT_RQ",)),
+    ("pynetdicom.pdu_primitives", ("P_DATA",)),
+    ("pynetdicom.dimse_primitives", ("C_STORE",)),
+    ("pynetdicom.utils", ("make_target",)),
+    ("pynetdicom._config", ("STORE_RECV_CHUNKED_DATASET", "UNRESTRICTED_STORAGE_SERVICE")),
+    ("pynetdicom._handlers", ("standard_dimse_recv_handler", "standard_dimse_sent_handler",
+                              "standard_pdu_recv_handler", "standard_pdu_sent_handler")),
+    ("pynetdicom.events", ("trigger", "EVT_RELEASED", "EVT_ABORTED", "EVT_DIMSE_RECV", "EVT_DIMSE_SENT",
+                        "EVT_PDU_RECV", "EVT_PDU_SENT")),
+)
+
+#: Instance attributes (set in pynetdicom's ``__init__``) read or replaced on each association.
+_NEEDED_ON_INSTANCE: dict[str, tuple[str, ...]] = {
+    "assoc": ("dul", "dimse", "acse", "_dul_ready", "_reactor_checkpoint", "_accepted_cx", "_sent_release",
+              "_kill", "is_established", "is_aborted", "is_released", "_is_paused", "acceptor"),
+    "dul": ("to_provider_queue", "to_user_queue", "event_queue", "_idle_timer", "artim_timer", "state_machine",
+            "_kill_thread", "socket", "assoc", "_target"),
+    "dimse": ("msg_queue", "message"),
+}
+
+_check_lock = threading.Lock()
+_checked: list[str | None] = []  # the process's verdict, once computed: [reason or None]
+_warned = False
 
 _MAX_WAIT_S = 0.05
 _SERVED_INLINE = frozenset({"C_STORE", "C_ECHO"})
@@ -264,22 +307,130 @@ class CheapCopyContexts(list):  # type: ignore[type-arg]
         return out
 
 
-def install(assoc: Any) -> None:
-    """Switch one not-yet-started association to the event-driven reactors.
+def missing_attributes(needed: tuple[tuple[str, tuple[str, ...]], ...]) -> list[str]:
+    """The ``module:object.attribute`` names of ``needed`` that this pynetdicom lacks.
+
+    Parameters
+    ----------
+    needed : tuple
+        Pairs of ``"module"`` or ``"module:object"`` and the attribute names looked up on it.
+
+    Returns
+    -------
+    list of str
+        Each missing name (an unimportable module or missing object counts once).
+    """
+    missing: list[str] = []
+    for where, attrs in needed:
+        module_name, _, obj_name = where.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            if obj_name:
+                obj = getattr(obj, obj_name)
+        except (ImportError, AttributeError):
+            missing.append(where)
+            continue
+        missing.extend(f"{where}.{a}" if obj_name else f"{where}:{a}" for a in attrs if not hasattr(obj, a))
+    return missing
+
+
+def _verdict() -> str | None:
+    import pynetdicom
+
+    version = str(getattr(pynetdicom, "__version__", "?"))
+    try:
+        major_minor = tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        major_minor = ()
+    if major_minor != WRITTEN_FOR:
+        return f"pynetdicom {version} is installed, the fast reactors were written for {WRITTEN_FOR[0]}.{WRITTEN_FOR[1]}.x"
+    missing = missing_attributes(_NEEDED)
+    if missing:
+        return f"pynetdicom {version} lacks {', '.join(missing)}"
+    return None
+
+
+def unsupported() -> str | None:
+    """Why the fast reactors cannot be installed in this process, or ``None`` when they can.
+
+    Checked once per process (the installed release against :data:`WRITTEN_FOR`, then
+    every module, class and attribute the patches need).
+    """
+    with _check_lock:
+        if not _checked:
+            _checked.append(_verdict())
+        return _checked[0]
+
+
+def _forget_check() -> None:
+    """Check again on the next call and warn again (for tests that change pynetdicom)."""
+    global _warned
+    with _check_lock:
+        _checked.clear()
+        _warned = False
+
+
+def _warn_once(reason: str) -> None:
+    global _warned
+    with _check_lock:
+        if _warned:
+            return
+        _warned = True
+    log.warning("fast DICOM reactors not installed, plain pynetdicom serves every association (slower, same "
+                "results): %s", reason)
+
+
+def _instance_gap(assoc: Any) -> list[str]:
+    dul = getattr(assoc, "dul", None)
+    dimse = getattr(assoc, "dimse", None)
+    objects = {"assoc": assoc, "dul": dul, "dimse": dimse}
+    return [f"{kind}.{a}" for kind, attrs in _NEEDED_ON_INSTANCE.items() for a in attrs
+            if not hasattr(objects[kind], a)]
+
+
+def install(assoc: Any) -> bool:
+    """Switch one not-yet-started association to the event-driven reactors, if this pynetdicom allows.
+
+    All patches or none: when :func:`unsupported` gives a reason, or the association lacks
+    an attribute the patches need, nothing is changed, a warning is logged (once per
+    process) and plain pynetdicom serves the association. Install
+    :mod:`dicom_node.fastdimse` only when this returns ``True``.
 
     Parameters
     ----------
     assoc : pynetdicom.association.Association
         From an ``EVT_CONN_OPEN`` handler (the association's threads have not started).
-    """
-    from pynetdicom.pdu import A_ABORT_RQ
 
-    dul = assoc.dul
+    Returns
+    -------
+    bool
+        Whether the patches were installed.
+    """
+    reason = unsupported()
+    if reason is None:
+        gap = _instance_gap(assoc)
+        if gap:
+            reason = f"a pynetdicom association lacks {', '.join(gap)}"
+    if reason is not None:
+        _warn_once(reason)
+        return False
+    # Everything that can fail comes before the first change to the association.
+    from pynetdicom import _handlers, evt
+    from pynetdicom.pdu import A_ABORT_RQ
+    from pynetdicom.utils import make_target
+
     wake_r, wake_w = socket.socketpair()
+    _patch(assoc, wake_r, wake_w, A_ABORT_RQ, make_target, _handlers, evt)
+    return True
+
+
+def _patch(assoc: Any, wake_r: socket.socket, wake_w: socket.socket, abort_pdu_class: Any, make_target: Any,
+           handlers_module: Any, evt: Any) -> None:
+    dul = assoc.dul
     wake_r.setblocking(False)
     wake_w.setblocking(False)
     dul._mrinode_wake_r, dul._mrinode_wake_w = wake_r, wake_w
-    dul._abort_pdu_class = A_ABORT_RQ
+    dul._abort_pdu_class = abort_pdu_class
 
     provider_q = dul.to_provider_queue
     provider_put = provider_q.put
@@ -328,13 +479,11 @@ def install(assoc: Any) -> None:
 
     dimse_q.put = put_or_serve
     if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
-        from pynetdicom import _handlers, evt
-
         for event, handler in (
-            (evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
-            (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
-            (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
-            (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler),
+            (evt.EVT_DIMSE_RECV, handlers_module.standard_dimse_recv_handler),
+            (evt.EVT_DIMSE_SENT, handlers_module.standard_dimse_sent_handler),
+            (evt.EVT_PDU_RECV, handlers_module.standard_pdu_recv_handler),
+            (evt.EVT_PDU_SENT, handlers_module.standard_pdu_sent_handler),
         ):
             with contextlib.suppress(ValueError, KeyError):
                 assoc.unbind(event, handler)
@@ -346,7 +495,5 @@ def install(assoc: Any) -> None:
     # ``Thread.__init__`` captured the original bound ``run_reactor`` as the thread's
     # target; point the not-yet-started thread at the replacement.
     if not dul.is_alive():
-        from pynetdicom.utils import make_target
-
         dul._target = make_target(dul.run_reactor)
     assoc._run_reactor = types.MethodType(_assoc_reactor, assoc)

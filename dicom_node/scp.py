@@ -282,8 +282,8 @@ class StoreSCP:
         if self.cfg.dicom.fast_reactor:
             from dicom_node import fastdimse, fastpath
 
-            fastpath.install(assoc)
-            fastdimse.install(assoc, self._on_store_stream)
+            if fastpath.install(assoc):  # all patches or none (plain pynetdicom on another release)
+                fastdimse.install(assoc, self._on_store_stream)
         raw = getattr(assoc.dul.socket, "socket", None)
         prefix = self._gate.take_prefix(raw) if self._gate is not None else b""
         netguard.install(assoc, prefix, self._limits, self._dropped, self._store_refused, self._release_slot)
