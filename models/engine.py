@@ -413,9 +413,14 @@ class InferenceEngine:
         )
 
 
+#: ``(name, version)`` of each engine built (a cache miss) since a warm worker last emptied it.
+LOAD_EVENTS: list[tuple[str, str]] = []
+
+
 @functools.lru_cache(maxsize=4)
 def _cached(folder: str, sha: str, device: str, overlap: float | None) -> InferenceEngine:
     bundle = load_bundle(Path(folder))
+    LOAD_EVENTS.append((bundle.card.name, bundle.card.version))
     return InferenceEngine(bundle, device=device, overlap=overlap)
 
 
