@@ -37,6 +37,7 @@ from dicom_node.config_models import (
     TrackerConfig,
     WorkersConfig,
 )
+from dicom_node.typed_config import TAG_PREFIX, did_you_mean, known_keys
 
 __all__ = [
     "AllowedCaller",
@@ -78,10 +79,11 @@ def _key_of(loc: tuple[int | str, ...], data: Any) -> str:
 def _format_errors(exc: ValidationError, data: Any, source: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith(("function-", TAG_PREFIX))))
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (not a setting; check the spelling against deploy/node.example.toml)"
+            hint = did_you_mean(str(loc[-1]), known_keys(NodeConfig, tuple(err["loc"])[:-1])) if loc else ""
+            msg = f"unknown key{hint} (not a setting; check the spelling against deploy/node.example.toml)"
         msg = msg.rstrip(".")
         lines.append(f"config key '{_key_of(loc, data)}': {msg}.")
     return f"{source}: " + " ".join(lines)

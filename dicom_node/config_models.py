@@ -7,19 +7,32 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from dicom_node.sequences import parse_sequence_label
+from dicom_node.typed_config import TAG_PREFIX
 
 __all__ = [
+    "DESTINATION_KINDS",
     "AllowedCaller",
     "ApiConfig",
     "ConfigError",
     "DestinationAuth",
     "DestinationConfig",
     "DicomConfig",
+    "DicomDestination",
+    "DicomWebDestination",
     "ExportConfig",
     "LoggingConfig",
     "NodeConfig",
@@ -190,28 +203,84 @@ class DestinationAuth(_Section):
     token: str | None = None
 
 
-class DestinationConfig(_Section):
-    """One ``[[destinations]]`` entry: a DICOM AE or a DICOMweb STOW-RS endpoint."""
+class _Destination(_Section):
+    """What every ``[[destinations]]`` entry has; each kind adds its own keys.
+
+    A kind is registered here and nowhere else: a subclass with ``kind`` (a one-value
+    ``Literal``) and ``sender`` (``"module:function"``, called by
+    :func:`dicom_node.export.deliver` as ``send(dest, paths, calling_ae=..., timeout_s=...)``
+    and returning the SOP Instance UIDs delivered), listed in :data:`DESTINATION_KINDS`
+    and in the :data:`DestinationConfig` union.
+    """
 
     name: str = Field(min_length=1)
-    kind: Literal["dicom", "dicomweb"] = "dicom"
-    ae_title: str | None = None
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    url: str | None = None
-    auth: DestinationAuth | None = None
+    sender: ClassVar[str]
 
-    @model_validator(mode="after")
-    def _complete(self) -> DestinationConfig:
-        if self.kind == "dicom":
-            missing = [k for k in ("ae_title", "host", "port") if getattr(self, k) in (None, "")]
-            if missing:
-                raise ValueError(f"a 'dicom' destination needs {', '.join(missing)}")
-            assert self.ae_title is not None
-            _check_ae(self.ae_title)
-        elif not self.url:
-            raise ValueError("a 'dicomweb' destination needs 'url' (the STOW-RS studies endpoint)")
-        return self
+    @property
+    def address(self) -> str:
+        """Where it delivers, for messages (no credentials)."""
+        raise NotImplementedError
+
+
+class DicomDestination(_Destination):
+    """``kind = "dicom"`` (the default): C-STORE to an AE."""
+
+    kind: Literal["dicom"] = "dicom"
+    ae_title: str
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    sender: ClassVar[str] = "dicom_node.export:send_dicom"
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str) -> str:
+        return _check_ae(v)
+
+    @property
+    def address(self) -> str:
+        """``AE@host:port``."""
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class DicomWebDestination(_Destination):
+    """``kind = "dicomweb"``: STOW-RS to a DICOMweb studies endpoint."""
+
+    kind: Literal["dicomweb"]
+    url: str = Field(min_length=1, description="the STOW-RS studies endpoint")
+    auth: DestinationAuth | None = None
+    sender: ClassVar[str] = "dicom_node.export:send_dicomweb"
+
+    @property
+    def address(self) -> str:
+        """The endpoint URL."""
+        return self.url
+
+
+#: Destination kind -> its typed configuration (the one registry of kinds).
+DESTINATION_KINDS: dict[str, type[_Destination]] = {"dicom": DicomDestination, "dicomweb": DicomWebDestination}
+
+_KIND_TAG = TAG_PREFIX  # prefix of the union tags, left out of error messages by the config loader
+
+
+def _destination_tag(value: Any) -> str | None:
+    kind = value.get("kind", "dicom") if isinstance(value, dict) else getattr(value, "kind", None)
+    return f"{_KIND_TAG}{kind}" if kind in DESTINATION_KINDS else None
+
+
+def _known_kind(value: Any) -> Any:
+    if isinstance(value, dict):
+        kind = value.get("kind", "dicom")
+        if kind not in DESTINATION_KINDS:
+            raise ValueError(f"kind {kind!r} is not a destination kind (known: {', '.join(DESTINATION_KINDS)})")
+    return value
+
+
+#: One ``[[destinations]]`` entry, typed by its ``kind``.
+DestinationConfig = Annotated[
+    Annotated[DicomDestination, Tag(f"{_KIND_TAG}dicom")] | Annotated[DicomWebDestination, Tag(f"{_KIND_TAG}dicomweb")],
+    Discriminator(_destination_tag),
+    BeforeValidator(_known_kind),
+]
 
 
 class RoutingConfig(_Section):
@@ -326,7 +395,8 @@ class NodeConfig(_Section):
         if self.routing.default_destinations:
             chosen = [self.destination(n) for n in self.routing.default_destinations]
         else:
-            chosen = [d for d in self.destinations if d.kind == "dicom" and calling_ae and d.ae_title == calling_ae]
+            chosen = [d for d in self.destinations
+                      if isinstance(d, DicomDestination) and calling_ae and d.ae_title == calling_ae]
         for n in self.routing.also_send_to:
             d = self.destination(n)
             if d not in chosen:

@@ -1,7 +1,9 @@
 """Export: deliver a job's result files by C-STORE SCU and/or DICOMweb STOW-RS.
 
 Destinations come from :meth:`dicom_node.config.NodeConfig.destinations_for` (default:
-the ``dicom`` destination whose AE title is the AE that sent the study). A failed
+the ``dicom`` destination whose AE title is the AE that sent the study). Each destination
+kind names its sender in its typed configuration
+(:data:`dicom_node.config_models.DESTINATION_KINDS`); :func:`deliver` calls it. A failed
 attempt is retried after an exponential backoff (``export.backoff_initial_s`` doubled
 per attempt, capped at ``export.backoff_max_s``); after ``export.max_attempts`` the job
 is ``failed`` with the reason and its result files stay for ``mrinode jobs retry``.
@@ -9,10 +11,12 @@ is ``failed`` with the reason and its result files stay for ``mrinode jobs retry
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +26,11 @@ from dicom_node.logs import uid_tag
 if TYPE_CHECKING:
     from dicom_node.audit import AuditLog
     from dicom_node.config import DestinationConfig, NodeConfig
+    from dicom_node.config_models import DicomDestination, DicomWebDestination
     from dicom_node.metrics import NodeMetrics
     from dicom_node.queue import Job, JobQueue
 
-__all__ = ["ExportError", "Exporter", "backoff_delay", "send_dicom", "send_dicomweb"]
+__all__ = ["ExportError", "Exporter", "backoff_delay", "deliver", "send_dicom", "send_dicomweb"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,31 @@ def _meta(path: Path) -> tuple[str, str, str]:
     return str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID)
 
 
-def send_dicom(dest: DestinationConfig, paths: list[Path], calling_ae: str, timeout_s: float) -> list[str]:
+def deliver(dest: DestinationConfig, paths: list[Path], *, calling_ae: str, timeout_s: float) -> list[str]:
+    """Deliver files to one destination with the sender its kind registers.
+
+    Parameters
+    ----------
+    dest : DestinationConfig
+        A typed destination (its class names its sender).
+    paths : list of Path
+        Part 10 files.
+    calling_ae : str
+        This node's AE title (for senders that associate).
+    timeout_s : float
+        Network timeout.
+
+    Returns
+    -------
+    list of str
+        The SOP Instance UIDs delivered.
+    """
+    module, _, attr = type(dest).sender.partition(":")
+    send: Callable[..., list[str]] = getattr(importlib.import_module(module), attr)
+    return send(dest, paths, calling_ae=calling_ae, timeout_s=timeout_s)
+
+
+def send_dicom(dest: DicomDestination, paths: list[Path], *, calling_ae: str, timeout_s: float) -> list[str]:
     """C-STORE files to a DICOM destination over one association.
 
     Returns
@@ -70,10 +99,9 @@ def send_dicom(dest: DestinationConfig, paths: list[Path], calling_ae: str, time
     ae.connection_timeout = min(timeout_s, 10.0)
     for sop_class, ts in sorted({(m[0], m[2]) for m in metas}):
         ae.add_requested_context(sop_class, sorted({ts, str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}))
-    assert dest.host is not None and dest.port is not None and dest.ae_title is not None
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)])
     if not assoc.is_established:
-        raise ExportError(f"destination {dest.name!r} ({dest.ae_title}@{dest.host}:{dest.port}): association "
+        raise ExportError(f"destination {dest.name!r} ({dest.address}): association "
                           f"{'rejected' if assoc.is_rejected else 'failed'}")
     sent: list[str] = []
     try:
@@ -92,8 +120,8 @@ def send_dicom(dest: DestinationConfig, paths: list[Path], calling_ae: str, time
     return sent
 
 
-def send_dicomweb(dest: DestinationConfig, paths: list[Path], timeout_s: float) -> list[str]:
-    """STOW-RS the files to a DICOMweb studies endpoint in one multipart request.
+def send_dicomweb(dest: DicomWebDestination, paths: list[Path], *, calling_ae: str, timeout_s: float) -> list[str]:
+    """STOW-RS the files to a DICOMweb studies endpoint in one multipart request (``calling_ae`` unused).
 
     Raises
     ------
@@ -119,7 +147,6 @@ def send_dicomweb(dest: DestinationConfig, paths: list[Path], timeout_s: float) 
             headers["Authorization"] = f"Bearer {dest.auth.token}"
         elif dest.auth.username is not None:
             auth = (dest.auth.username, dest.auth.password or "")
-    assert dest.url is not None
     try:
         r = httpx.post(dest.url, content=body, headers=headers, auth=auth, timeout=timeout_s)
     except httpx.HTTPError as exc:
@@ -171,10 +198,8 @@ class Exporter:
                                   "[[destinations]] entry with that ae_title or set routing.default_destinations")
             for dest in dests:
                 try:
-                    if dest.kind == "dicom":
-                        sops = send_dicom(dest, paths, self.cfg.node.ae_title, self.cfg.export.timeout_s)
-                    else:
-                        sops = send_dicomweb(dest, paths, self.cfg.export.timeout_s)
+                    sops = deliver(dest, paths, calling_ae=self.cfg.node.ae_title,
+                                   timeout_s=self.cfg.export.timeout_s)
                 except ExportError:
                     self.metrics.export_failures.labels(destination=dest.name).inc()
                     raise

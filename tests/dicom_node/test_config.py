@@ -51,7 +51,7 @@ def test_every_model_field_is_documented_in_the_example() -> None:
         ({"dicom": {"port": 70000}}, "config key 'dicom.port': Input should be less than or equal to 65535."),
         ({"dicom": {"prot": 1}}, "config key 'dicom.prot': unknown key"),
         ({"node": {"ae_title": "A" * 17}}, "config key 'node.ae_title'"),
-        ({"destinations": [{"name": "pacs", "ae_title": "X"}]}, "config key 'destinations[0] (pacs)': a 'dicom' destination needs host, port."),
+        ({"destinations": [{"name": "pacs", "ae_title": "X"}]}, "config key 'destinations[0] (pacs).host': Field required. config key 'destinations[0] (pacs).port': Field required."),
         ({"pipelines": [{"name": "p", "function": "m:f", "required_sequences": ["FLAR"]}]}, "Did you mean 'FLAIR'?"),
         ({"routing": {"default_destinations": ["nowhere"]}}, "routing.default_destinations names 'nowhere'"),
         ({"dicom": {"tls": {"enabled": True}}}, "config key 'dicom.tls': tls.enabled needs both 'cert' and 'key'."),

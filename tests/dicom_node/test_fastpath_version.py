@@ -52,8 +52,9 @@ def test_supported_release_installs_every_patch() -> None:
     assert fastpath.install(assoc) is True
     assert "run_reactor" in vars(assoc.dul) and "_run_reactor" in vars(assoc) and "send_msg" in vars(assoc.dimse)
     assert vars(assoc.dimse.msg_queue).get("put") is not None
-    assoc.dul._mrinode_wake_r.close()
-    assoc.dul._mrinode_wake_w.close()
+    dul: Any = assoc.dul
+    dul._mrinode_wake_r.close()
+    dul._mrinode_wake_w.close()
 
 
 @pytest.mark.parametrize(("cls", "attr"), [
