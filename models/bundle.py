@@ -27,6 +27,7 @@ __all__ = [
     "bundle_dirs",
     "list_bundles",
     "load_bundle",
+    "read_card",
     "save_bundle",
     "sha256_file",
 ]
@@ -85,7 +86,7 @@ class LabelInfo:
         Raises
         ------
         BundleError
-            A missing key, a value that is not a positive integer, a code that is not a
+            A missing key, a value that is not an integer >= 0, a code that is not a
             ``[code, scheme, meaning]`` triple or a colour outside 0..255 (the message names
             ``where`` and the key).
         """
@@ -299,6 +300,26 @@ def bundle_dirs(search_paths: list[str | Path] | None = None) -> list[Path]:
         dirs.append(Path(env))
     dirs.append(Path(__file__).resolve().parent / "bundles")
     return dirs
+
+
+def read_card(folder: str | Path) -> Card:
+    """Read and check a native bundle's card (the weights are neither read nor hashed).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The bundle folder.
+
+    Returns
+    -------
+    Card
+
+    Raises
+    ------
+    BundleError
+        No card, invalid JSON, or a malformed key (named).
+    """
+    return _read_card(Path(folder))
 
 
 def _read_card(folder: Path) -> Card:

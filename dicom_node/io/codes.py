@@ -10,7 +10,9 @@ CIELab for RecommendedDisplayCIELabValue.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from pydicom.sr.coding import Code
 
@@ -31,7 +33,8 @@ __all__ = [
     "SR_NOT_PERFORMED",
     "AlgorithmSpec",
     "SegmentSpec",
-    "segment_by_name",
+    "algorithm_from_card",
+    "segments_from_card",
     "sequence_code",
 ]
 
@@ -138,32 +141,73 @@ BRAIN = SegmentSpec(
 )
 
 #: The BraTS tumour sub-regions with label values 1, 2, 3 (BraTS 2021+ uses 4 for
-#: enhancing tumour in its files; remap with :func:`dataclasses.replace` if needed).
+#: enhancing tumour in its files; remap with :func:`dataclasses.replace` if needed). This is
+#: the content of the demo bundle's card (``training.export`` writes it into cards) and a
+#: fixture for the writers' tests; no pipeline reads it: pipelines describe their segments
+#: from their model's card (:func:`segments_from_card`).
 BRATS_SEGMENTS: tuple[SegmentSpec, ...] = (NECROTIC_CORE, OEDEMA, ENHANCING_TUMOUR)
 
 
-def segment_by_name(name: str) -> SegmentSpec:
-    """Return a predefined segment by tracking id or label (case-insensitive).
+class _CardLike(Protocol):
+    """What :func:`segments_from_card` and :func:`algorithm_from_card` read of a model card."""
+
+    name: str
+    version: str
+    #: :class:`models.bundle.LabelInfo` items: value, name, category, type, colour,
+    #: tracking_id, anatomic_region.
+    labels: list[Any]
+
+    def algorithm_fields(self) -> dict[str, Any]: ...
+
+
+def _code(triple: Sequence[str]) -> Code:
+    return Code(str(triple[0]), str(triple[1]), str(triple[2]))
+
+
+def segments_from_card(card: _CardLike) -> list[SegmentSpec]:
+    """The card's labels as segments, in the card's order (segment ``n`` is ``card.labels[n - 1]``).
 
     Parameters
     ----------
-    name : str
-        ``"NCR"``, ``"ED"``, ``"ET"``, ``"BRAIN"`` or a label such as ``"oedema"``.
+    card : models.bundle.Card
+        Its labels' value, name, SNOMED CT category and type, colour, ``tracking_id`` and
+        ``anatomic_region`` (None: no anatomic region).
 
     Returns
     -------
-    SegmentSpec
-
-    Raises
-    ------
-    ValueError
-        If no predefined segment matches.
+    list of SegmentSpec
     """
-    key = name.strip().lower()
-    for spec in (*BRATS_SEGMENTS, BRAIN):
-        if key in (spec.tracking_id.lower(), spec.label.lower()):
-            return spec
-    raise ValueError(f"{name!r} is not a predefined segment; use one of NCR, ED, ET, BRAIN.")
+    out = []
+    for lab in card.labels:
+        region = getattr(lab, "anatomic_region", None)
+        out.append(SegmentSpec(
+            label_value=int(lab.value),
+            label=str(lab.name),
+            category=_code(lab.category),
+            type=_code(lab.type),
+            rgb=(int(lab.colour[0]), int(lab.colour[1]), int(lab.colour[2])),
+            tracking_id=str(getattr(lab, "tracking_id", "") or ""),
+            anatomic_region=_code(region) if region else None,
+        ))
+    return out
+
+
+def algorithm_from_card(card: _CardLike) -> AlgorithmSpec:
+    """The card's algorithm identification (name, version, family, source, parameters).
+
+    Parameters
+    ----------
+    card : models.bundle.Card
+        See :meth:`models.bundle.Card.algorithm_fields`.
+
+    Returns
+    -------
+    AlgorithmSpec
+    """
+    a = card.algorithm_fields()
+    family = _code(a["family"]) if a.get("family") else AI_FAMILY
+    return AlgorithmSpec(name=a["name"], version=a["version"], family=family, source=a.get("source"),
+                         parameters=dict(a.get("parameters") or {}))
 
 
 #: The private coding scheme for concepts DICOM has no code for (declared in every SR).

@@ -36,7 +36,7 @@ def _algorithm_identification(algorithm: AlgorithmSpec) -> hd.AlgorithmIdentific
 
 
 def segment_descriptions(
-    segments: Sequence[SegmentSpec], algorithm: AlgorithmSpec
+    segments: Sequence[SegmentSpec], algorithm: AlgorithmSpec, uid_seed: str | None = None
 ) -> list[hd.seg.SegmentDescription]:
     """highdicom segment descriptions, numbered 1..N in the order given.
 
@@ -46,6 +46,9 @@ def segment_descriptions(
         The segments; segment number ``n`` describes ``segments[n - 1]``.
     algorithm : AlgorithmSpec
         The algorithm that made them.
+    uid_seed : str, optional
+        When given (the SEG's SOP Instance UID), each TrackingUID derives from it and the
+        segment number, so the same result written twice is the same; random otherwise.
 
     Returns
     -------
@@ -64,7 +67,7 @@ def segment_descriptions(
                 segmented_property_type=spec.type,
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=ident,
-                tracking_uid=generate_uid(),
+                tracking_uid=generate_uid(entropy_srcs=[uid_seed, "segment", str(number)]) if uid_seed else generate_uid(),
                 tracking_id=spec.tracking_id or spec.label,
                 anatomic_regions=[spec.anatomic_region] if spec.anatomic_region is not None else None,
                 display_color=hd.color.CIELabColor.from_rgb(*spec.rgb),
@@ -218,7 +221,8 @@ def write_seg(
     instance_number, series_description, content_label, manufacturer,
     manufacturer_model_name, software_versions, device_serial_number,
     series_instance_uid, sop_instance_uid
-        Header values of the SEG.
+        Header values of the SEG (random when omitted). With ``sop_instance_uid`` the
+        segments' TrackingUIDs derive from it too.
 
     Returns
     -------
@@ -253,7 +257,7 @@ def write_seg(
         source_images=sources,
         pixel_array=pixel_array,
         segmentation_type=seg_type,
-        segment_descriptions=segment_descriptions(segments, algorithm),
+        segment_descriptions=segment_descriptions(segments, algorithm, uid_seed=sop_instance_uid),
         series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number,
         sop_instance_uid=sop_instance_uid or generate_uid(),

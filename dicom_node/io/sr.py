@@ -108,10 +108,16 @@ def _first_image(vol: Volume) -> tuple[str, str, int | None]:
     return vol.slice_refs[len(vol.slice_refs) // 2]
 
 
+def _tracking_uid(seed: str | None, *parts: str) -> str:
+    """A TrackingUID: derived from ``seed`` and ``parts`` when a seed is given, else random."""
+    return str(generate_uid(entropy_srcs=[seed, *parts]) if seed else generate_uid())
+
+
 def _identification_group(
     ident: SeriesIdentificationLike,
     volumes: Mapping[str, Volume],
     algorithm_id: hd.sr.AlgorithmIdentification,
+    uid_seed: str | None = None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     import highdicom as hd
 
@@ -123,7 +129,9 @@ def _identification_group(
     number = "?" if ident.series_number is None else str(ident.series_number)
     name = f"Series {number} sequence" + (f" ({ident.description})" if ident.description else "")
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name[:64]),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=_tracking_uid(uid_seed, "series", str(ident.series_uid)), identifier=name[:64]
+        ),
         algorithm_id=algorithm_id,
         measurements=[
             hd.sr.Measurement(
@@ -196,6 +204,7 @@ def _status_group(
     notes: Sequence[str],
     volumes: Sequence[Volume],
     algorithm_id: hd.sr.AlgorithmIdentification,
+    uid_seed: str | None = None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -214,7 +223,7 @@ def _status_group(
                 hd.sr.SourceImageForMeasurementGroup(sop_class, sop_uid, [frame] if frame else None)
             )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Analysis status"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=_tracking_uid(uid_seed, "status"), identifier="Analysis status"),
         algorithm_id=algorithm_id,
         qualitative_evaluations=evaluations,
         source_images=sources or None,
@@ -271,6 +280,9 @@ def write_measurement_report(
         Sequence labels that were required but absent.
     notes : sequence of str
         Free-text comments (no patient data) added to the status group.
+    series_instance_uid, sop_instance_uid : str, optional
+        The SR's UIDs (random when omitted). With ``sop_instance_uid`` the groups'
+        TrackingUIDs derive from it too, so the same report written twice is the same.
 
     Returns
     -------
@@ -308,8 +320,9 @@ def write_measurement_report(
     if seg is not None and reference is not None:
         groups.extend(_segment_groups(seg, reference, segment_volumes_ml, algorithm_id))
     if seg is None or missing_sequences or notes:
-        groups.append(_status_group(seg is not None, missing_sequences, notes, list(by_uid.values()), algorithm_id))
-    groups.extend(_identification_group(i, by_uid, algorithm_id) for i in identifications)
+        groups.append(_status_group(seg is not None, missing_sequences, notes, list(by_uid.values()), algorithm_id,
+                                    sop_instance_uid))
+    groups.extend(_identification_group(i, by_uid, algorithm_id, sop_instance_uid) for i in identifications)
     report = hd.sr.MeasurementReport(
         observation_context=_device_observer(algorithm),
         procedure_reported=hd.sr.CodedConcept(*PROCEDURE_MR_HEAD),

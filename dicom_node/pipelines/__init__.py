@@ -4,6 +4,13 @@ A pipeline is a plain function ``run(request: PipelineRequest) -> PipelineResult
 referenced from the node configuration as ``"package.module:function"``. Worker processes
 import it by that reference, so it must be importable at module level and must not rely
 on state of the parent process. The receive path never imports pipeline modules.
+
+A worker analyses each study once (:mod:`dicom_node.pipelines.analysis`) and hands the
+result to every pipeline as ``request.analysis``; a pipeline must also work without it
+(``None``: run alone, e.g. by ``mrinode infer``). A pipeline may offer a model card: a
+``card(options)`` attribute returning a :class:`models.bundle.Card` (see
+:class:`~dicom_node.pipelines.segmentation.SegmentationPipeline`); its sequences then
+decide whether the pipeline runs on a study (:func:`pipeline_needs`).
 """
 
 from __future__ import annotations
@@ -12,9 +19,12 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["PipelineFunction", "PipelineRequest", "PipelineResult", "resolve_pipeline"]
+if TYPE_CHECKING:
+    from dicom_node.pipelines.analysis import SequenceNeeds, StudyAnalysis
+
+__all__ = ["PipelineFunction", "PipelineRequest", "PipelineResult", "pipeline_needs", "resolve_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,14 @@ class PipelineRequest:
         The ``options`` table of the pipeline's entry in the node configuration.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    analysis : StudyAnalysis or None
+        The study's headers, identification and volumes, made once for every pipeline
+        (``None``: the pipeline analyses the study itself).
+    needs : SequenceNeeds or None
+        The sequences this pipeline requires and may use (its card narrowed by the
+        configuration); ``None``: the pipeline's own (its card's).
+    name : str
+        The pipeline's configured name (result UIDs derive from it); empty: its default.
     """
 
     study_uid: str
@@ -40,6 +58,9 @@ class PipelineRequest:
     out_dir: Path
     options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
+    analysis: StudyAnalysis | None = None
+    needs: SequenceNeeds | None = None
+    name: str = ""
 
 
 @dataclass
@@ -93,3 +114,37 @@ def resolve_pipeline(reference: str) -> PipelineFunction:
         raise ValueError(f"pipeline function {reference!r}: {module_name!r} has no callable {attr!r}.")
     result: PipelineFunction = fn
     return result
+
+
+def pipeline_needs(fn: PipelineFunction, options: dict[str, Any], required: list[str] | tuple[str, ...] = (),
+                   optional: list[str] | tuple[str, ...] = (), where: str = "pipeline") -> tuple[SequenceNeeds, Any]:
+    """The sequences a pipeline needs: its card's (if it offers one) narrowed by the configuration's.
+
+    Parameters
+    ----------
+    fn : callable
+        The pipeline function; one with a ``card(options)`` attribute offers a model card.
+    options : dict
+        The pipeline's options.
+    required, optional : sequence of str
+        The ``[[pipelines]]`` entry's ``required_sequences`` and ``optional_sequences``.
+    where : str
+        Names the pipeline in error messages.
+
+    Returns
+    -------
+    (SequenceNeeds, Card or None)
+
+    Raises
+    ------
+    ValueError
+        If the card cannot be read (``models.bundle.BundleError``) or the configuration lists
+        a sequence the model does not take.
+    """
+    from dicom_node.pipelines.analysis import combine_needs
+
+    card_of = getattr(fn, "card", None)
+    card = card_of(dict(options)) if callable(card_of) else None
+    if card is None:
+        return combine_needs(None, None, required, optional, where), None
+    return combine_needs(card.required_sequences, card.channels, required, optional, where), card
