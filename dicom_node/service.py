@@ -168,7 +168,7 @@ class NodeService:
             log.warning("cannot re-queue interrupted jobs now (%s); they are re-queued at the next start", exc)
         self.scp.start()
         self._thread("tracker", self.tracker.run)
-        for i in range(self.cfg.workers.count):
+        for i in range(self.workers.size):  # one thread per warm worker process
             self._thread(f"worker-{i}", self.workers.run)
         self._thread("exporter", self.exporter.run)
         if self.cfg.api.enabled:
