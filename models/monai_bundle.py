@@ -255,11 +255,6 @@ def _card(folder: Path, meta: dict[str, Any], cfg: dict[str, Any], weights: Path
            "roi_size": [96, 96, 96], "overlap": 0.25}
     pre.update(_preprocessing_from_config(cfg))
     pre.update(side_pre)
-    from models.preprocess import NORMALIZATIONS
-
-    if pre["normalize"] not in NORMALIZATIONS:
-        raise BundleError(f"MONAI bundle {folder}: {where} key 'preprocessing.normalize' is {pre['normalize']!r}, "
-                          f"not one of {', '.join(NORMALIZATIONS)}.")
     if weights.name == "model.pt" and "network_def" not in cfg:
         raise BundleError(f"MONAI bundle {folder}: {INFERENCE} lacks the key 'network_def', which {MODEL_PT} (a "
                           f"state dict) needs.")
@@ -409,6 +404,11 @@ def load_monai_bundle(path: str | Path) -> MonaiBundle:
     cfg = _read_json(root, INFERENCE)
     weights = _weights_file(root)
     card = _card(root, meta, cfg, weights, sha256_file(weights))
+    from models.preprocess import NORMALIZATIONS  # (imports torch: checked on load, not by check_bundle)
+
+    if card.preprocessing["normalize"] not in NORMALIZATIONS:
+        raise BundleError(f"MONAI bundle {root}: {_sidecar(root, meta)[1]} key 'preprocessing.normalize' is "
+                          f"{card.preprocessing['normalize']!r}, not one of {', '.join(NORMALIZATIONS)}.")
     return MonaiBundle(path=root, card=card, weights_file=weights)
 
 
