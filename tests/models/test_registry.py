@@ -1,0 +1,136 @@
+"""The model registry: one ``load_model`` for both bundle formats, warm, with load events counted."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.bundle import BundleError, load_bundle, save_bundle
+from models.registry import (
+    LoadedModel,
+    Model,
+    check_bundle,
+    drain_load_events,
+    find_bundle,
+    list_models,
+    load_model,
+)
+from tests.models.monai_bundle_factory import make_flair_lesion_bundle
+
+
+@pytest.fixture()
+def native_copy(tmp_path: Path) -> Path:
+    """A private copy of the demo bundle (its own folder, so its own cache entry)."""
+    folder = tmp_path / "demo-copy"
+    shutil.copytree(load_bundle("brain-tumour-demo").path, folder)
+    return folder
+
+
+def test_a_native_bundle_loads_once_and_stays_warm(native_copy) -> None:
+    drain_load_events()
+    model = load_model(native_copy, device="cpu")
+    assert isinstance(model, Model) and isinstance(model, LoadedModel)
+    assert model.kind == "native"
+    assert model.card.name == "brain-tumour-demo"
+    assert model.channels == ["T1", "T1C", "T2", "FLAIR"]
+    assert model.device == "cpu"  # engine attributes reach through
+    assert drain_load_events() == [("brain-tumour-demo", model.card.version)]
+    assert load_model(native_copy, device="cpu") is model
+    assert drain_load_events() == []
+
+
+def test_a_new_native_version_on_disk_is_loaded_again(native_copy) -> None:
+    drain_load_events()
+    first = load_model(native_copy, device="cpu")
+    bundle = load_bundle(native_copy)
+    state = first.net.state_dict()
+    state = {k: (v + 0.01 if v.is_floating_point() and k.endswith("weight") else v) for k, v in state.items()}
+    card = bundle.card
+    card.version = "0.2.0"
+    save_bundle(native_copy, card, state)  # promoted in place
+    drain_load_events()
+    second = load_model(native_copy, device="cpu")
+    assert second is not first and second.card.version == "0.2.0"
+    assert drain_load_events() == [("brain-tumour-demo", "0.2.0")]
+
+
+def test_concurrent_first_loads_count_one_load(tmp_path) -> None:
+    folder = make_flair_lesion_bundle(tmp_path / "lesion")
+    other = tmp_path / "demo-copy"
+    shutil.copytree(load_bundle("brain-tumour-demo").path, other)
+    drain_load_events()
+    got: list[object] = []
+    barrier = threading.Barrier(6)
+
+    def load(path: Path) -> None:
+        barrier.wait()
+        got.append(load_model(path, device="cpu"))
+
+    threads = [threading.Thread(target=load, args=(p,)) for p in (folder, other) * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    events = drain_load_events()
+    assert sorted(events) == [("brain-tumour-demo", "0.1.0"), ("flair-lesion", "0.1.0")]
+    assert len({id(m) for m in got}) == 2
+
+
+def test_list_models_shows_both_kinds(tmp_path) -> None:
+    make_flair_lesion_bundle(tmp_path / "flair-lesion")
+    refs = {r.name: r for r in list_models([tmp_path])}
+    assert refs["brain-tumour-demo"].kind == "native"
+    assert refs["flair-lesion"].kind == "monai"
+    assert refs["flair-lesion"].card.channels == ["FLAIR"]
+    assert find_bundle("flair-lesion", [tmp_path]) == ("monai", tmp_path / "flair-lesion")
+
+
+def test_an_unknown_name_gets_a_did_you_mean(tmp_path) -> None:
+    make_flair_lesion_bundle(tmp_path / "flair-lesion")
+    with pytest.raises(BundleError, match=r"no model bundle named 'flair-lesoin'.*Did you mean 'flair-lesion'"):
+        load_model("flair-lesoin", search_paths=[tmp_path])
+
+
+def test_a_folder_that_is_no_bundle_is_refused(tmp_path) -> None:
+    with pytest.raises(BundleError, match=r"neither card\.json \(native\) nor configs/metadata\.json"):
+        load_model(tmp_path, device="cpu")
+
+
+def test_check_bundle_refuses_native_weights_that_do_not_match_the_card(native_copy) -> None:
+    check_bundle(native_copy)
+    with open(native_copy / "weights.safetensors", "r+b") as fh:
+        fh.seek(-4, 2)
+        fh.write(b"\0\0\0\1")
+    with pytest.raises(BundleError, match="SHA-256"):
+        check_bundle(native_copy)
+
+
+def test_check_bundle_by_name_for_a_monai_bundle(tmp_path) -> None:
+    folder = make_flair_lesion_bundle(tmp_path / "flair-lesion")
+    check_bundle("flair-lesion", [tmp_path])
+    (folder / "configs" / "mrinode.json").write_text("{}")
+    with pytest.raises(BundleError, match=r"configs/mrinode.json lacks the key 'channels'"):
+        check_bundle("flair-lesion", [tmp_path])
+
+
+def test_engine_cache_eviction_counts_the_reload(tmp_path) -> None:
+    """A native engine evicted from the engine cache (4 entries) and loaded again is a load again."""
+    torch.set_num_threads(2)
+    base = load_bundle("brain-tumour-demo").path
+    folders = []
+    for i in range(5):
+        f = tmp_path / f"copy{i}"
+        shutil.copytree(base, f)
+        folders.append(f)
+    drain_load_events()
+    for f in folders:
+        load_model(f, device="cpu")
+    assert len(drain_load_events()) == 5
+    load_model(folders[0], device="cpu")  # evicted by the fifth
+    assert len(drain_load_events()) == 1
+    load_model(folders[0], device="cpu")
+    assert drain_load_events() == []
