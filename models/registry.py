@@ -42,6 +42,7 @@ __all__ = [
     "check_bundle",
     "drain_load_events",
     "find_bundle",
+    "invalid_bundles",
     "list_models",
     "load_model",
 ]
@@ -194,6 +195,35 @@ def list_models(search_paths: list[str | Path] | None = None) -> list[BundleRef]
                 continue
             found.setdefault(card.name, BundleRef("monai", folder, card))
     return list(found.values())
+
+
+def invalid_bundles(search_paths: list[str | Path] | None = None) -> list[tuple[Path, str]]:
+    """Folders in the bundle folders that look like a bundle (either format) but cannot be read, with why.
+
+    Cheap (no network built, no torch import for MONAI Bundles; native weights are not hashed).
+
+    Returns
+    -------
+    list of (Path, str)
+        The folder and the sentence of its :class:`models.bundle.BundleError`.
+    """
+    from models.bundle import _read_card
+    from models.monai_bundle import read_card
+
+    bad: list[tuple[Path, str]] = []
+    for root in bundle_dirs(search_paths):
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            kind = bundle_kind(folder)
+            try:
+                if kind == "native":
+                    _read_card(folder)
+                elif kind == "monai":
+                    read_card(folder)
+            except (BundleError, KeyError, TypeError, ValueError) as exc:
+                bad.append((folder, str(exc)))
+    return bad
 
 
 def find_bundle(name_or_path: str | Path, search_paths: list[str | Path] | None = None) -> tuple[BundleKind, Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -134,3 +135,40 @@ def test_engine_cache_eviction_counts_the_reload(tmp_path) -> None:
     assert len(drain_load_events()) == 1
     load_model(folders[0], device="cpu")
     assert drain_load_events() == []
+
+
+def test_cli_models_list_shows_both_kinds_with_sequences_labels_and_invalid_bundles(tmp_path, capsys) -> None:
+    from dicom_node.cli import main
+
+    make_flair_lesion_bundle(tmp_path / "flair-lesion")
+    (tmp_path / "broken" / "configs").mkdir(parents=True)
+    (tmp_path / "broken" / "configs" / "metadata.json").write_text("{")
+    assert main(["models", "list", "--models-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "brain-tumour-demo 0.1.0  [native]" in out
+    assert "flair-lesion 0.1.0  [monai]" in out
+    assert "sequences: required FLAIR; optional none" in out
+    assert "labels: 1 FLAIR hyperintensity (SCT 52988006, #ff00ff)" in out
+    assert f"INVALID {tmp_path / 'broken'}: " in out and "configs/metadata.json is not valid JSON" in out
+    assert main(["models", "list", "--models-dir", str(tmp_path), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    kinds = {m["name"]: m["kind"] for m in data["models"]}
+    assert kinds["flair-lesion"] == "monai" and kinds["brain-tumour-demo"] == "native"
+    assert [i["path"] for i in data["invalid"]] == [str(tmp_path / "broken")]
+
+
+def test_cli_models_check_runs_a_bundle_once_and_reports_seconds_and_memory(tmp_path, capsys) -> None:
+    from dicom_node.cli import main
+
+    make_flair_lesion_bundle(tmp_path / "flair-lesion")
+    assert main(["models", "check", "flair-lesion", "--models-dir", str(tmp_path), "--device", "cpu",
+                 "--shape", "32", "32", "24", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] == "monai" and out["study"]["sequences"] == ["FLAIR"]
+    assert out["predict_seconds"] > 0 and out["load_seconds"] >= 0 and out["peak_rss_mb"] > 50
+    assert out["voxels_per_label"]["1"] > 0  # the synthetic lesion is found
+    assert main(["models", "check", "brain-tumour-demo", "--device", "cpu", "--shape", "24", "24", "16"]) == 0
+    text = capsys.readouterr().out
+    assert "brain-tumour-demo 0.1.0 [native] on cpu" in text and "predict" in text and "peak" in text
+    assert main(["models", "check", "flair-lesoin", "--models-dir", str(tmp_path)]) == 2
+    assert "Did you mean 'flair-lesion'" in capsys.readouterr().err
