@@ -277,6 +277,8 @@ def _card(folder: Path, meta: dict[str, Any], cfg: dict[str, Any], weights: Path
         "training": {"monai_version": meta.get("monai_version"), "authors": meta.get("authors"),
                      "data_source": meta.get("data_source")},
         "intended_use": str(side.get("intended_use") or desc or meta.get("task") or "MONAI bundle"),
+        "algorithm": side.get("algorithm") or {
+            "parameters": {"format": "MONAI Bundle", "monai_version": str(meta.get("monai_version", ""))}},
         "weights_sha256": sha,
     })
     try:

@@ -207,7 +207,7 @@ def invalid_bundles(search_paths: list[str | Path] | None = None) -> list[tuple[
     list of (Path, str)
         The folder and the sentence of its :class:`models.bundle.BundleError`.
     """
-    from models.bundle import _read_card
+    from models.bundle import read_card as read_native_card
     from models.monai_bundle import read_card
 
     bad: list[tuple[Path, str]] = []
@@ -218,7 +218,7 @@ def invalid_bundles(search_paths: list[str | Path] | None = None) -> list[tuple[
             kind = bundle_kind(folder)
             try:
                 if kind == "native":
-                    _read_card(folder)
+                    read_native_card(folder)
                 elif kind == "monai":
                     read_card(folder)
             except (BundleError, KeyError, TypeError, ValueError) as exc:

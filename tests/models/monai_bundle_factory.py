@@ -23,6 +23,8 @@ LESION_LABEL: dict[str, Any] = {
     "category": ["49755003", "SCT", "Morphologically Altered Structure"],
     "type": ["52988006", "SCT", "Lesion"],
     "colour": [255, 0, 255],
+    "tracking_id": "FLAIR-HI",
+    "anatomic_region": ["12738006", "SCT", "Brain"],
 }
 
 
@@ -55,6 +57,16 @@ def metadata(version: str, inputs: dict[str, str], outputs: dict[str, str], desc
                                  "value_range": [0, 1], "is_patch_data": True, "channel_def": outputs}},
         },
     }
+
+
+def _label(lab: Any) -> dict[str, Any]:
+    out = {"value": lab.value, "name": lab.name, "category": list(lab.category), "type": list(lab.type),
+           "colour": list(lab.colour)}
+    if getattr(lab, "tracking_id", ""):
+        out["tracking_id"] = lab.tracking_id
+    if getattr(lab, "anatomic_region", None):
+        out["anatomic_region"] = list(lab.anatomic_region)
+    return out
 
 
 def _write(folder: Path, rel: str, data: dict[str, Any]) -> None:
@@ -118,8 +130,7 @@ def export_native_as_monai(native: str | Path, out: str | Path, name: str | None
         "channels": list(card.channels),
         "required_sequences": list(card.required_sequences),
         "optional_sequences": list(card.optional_sequences),
-        "labels": [{"value": lab.value, "name": lab.name, "category": list(lab.category), "type": list(lab.type),
-                    "colour": list(lab.colour)} for lab in card.labels],
+        "labels": [_label(lab) for lab in card.labels],
         # the native card's post-processing too (mask outside the head, label_requires, OOD reference)
         "preprocessing": dict(card.preprocessing),
     }
