@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import numpy as np
-
 from models.bundle import CARD_FILE, BundleError, Card, bundle_dirs, list_bundles
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from models.engine import InferenceEngine, Prediction
 
 __all__ = [

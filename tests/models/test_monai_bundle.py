@@ -186,12 +186,12 @@ def test_weights_that_do_not_fit_network_def_are_refused(demo_monai, tmp_path) -
         load_model(folder, device="cpu")
 
 
-def test_check_bundle_does_not_import_torch(demo_monai) -> None:
+def test_check_bundle_imports_no_torch_so_the_node_can_call_it_at_start_up(demo_monai) -> None:
     import subprocess
     import sys
 
-    code = (f"import sys; from models.monai_bundle import check_bundle; check_bundle({str(demo_monai)!r}); "
-            "print('torch' in sys.modules, 'monai' in sys.modules)")
+    code = (f"import sys; from models.registry import check_bundle; check_bundle({str(demo_monai)!r}); "
+            "check_bundle('brain-tumour-demo'); print(*(m in sys.modules for m in ('torch', 'monai', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]
