@@ -45,25 +45,97 @@ Tables and keys (defaults in brackets)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FinetuneConfig", "load_finetune_config", "parse_finetune_config"]
+from pydantic import Field, ValidationError
 
-_KNOWN = {
-    "": {"name", "seed", "data", "network", "preprocessing", "train", "bundle"},
-    "data": {"manifest", "dirs", "layout", "synth", "val_subjects", "val_subsets", "real_negatives",
-             "real_negative_repeats"},
-    "network": {"num_classes", "norm", "full_resolution", "encoder_checkpoint", "encoder"},
-    "preprocessing": {"channels", "spacing_mm", "roi_size", "inference_roi_size", "overlap", "min_component_fraction",
-                      "normalize", "mask_outside_head"},
-    "train": {"max_steps", "batch_size", "samples_per_subject", "lr", "weight_decay", "sequence_dropout",
-              "threads", "log_every", "checkpoint_every", "val_every", "out_dir", "init_weights", "pos_neg",
-              "intensity_augment", "sequence_dropout_weights", "domain_randomisation", "silent_subsets"},
-    "bundle": {"out", "version", "half", "description", "command"},
-}
+from dicom_node.typed_config import StrictModel, did_you_mean, error_sentences, load_toml
+
+__all__ = ["FinetuneConfig", "FinetuneFile", "load_finetune_config", "parse_finetune_config"]
+
+_CHANNELS = ["T1", "T1C", "T2", "FLAIR"]
+
+
+class DataTable(StrictModel):
+    """``[data]``."""
+
+    manifest: str = ""
+    dirs: list[str] = Field(default_factory=list)
+    layout: str = "auto"
+    synth: dict[str, Any] = Field(default_factory=dict, description="generate_subject keywords plus subjects, seed")
+    val_subjects: int = Field(default=2, ge=0)
+    val_subsets: dict[str, list[str]] = Field(default_factory=dict)
+    real_negatives: str = ""
+    real_negative_repeats: int = Field(default=1, ge=1)
+
+
+class NetworkTable(StrictModel):
+    """``[network]`` (``[network.encoder]`` holds models.encoders.build_encoder keys)."""
+
+    num_classes: int = Field(default=4, ge=2)
+    norm: str = "instance"
+    full_resolution: bool = True
+    encoder_checkpoint: str = ""
+    encoder: dict[str, Any] | None = None
+
+
+class PreprocessingTable(StrictModel):
+    """``[preprocessing]``."""
+
+    channels: list[str] = Field(default_factory=lambda: list(_CHANNELS), min_length=1)
+    spacing_mm: list[float] = Field(default_factory=lambda: [2.0, 2.0, 2.0], min_length=3, max_length=3)
+    roi_size: list[int] = Field(default_factory=lambda: [64, 64, 64], min_length=3, max_length=3)
+    inference_roi_size: list[int] | None = Field(default=None, min_length=3, max_length=3)
+    overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
+    min_component_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    normalize: str = "zscore_foreground"
+    mask_outside_head: bool = False
+
+
+class TrainTable(StrictModel):
+    """``[train]``."""
+
+    max_steps: int = Field(default=1000, ge=0)
+    batch_size: int = Field(default=2, ge=1)
+    samples_per_subject: int = Field(default=1, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    sequence_dropout: float = Field(default=0.5, ge=0.0, le=1.0)
+    threads: int = Field(default=1, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+    val_every: int = Field(default=0, ge=0)
+    out_dir: str = ""
+    init_weights: str = ""
+    pos_neg: list[float] = Field(default_factory=lambda: [2.0, 1.0], min_length=2, max_length=2)
+    intensity_augment: bool = False
+    sequence_dropout_weights: dict[str, float] = Field(default_factory=dict)
+    silent_subsets: list[str] = Field(default_factory=list)
+    domain_randomisation: bool | dict[str, Any] = False
+
+
+class BundleTable(StrictModel):
+    """``[bundle]``."""
+
+    out: str = ""
+    version: str = "0.1.0"
+    half: bool = True
+    description: str = ""
+    command: str = ""
+
+
+class FinetuneFile(StrictModel):
+    """The whole fine-tuning TOML file, as written (see the module docstring)."""
+
+    name: str = "segmenter"
+    seed: int = 0
+    data: DataTable = Field(default_factory=DataTable)
+    network: NetworkTable = Field(default_factory=NetworkTable)
+    preprocessing: PreprocessingTable = Field(default_factory=PreprocessingTable)
+    train: TrainTable = Field(default_factory=TrainTable)
+    bundle: BundleTable = Field(default_factory=BundleTable)
 
 
 @dataclass
@@ -114,22 +186,9 @@ class FinetuneConfig:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_keys(raw: dict[str, Any], where: str) -> None:
-    for table, known in _KNOWN.items():
-        section = raw if not table else raw.get(table, {})
-        if not isinstance(section, dict):
-            raise ValueError(f"{where}: [{table}] must be a table.")
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} in [{table or 'top level'}]; "
-                             f"known: {', '.join(sorted(known))}.")
-
-
-def _dropout_weights(raw: Any, channels: list[str], where: str) -> dict[tuple[int, ...], float]:
+def _dropout_weights(raw: dict[str, float], channels: list[str], where: str) -> dict[tuple[int, ...], float]:
     """Turn ``{"T2+FLAIR": 2.0}`` into ``{(2, 3): 2.0}`` (channel indices), checking every name and weight."""
-    key = "[train] sequence_dropout_weights"
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: {key} must be a table of subset = weight, for example {{FLAIR = 4.0}}.")
+    key = "config key 'train.sequence_dropout_weights'"
     out: dict[tuple[int, ...], float] = {}
     for subset, weight in raw.items():
         names = [n.strip() for n in str(subset).split("+")]
@@ -137,17 +196,15 @@ def _dropout_weights(raw: Any, channels: list[str], where: str) -> dict[tuple[in
         if unknown:
             raise ValueError(f"{where}: {key} names {', '.join(unknown)}, which is not among the channels "
                              f"({', '.join(channels)}).")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+        if weight < 0:
             raise ValueError(f"{where}: {key} {subset} = {weight!r} must be a number ≥ 0.")
         out[tuple(sorted({channels.index(n) for n in names}))] = float(weight)
     return out
 
 
-def _silent_subsets(raw: Any, channels: list[str], where: str) -> list[tuple[int, ...]]:
+def _silent_subsets(raw: list[str], channels: list[str], where: str) -> list[tuple[int, ...]]:
     """``["T1", "T1+T1C"]`` → ``[(0,), (0, 1)]`` (channel indices), checking every name."""
-    key = "[train] silent_subsets"
-    if not isinstance(raw, list):
-        raise ValueError(f"{where}: {key} must be a list of subsets, for example [\"T1\", \"T1C\"].")
+    key = "config key 'train.silent_subsets'"
     out = []
     for subset in raw:
         names = [n.strip() for n in str(subset).split("+")]
@@ -159,23 +216,21 @@ def _silent_subsets(raw: Any, channels: list[str], where: str) -> list[tuple[int
     return out
 
 
-def _domain_randomisation(raw: Any, normalize: str, where: str) -> dict[str, Any] | None:
+def _domain_randomisation(raw: bool | dict[str, Any], normalize: str, where: str) -> dict[str, Any] | None:
     """``[train] domain_randomisation``: false / true / a table → None or the options (checked)."""
-    key = "[train] domain_randomisation"
+    key = "config key 'train.domain_randomisation'"
     if isinstance(raw, bool):
         opts: dict[str, Any] | None = {} if raw else None
-    elif isinstance(raw, dict):
-        opts = {k: v for k, v in raw.items() if k != "enabled"} if raw.get("enabled", True) else None
     else:
-        raise ValueError(f"{where}: {key} must be true, false or a table of options (enabled = true, remap_prob = ...).")
+        opts = {k: v for k, v in raw.items() if k != "enabled"} if raw.get("enabled", True) else None
     if opts is None:
         return None
     from training.datasets import DR_DEFAULTS
 
-    unknown = sorted(set(opts) - set(DR_DEFAULTS))
-    if unknown:
-        raise ValueError(f"{where}: {key} has unknown key(s) {', '.join(unknown)}; known: enabled, "
-                         f"{', '.join(sorted(DR_DEFAULTS))}.")
+    for name in sorted(opts):
+        if name not in DR_DEFAULTS:
+            raise ValueError(f"{where}: config key 'train.domain_randomisation.{name}': unknown key"
+                             f"{did_you_mean(name, [*DR_DEFAULTS, 'enabled'])}.")
     if normalize != "zscore_per_channel":
         raise ValueError(f"{where}: {key} needs [preprocessing] normalize = \"zscore_per_channel\" (it re-normalises "
                          f"each channel of a randomised crop on its own); got {normalize!r}.")
@@ -188,70 +243,71 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
     Raises
     ------
     ValueError
-        On unknown keys or a missing ``[network.encoder]`` table.
+        On an unknown key (with the nearest known one), a bad value or a missing
+        ``[network.encoder]`` table: one ``config key '...'`` sentence per problem.
     """
-    _check_keys(raw, where)
-    data, net, pre = raw.get("data", {}), dict(raw.get("network", {})), raw.get("preprocessing", {})
-    tr, bun = raw.get("train", {}), raw.get("bundle", {})
-    name = str(raw.get("name", "segmenter"))
-    channels = [str(c) for c in pre.get("channels", ["T1", "T1C", "T2", "FLAIR"])]
-    if "encoder" not in net:
-        raise ValueError(f"{where}: [network.encoder] is missing (for example name = \"swin3d\").")
+    try:
+        f = FinetuneFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{where}: " + " ".join(error_sentences(exc, FinetuneFile))) from None
+    data, net, pre, tr, bun = f.data, f.network, f.preprocessing, f.train, f.bundle
+    channels = list(pre.channels)
+    if net.encoder is None:
+        raise ValueError(f"{where}: config key 'network.encoder': missing (a table, for example name = \"swin3d\").")
     from models.preprocess import NORMALIZATIONS
 
-    if str(pre.get("normalize", "zscore_foreground")) not in NORMALIZATIONS:
-        raise ValueError(f"{where}: [preprocessing] normalize {pre['normalize']!r} is not one of {', '.join(NORMALIZATIONS)}.")
-    encoder = dict(net["encoder"])
+    if pre.normalize not in NORMALIZATIONS:
+        raise ValueError(f"{where}: config key 'preprocessing.normalize': {pre.normalize!r} is not one of "
+                         f"{', '.join(NORMALIZATIONS)}.")
+    encoder = dict(net.encoder)
     encoder.setdefault("in_channels", len(channels))
-    network = {"encoder": encoder, "num_classes": int(net.get("num_classes", 4)), "norm": str(net.get("norm", "instance")),
-               "full_resolution": bool(net.get("full_resolution", True))}
-    if net.get("encoder_checkpoint"):
-        network["encoder_checkpoint"] = str(net["encoder_checkpoint"])
-    dropout_weights = _dropout_weights(tr.get("sequence_dropout_weights", {}), channels, where)
-    dr = _domain_randomisation(tr.get("domain_randomisation", False), str(pre.get("normalize", "zscore_foreground")), where)
-    subsets = data.get("val_subsets") or {"all": channels, "FLAIR": ["FLAIR"]}
+    network: dict[str, Any] = {"encoder": encoder, "num_classes": net.num_classes, "norm": net.norm,
+                               "full_resolution": net.full_resolution}
+    if net.encoder_checkpoint:
+        network["encoder_checkpoint"] = net.encoder_checkpoint
+    subsets = data.val_subsets or {"all": channels, "FLAIR": ["FLAIR"]}
     return FinetuneConfig(
-        name=name,
+        name=f.name,
         network=network,
         channels=channels,
-        seed=int(raw.get("seed", 0)),
-        manifest=str(data.get("manifest", "")),
-        data_dirs=[str(d) for d in data.get("dirs", [])],
-        layout=str(data.get("layout", "auto")),
-        synth=dict(data.get("synth", {})),
-        val_subjects=int(data.get("val_subjects", 2)),
-        val_subsets={str(k): [str(x) for x in v] for k, v in subsets.items()},
-        spacing_mm=[float(s) for s in pre.get("spacing_mm", [2.0, 2.0, 2.0])],
-        roi_size=[int(s) for s in pre.get("roi_size", [64, 64, 64])],
-        inference_roi_size=[int(s) for s in pre.get("inference_roi_size", pre.get("roi_size", [64, 64, 64]))],
-        min_component_fraction=float(pre.get("min_component_fraction", 0.0)),
-        normalize=str(pre.get("normalize", "zscore_foreground")),
-        mask_outside_head=bool(pre.get("mask_outside_head", False)),
-        overlap=float(pre.get("overlap", 0.25)),
-        max_steps=int(tr.get("max_steps", 1000)),
-        batch_size=int(tr.get("batch_size", 2)),
-        samples_per_subject=int(tr.get("samples_per_subject", 1)),
-        lr=float(tr.get("lr", 1e-3)),
-        weight_decay=float(tr.get("weight_decay", 1e-5)),
-        sequence_dropout=float(tr.get("sequence_dropout", 0.5)),
-        sequence_dropout_weights=dropout_weights,
-        silent_subsets=_silent_subsets(tr.get("silent_subsets", []), channels, where),
-        threads=int(tr.get("threads", 1)),
-        init_weights=str(tr.get("init_weights", "")),
-        pos_neg=[float(v) for v in tr.get("pos_neg", [2.0, 1.0])],
-        intensity_augment=bool(tr.get("intensity_augment", False)),
-        domain_randomisation=dr,
-        real_negatives=str(data.get("real_negatives", "")),
-        real_negative_repeats=int(data.get("real_negative_repeats", 1)),
-        log_every=int(tr.get("log_every", 10)),
-        checkpoint_every=int(tr.get("checkpoint_every", 100)),
-        val_every=int(tr.get("val_every", 0)),
-        out_dir=str(tr.get("out_dir", f"var/finetune/{name}")),
-        bundle_out=str(bun.get("out", "")),
-        bundle_version=str(bun.get("version", "0.1.0")),
-        bundle_half=bool(bun.get("half", True)),
-        description=str(bun.get("description", "")),
-        command=str(bun.get("command", "")),
+        seed=f.seed,
+        manifest=data.manifest,
+        data_dirs=list(data.dirs),
+        layout=data.layout,
+        synth=dict(data.synth),
+        val_subjects=data.val_subjects,
+        val_subsets={k: list(v) for k, v in subsets.items()},
+        spacing_mm=list(pre.spacing_mm),
+        roi_size=list(pre.roi_size),
+        inference_roi_size=list(pre.inference_roi_size or pre.roi_size),
+        min_component_fraction=pre.min_component_fraction,
+        normalize=pre.normalize,
+        mask_outside_head=pre.mask_outside_head,
+        overlap=pre.overlap,
+        max_steps=tr.max_steps,
+        batch_size=tr.batch_size,
+        samples_per_subject=tr.samples_per_subject,
+        lr=tr.lr,
+        weight_decay=tr.weight_decay,
+        sequence_dropout=tr.sequence_dropout,
+        sequence_dropout_weights=_dropout_weights(tr.sequence_dropout_weights, channels, where),
+        silent_subsets=_silent_subsets(tr.silent_subsets, channels, where),
+        threads=tr.threads,
+        init_weights=tr.init_weights,
+        pos_neg=list(tr.pos_neg),
+        intensity_augment=tr.intensity_augment,
+        domain_randomisation=_domain_randomisation(tr.domain_randomisation, pre.normalize, where),
+        real_negatives=data.real_negatives,
+        real_negative_repeats=data.real_negative_repeats,
+        log_every=tr.log_every,
+        checkpoint_every=tr.checkpoint_every,
+        val_every=tr.val_every,
+        out_dir=tr.out_dir or f"var/finetune/{f.name}",
+        bundle_out=bun.out,
+        bundle_version=bun.version,
+        bundle_half=bun.half,
+        description=bun.description,
+        command=bun.command,
         raw=raw,
     )
 
@@ -264,13 +320,9 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If it is not valid TOML or has unknown keys.
+        If it is not valid TOML or has an unknown or invalid key.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"fine-tuning config {p} does not exist.")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"fine-tuning config {p} is not valid TOML ({exc}).") from None
-    return parse_finetune_config(raw, where=f"fine-tuning config {p}")
+    return parse_finetune_config(load_toml(p, "fine-tuning config"), where=f"fine-tuning config {p}")

@@ -18,14 +18,14 @@ A retraining config is a small TOML file (paths relative to the file)::
 from __future__ import annotations
 
 import logging
-import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from dicom_node.typed_config import StrictModel, error_sentences, load_toml
 from training.registry import ModelRegistry, RegistryEntry
 
 __all__ = ["RetrainConfig", "RetrainOutcome", "load_retrain_config", "run_once", "schedule"]
@@ -33,10 +33,8 @@ __all__ = ["RetrainConfig", "RetrainOutcome", "load_retrain_config", "run_once",
 log = logging.getLogger(__name__)
 
 
-class RetrainConfig(BaseModel):
-    """Typed retraining settings (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
+class RetrainConfig(StrictModel):
+    """Typed retraining settings (see the module docstring); unknown keys are refused."""
 
     finetune_config: Path
     registry_dir: Path = Path("var/registry")
@@ -68,18 +66,11 @@ def load_retrain_config(path: str | Path) -> RetrainConfig:
         With a sentence naming the key, for a missing file, bad TOML or a bad value.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"retraining config {path} does not exist.")
-    try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"retraining config {path} is not valid TOML ({exc}).") from exc
+    raw: dict[str, Any] = load_toml(path, "retraining config")
     try:
         cfg = RetrainConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ValueError(f"retraining config {path}: key {key!r}: {first['msg']}.") from None
+        raise ValueError(f"retraining config {path}: " + " ".join(error_sentences(exc, RetrainConfig))) from None
     base = path.parent
     for key in ("finetune_config", "registry_dir"):
         value: Path = getattr(cfg, key)

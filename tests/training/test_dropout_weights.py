@@ -56,7 +56,7 @@ def test_config_turns_names_into_channel_indices() -> None:
 
 
 @pytest.mark.parametrize(("weights", "words"), [
-    ({"DWI": 2.0}, "DWI"), ({"FLAIR": -1.0}, "≥ 0"), ({"FLAIR": "x"}, "≥ 0"), ([1, 2], "table"),
+    ({"DWI": 2.0}, "DWI"), ({"FLAIR": -1.0}, "≥ 0"), ({"FLAIR": "x"}, "valid number"), ([1, 2], "valid dictionary"),
 ])
 def test_config_refuses_bad_weights_naming_the_key(weights: object, words: str) -> None:
     with pytest.raises(ValueError, match="sequence_dropout_weights") as err:

@@ -72,5 +72,5 @@ def test_bad_config_is_a_sentence(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[train]\nmax_step = 3\n[network.encoder]\nname = "swin3d"\n')
     assert main(["train", "finetune", "--config", str(bad)]) == 2
-    assert "unknown key(s) max_step in [train]" in capsys.readouterr().err
+    assert "config key 'train.max_step': unknown key (did you mean 'max_steps'?)." in capsys.readouterr().err
     assert main(["train", "finetune", "--config", str(tmp_path / "missing.toml")]) == 2

@@ -30,10 +30,10 @@ def _objective_and_batch(name: str, data_dir: Path, tmp_path: Path):
     objective = build_objective(name, encoder, cfg.options, int(cfg.encoder["in_channels"]))
     data = cfg.stages[0].data
     ds = PretrainDataset(
-        collect_subjects(data["sources"]), data["sequences"], data["patch"], data["voxel_mm"],
+        collect_subjects(data.sources), data.sequences, data.patch, data.voxel_mm,
         slice_2d=objective.spatial_dims == 2, min_sequences=objective.min_sequences, seed=0,
     )
-    n = int(data["batch_size"])
+    n = data.batch_size
     items = [ds[i % len(ds)] for i in range(n)]
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
     return cfg, encoder, objective, batch

@@ -37,17 +37,102 @@ Layout (every table but ``encoder`` and ``data`` has defaults)::
 from __future__ import annotations
 
 import difflib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PretrainConfig", "Stage", "load_config", "parse_config"]
+from pydantic import Field, ValidationError, field_validator
 
-_TOP = {"objective", "seed", "encoder", "options", "data", "optim", "run", "stages"}
-_DATA = {"sources", "synth", "sequences", "voxel_mm", "patch", "batch_size", "workers"}
-_OPTIM = {"lr", "weight_decay", "warmup_steps", "max_steps", "grad_clip"}
-_RUN = {"out_dir", "threads", "log_every", "checkpoint_every"}
+from dicom_node.typed_config import StrictModel, error_sentences, load_toml
+from training.pretrain.options import OPTIONS, ObjectiveOptions, objective_options
+
+__all__ = [
+    "DataPatch",
+    "DataTable",
+    "OptimTable",
+    "PretrainConfig",
+    "PretrainFile",
+    "RunTable",
+    "Stage",
+    "StageTable",
+    "load_config",
+    "parse_config",
+]
+
+_SEQUENCES = ["T1", "T1C", "T2", "FLAIR"]
+
+
+class DataTable(StrictModel):
+    """``[data]``: where the subjects come from and how they are cut."""
+
+    sources: list[str] = Field(default_factory=list, description="subject folders and manifests")
+    synth: dict[str, Any] = Field(default_factory=dict, description="subjects generated in memory (subjects, seed)")
+    sequences: list[str] = Field(default_factory=lambda: list(_SEQUENCES), min_length=1)
+    voxel_mm: float = Field(default=2.0, gt=0)
+    patch: list[int] = Field(default_factory=lambda: [64, 64, 64], min_length=2, max_length=3)
+    batch_size: int = Field(default=2, ge=1)
+    workers: int = Field(default=0, ge=0)
+
+
+class DataPatch(StrictModel):
+    """A stage's ``data`` table: keys of ``[data]`` that the stage replaces."""
+
+    sources: list[str] | None = None
+    synth: dict[str, Any] | None = None
+    sequences: list[str] | None = Field(default=None, min_length=1)
+    voxel_mm: float | None = Field(default=None, gt=0)
+    patch: list[int] | None = Field(default=None, min_length=2, max_length=3)
+    batch_size: int | None = Field(default=None, ge=1)
+    workers: int | None = Field(default=None, ge=0)
+
+
+class OptimTable(StrictModel):
+    """``[optim]``: AdamW with a linear warm-up and a cosine decay."""
+
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    max_steps: int = Field(default=100, ge=0, description="steps of a run without [[stages]]")
+    grad_clip: float = Field(default=1.0, ge=0, description="0: no clipping")
+
+
+class RunTable(StrictModel):
+    """``[run]``: where and how often the run writes."""
+
+    out_dir: str = ""
+    threads: int = Field(default=2, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(default=200, ge=1)
+
+
+class StageTable(StrictModel):
+    """One ``[[stages]]`` entry."""
+
+    name: str = ""
+    steps: int = Field(ge=0)
+    data: DataPatch = Field(default_factory=DataPatch)
+
+
+class PretrainFile(StrictModel):
+    """The whole pretraining TOML file, as written (see the module docstring)."""
+
+    objective: str
+    seed: int = 0
+    encoder: dict[str, Any] = Field(description="models.encoders.build_encoder keys")
+    options: dict[str, Any] = Field(default_factory=dict, description="the objective's options")
+    data: DataTable
+    optim: OptimTable = Field(default_factory=OptimTable)
+    run: RunTable = Field(default_factory=RunTable)
+    stages: list[StageTable] = Field(default_factory=list)
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, name: str) -> str:
+        if name not in OPTIONS:
+            close = difflib.get_close_matches(name, list(OPTIONS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"pretraining objective {name!r} is not one of {', '.join(OPTIONS)}.{hint}")
+        return name
 
 
 @dataclass
@@ -56,7 +141,7 @@ class Stage:
 
     name: str
     steps: int
-    data: dict[str, Any]
+    data: DataTable
 
 
 @dataclass
@@ -67,9 +152,9 @@ class PretrainConfig:
     objective: str
     seed: int
     encoder: dict[str, Any]
-    options: dict[str, Any]
-    optim: dict[str, Any]
-    run: dict[str, Any]
+    options: ObjectiveOptions
+    optim: OptimTable
+    run: RunTable
     stages: list[Stage]
     raw: dict[str, Any]
 
@@ -90,14 +175,6 @@ class PretrainConfig:
         self.stages = kept
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"pretraining config {path}: unknown key {key!r} in {where}.{hint}")
-
-
 def load_config(path: str | Path) -> PretrainConfig:
     """Read and check a pretraining TOML file.
 
@@ -115,16 +192,9 @@ def load_config(path: str | Path) -> PretrainConfig:
     ------
     ValueError
         If the file is missing, is not TOML, or has an unknown or invalid key; the message
-        names the file and the key.
+        names the file and the key (with the nearest known key for a misspelt one).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"pretraining config {p} does not exist.")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"pretraining config {p} is not valid TOML ({exc}).") from exc
-    return parse_config(raw, p)
+    return parse_config(load_toml(path, "pretraining config"), Path(path))
 
 
 def parse_config(raw: dict[str, Any], path: str | Path = "<dict>") -> PretrainConfig:
@@ -145,56 +215,37 @@ def parse_config(raw: dict[str, Any], path: str | Path = "<dict>") -> PretrainCo
     Raises
     ------
     ValueError
-        If a key is unknown or invalid.
+        If a key is unknown or invalid (one ``config key '...'`` sentence per problem).
     """
-    from training.pretrain.registry import objective_class
-
     p = Path(path)
-    _check_keys(raw, _TOP, "the top level", p)
-    if "objective" not in raw:
-        raise ValueError(f"pretraining config {p} lacks 'objective'.")
-    objective_class(str(raw["objective"]))  # did-you-mean error for unknown names
-    for table in ("encoder", "data"):
-        if not isinstance(raw.get(table), dict):
-            raise ValueError(f"pretraining config {p} lacks the [{table}] table.")
-    data = dict(raw["data"])
-    _check_keys(data, _DATA, "[data]", p)
-    data.setdefault("sequences", ["T1", "T1C", "T2", "FLAIR"])
-    data.setdefault("voxel_mm", 2.0)
-    data.setdefault("patch", [64, 64, 64])
-    data.setdefault("batch_size", 2)
-    data.setdefault("workers", 0)
-    data.setdefault("sources", [])
-    optim = {"lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 10, "max_steps": 100, "grad_clip": 1.0}
-    _check_keys(raw.get("optim", {}), _OPTIM, "[optim]", p)
-    optim.update(raw.get("optim", {}))
-    run = {"out_dir": f"var/pretrain/{p.stem}", "threads": 2, "log_every": 10, "checkpoint_every": 200}
-    _check_keys(raw.get("run", {}), _RUN, "[run]", p)
-    run.update(raw.get("run", {}))
-    encoder = dict(raw["encoder"])
-    encoder.setdefault("in_channels", len(data["sequences"]))
-    if int(encoder["in_channels"]) != len(data["sequences"]):
+    where = f"pretraining config {p}"
+    try:
+        file = PretrainFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{where}: " + " ".join(error_sentences(exc, PretrainFile))) from None
+    options = objective_options(file.objective, file.options, where)
+    encoder = dict(file.encoder)
+    encoder.setdefault("in_channels", len(file.data.sequences))
+    if int(encoder["in_channels"]) != len(file.data.sequences):
         raise ValueError(
-            f"pretraining config {p}: encoder in_channels {encoder['in_channels']} differs from the "
-            f"{len(data['sequences'])} sequences of [data]."
+            f"{where}: config key 'encoder.in_channels': {encoder['in_channels']} differs from the "
+            f"{len(file.data.sequences)} sequences of [data]."
         )
-    stages = []
-    for i, st in enumerate(raw.get("stages", [])):
-        _check_keys(st, {"name", "steps", "data"}, f"[[stages]] #{i + 1}", p)
-        if "steps" not in st:
-            raise ValueError(f"pretraining config {p}: stage #{i + 1} lacks 'steps'.")
-        over = dict(st.get("data", {}))
-        _check_keys(over, _DATA, f"[[stages]] #{i + 1} data", p)
-        stages.append(Stage(str(st.get("name", f"stage{i + 1}")), int(st["steps"]), {**data, **over}))
+    stages = [
+        Stage(st.name or f"stage{i + 1}", st.steps,
+              file.data.model_copy(update=st.data.model_dump(exclude_none=True)))
+        for i, st in enumerate(file.stages)
+    ]
     if not stages:
-        stages = [Stage("main", int(optim["max_steps"]), data)]
+        stages = [Stage("main", file.optim.max_steps, file.data)]
+    run = file.run if file.run.out_dir else file.run.model_copy(update={"out_dir": f"var/pretrain/{p.stem}"})
     return PretrainConfig(
         path=p,
-        objective=str(raw["objective"]),
-        seed=int(raw.get("seed", 0)),
+        objective=file.objective,
+        seed=file.seed,
         encoder=encoder,
-        options=dict(raw.get("options", {})),
-        optim=optim,
+        options=options,
+        optim=file.optim,
         run=run,
         stages=stages,
         raw=raw,

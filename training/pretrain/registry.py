@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.pretrain.options import ObjectiveOptions, typed_options
+
 __all__ = ["OBJECTIVES", "Objective", "build_objective", "objective_class"]
 
 #: Objective name -> "module:class" (imported on demand).
@@ -36,8 +38,9 @@ class Objective(nn.Module):
     ----------
     encoder : nn.Module
         A registry encoder (has ``feature_channels``, ``feature_strides``, ``spatial_dims``).
-    options : dict
-        Method options from the config's ``[objective]`` table.
+    options : ObjectiveOptions or dict
+        The config's ``[options]`` table, validated against :attr:`options_model` (unknown
+        keys refused).
     in_channels : int
         Image channels (one per sequence of the layout).
 
@@ -52,10 +55,14 @@ class Objective(nn.Module):
     spatial_dims: int = 3
     min_sequences: int = 1
 
-    def __init__(self, encoder: nn.Module, options: dict[str, Any], in_channels: int) -> None:
+    #: The model of this objective's ``[options]`` (see :mod:`training.pretrain.options`).
+    options_model: type[ObjectiveOptions] = ObjectiveOptions
+
+    def __init__(self, encoder: nn.Module, options: ObjectiveOptions | dict[str, Any] | None,
+                 in_channels: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.options = dict(options)
+        self.options: ObjectiveOptions = typed_options(self.options_model, options, f"{type(self).__name__} options")
         self.in_channels = int(in_channels)
         self.feature_channels = int(encoder.feature_channels[-1])  # type: ignore[index]
         self.feature_stride = int(encoder.feature_strides[-1])  # type: ignore[index]
@@ -91,7 +98,8 @@ def objective_class(name: str) -> type[Objective]:
     return found
 
 
-def build_objective(name: str, encoder: nn.Module, options: dict[str, Any], in_channels: int) -> Objective:
+def build_objective(name: str, encoder: nn.Module, options: ObjectiveOptions | dict[str, Any] | None,
+                    in_channels: int) -> Objective:
     """Build the objective ``name`` around ``encoder``.
 
     Parameters
@@ -100,8 +108,8 @@ def build_objective(name: str, encoder: nn.Module, options: dict[str, Any], in_c
         One of :data:`OBJECTIVES`.
     encoder : nn.Module
         A registry encoder.
-    options : dict
-        Method options.
+    options : ObjectiveOptions or dict
+        Method options (validated by the objective's options model).
     in_channels : int
         Image channels.
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from training.pretrain.config import PretrainConfig, Stage, load_config
+from training.pretrain.config import OptimTable, PretrainConfig, Stage, load_config
 from training.pretrain.data import PretrainDataset, collect_subjects
 from training.pretrain.registry import Objective, build_objective
 
@@ -57,15 +57,15 @@ def _distributed() -> tuple[int, int, torch.device]:
 def _loader(stage: Stage, objective: Objective, seed: int, rank: int, world: int) -> Iterator[dict[str, torch.Tensor]]:
     """Yield batches of ``stage``'s data forever (reshuffled each epoch)."""
     data = stage.data
-    sources: list[Any] = list(data["sources"])
-    if data.get("synth"):
-        sources.append({"synth": data["synth"]})
-    subjects = collect_subjects(sources, float(data["voxel_mm"]))
+    sources: list[Any] = list(data.sources)
+    if data.synth:
+        sources.append({"synth": data.synth})
+    subjects = collect_subjects(sources, data.voxel_mm)
     dataset = PretrainDataset(
         subjects,
-        data["sequences"],
-        data["patch"],
-        float(data["voxel_mm"]),
+        data.sequences,
+        data.patch,
+        data.voxel_mm,
         slice_2d=objective.spatial_dims == 2,
         min_sequences=objective.min_sequences,
         seed=seed,
@@ -74,10 +74,10 @@ def _loader(stage: Stage, objective: Objective, seed: int, rank: int, world: int
     sampler: DistributedSampler[dict[str, torch.Tensor]] = DistributedSampler(
         dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False
     )
-    workers = int(data["workers"])
+    workers = data.workers
     loader = DataLoader(
         dataset,
-        batch_size=int(data["batch_size"]),
+        batch_size=data.batch_size,
         sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
@@ -90,8 +90,8 @@ def _loader(stage: Stage, objective: Objective, seed: int, rank: int, world: int
         epoch += 1
 
 
-def _schedule(optim: dict[str, Any], total: int) -> Any:
-    warm = max(0, int(optim["warmup_steps"]))
+def _schedule(optim: OptimTable, total: int) -> Any:
+    warm = optim.warmup_steps
 
     def factor(step: int) -> float:
         if step < warm:
@@ -136,8 +136,8 @@ def train(cfg: PretrainConfig, *, resume: bool = False, max_steps: int | None = 
         cfg.cap_steps(int(max_steps))
     total = cfg.total_steps
     rank, world, device = _distributed()
-    torch.set_num_threads(max(1, int(cfg.run["threads"])))
-    out = Path(cfg.run["out_dir"])
+    torch.set_num_threads(cfg.run.threads)
+    out = Path(cfg.run.out_dir)
     ckpt_path = out / "checkpoint.pt"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def train(cfg: PretrainConfig, *, resume: bool = False, max_steps: int | None = 
     encoder = build_encoder(cfg.encoder)
     objective = build_objective(cfg.objective, encoder, cfg.options, int(cfg.encoder["in_channels"])).to(device)
     params = [p for p in objective.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=float(cfg.optim["lr"]), weight_decay=float(cfg.optim["weight_decay"]))
+    optimiser = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(cfg.optim, total))
     step = 0
     history: list[dict[str, Any]] = []
@@ -190,8 +190,8 @@ def train(cfg: PretrainConfig, *, resume: bool = False, max_steps: int | None = 
                 raise ValueError(f"pretraining loss became {float(loss)} at step {step} (stage {stage.name}); lower [optim] lr.")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            if float(cfg.optim["grad_clip"]) > 0:
-                torch.nn.utils.clip_grad_norm_(params, float(cfg.optim["grad_clip"]))
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             optimiser.step()
             scheduler.step()
             objective.after_step(step, total)
@@ -202,12 +202,12 @@ def train(cfg: PretrainConfig, *, resume: bool = False, max_steps: int | None = 
                 history.append({"step": step, "stage": stage.name, "loss": loss_value, "lr": lr, **parts})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", stage=stage.name)
-                if writer is not None and (step % int(cfg.run["log_every"]) == 0 or step == total):
+                if writer is not None and (step % cfg.run.log_every == 0 or step == total):
                     writer.add_scalar("loss/total", loss_value, step)
                     for key, value in parts.items():
                         writer.add_scalar(f"loss/{key}", value, step)
                     writer.add_scalar("lr", lr, step)
-                if step % int(cfg.run["checkpoint_every"]) == 0 or step == total:
+                if step % cfg.run.checkpoint_every == 0 or step == total:
                     _save_atomic(
                         {
                             "objective": objective.state_dict(),

@@ -23,6 +23,7 @@ from torch import nn
 
 from training.pretrain.masking import apply_mask, masked_mse, random_patch_mask
 from training.pretrain.objectives.common import ProjectionHead, ReconstructionHead, deepest_features, info_nce
+from training.pretrain.options import CrossSequenceOptions, typed_options
 from training.pretrain.registry import Objective
 
 __all__ = ["CrossSequence", "pick_two_sequences"]
@@ -57,19 +58,20 @@ class CrossSequence(Objective):
     """Cross-sequence reconstruction + masked modelling + modality-aware contrast."""
 
     spatial_dims = 3
+    options_model = CrossSequenceOptions
     min_sequences = 2
 
     def __init__(self, encoder: nn.Module, options: dict[str, Any], in_channels: int) -> None:
         super().__init__(encoder, options, in_channels)
-        o = self.options
-        self.mask_ratio = float(o.get("mask_ratio", 0.5))
-        self.mask_patch = int(o.get("mask_patch", 8))
-        self.temperature = float(o.get("temperature", 0.2))
-        self.weights = (float(o.get("w_cross", 1.0)), float(o.get("w_mask", 1.0)), float(o.get("w_contrast", 1.0)))
+        o = typed_options(CrossSequenceOptions, self.options)
+        self.mask_ratio = o.mask_ratio
+        self.mask_patch = o.mask_patch
+        self.temperature = o.temperature
+        self.weights = (o.w_cross, o.w_mask, o.w_contrast)
         self.decoder = ReconstructionHead(
-            self.feature_channels, in_channels, self.feature_stride, 3, int(o.get("decoder_width", 64))
+            self.feature_channels, in_channels, self.feature_stride, 3, o.decoder_width
         )
-        self.contrast_head = ProjectionHead(self.feature_channels, int(o.get("proj_dim", 128)))
+        self.contrast_head = ProjectionHead(self.feature_channels, o.proj_dim)
 
     @staticmethod
     def _only(image: torch.Tensor, channel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

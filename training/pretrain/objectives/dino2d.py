@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.pretrain.objectives.common import deepest_features, pool
+from training.pretrain.options import Dino2DOptions, typed_options
 from training.pretrain.registry import Objective
 
 __all__ = ["Dino2D", "DinoHead", "random_resized_crops"]
@@ -109,28 +110,26 @@ class Dino2D(Objective):
     """Self-distillation with an EMA teacher and multi-crop over a 2D encoder."""
 
     spatial_dims = 2
+    options_model = Dino2DOptions
 
     def __init__(self, encoder: nn.Module, options: dict[str, Any], in_channels: int) -> None:
         super().__init__(encoder, options, in_channels)
-        o = self.options
-        self.n_global = int(o.get("n_global", 2))
-        self.n_local = int(o.get("n_local", 4))
-        if self.n_global < 2:
-            raise ValueError("dino2d needs n_global >= 2 (the teacher's views).")
-        self.global_scale = tuple(float(v) for v in o.get("global_scale", (0.5, 1.0)))
-        self.local_scale = tuple(float(v) for v in o.get("local_scale", (0.15, 0.4)))
-        self.student_temp = float(o.get("student_temp", 0.1))
-        self.teacher_temp = float(o.get("teacher_temp", 0.04))
-        self.center_momentum = float(o.get("center_momentum", 0.9))
-        self.base_momentum = float(o.get("momentum", 0.996))
-        k = int(o.get("prototypes", 1024))
-        self.head = DinoHead(self.feature_channels, k, int(o.get("hidden", 256)), int(o.get("bottleneck", 128)))
+        o = typed_options(Dino2DOptions, self.options)
+        self.n_global = o.n_global  # >= 2 (the teacher's views), checked by the options model
+        self.n_local = o.n_local
+        self.global_scale = o.global_scale
+        self.local_scale = o.local_scale
+        self.student_temp = o.student_temp
+        self.teacher_temp = o.teacher_temp
+        self.center_momentum = o.center_momentum
+        self.base_momentum = o.momentum
+        self.head = DinoHead(self.feature_channels, o.prototypes, o.hidden, o.bottleneck)
         self.teacher = copy.deepcopy(encoder)
         self.teacher_head = copy.deepcopy(self.head)
         for p in (*self.teacher.parameters(), *self.teacher_head.parameters()):
             p.requires_grad_(False)
         self.center: torch.Tensor
-        self.register_buffer("center", torch.zeros(1, k))
+        self.register_buffer("center", torch.zeros(1, o.prototypes))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the cross-entropy between teacher and student over all crop pairs."""

@@ -28,6 +28,7 @@ from torch import nn
 from training.pretrain.data import PARAM_NAMES
 from training.pretrain.masking import apply_mask, masked_mse, random_patch_mask
 from training.pretrain.objectives.common import ProjectionHead, ReconstructionHead, deepest_features, pool
+from training.pretrain.options import PrismOptions, typed_options
 from training.pretrain.registry import Objective
 
 __all__ = ["Prism", "random_subset"]
@@ -59,24 +60,20 @@ class Prism(Objective):
     """Masked reconstruction + acquisition-parameter regression + structure/sequence heads."""
 
     spatial_dims = 3
+    options_model = PrismOptions
 
     def __init__(self, encoder: nn.Module, options: dict[str, Any], in_channels: int) -> None:
         super().__init__(encoder, options, in_channels)
-        o = self.options
-        self.mask_ratio = float(o.get("mask_ratio", 0.5))
-        self.mask_patch = int(o.get("mask_patch", 8))
-        self.keep_prob = float(o.get("keep_prob", 0.6))
-        dim = int(o.get("embed_dim", 64))
-        self.weights = (
-            float(o.get("w_recon", 1.0)),
-            float(o.get("w_param", 0.5)),
-            float(o.get("w_struct", 0.5)),
-            float(o.get("w_orth", 0.1)),
-        )
+        o = typed_options(PrismOptions, self.options)
+        self.mask_ratio = o.mask_ratio
+        self.mask_patch = o.mask_patch
+        self.keep_prob = o.keep_prob
+        dim = o.embed_dim
+        self.weights = (o.w_recon, o.w_param, o.w_struct, o.w_orth)
         self.structure_head = nn.Conv3d(self.feature_channels, dim, 1)
         self.sequence_head = nn.Conv3d(self.feature_channels, dim, 1)
         self.param_head = ProjectionHead(dim, in_channels * len(PARAM_NAMES), hidden=128)
-        self.decoder = ReconstructionHead(2 * dim, in_channels, self.feature_stride, 3, int(o.get("decoder_width", 64)))
+        self.decoder = ReconstructionHead(2 * dim, in_channels, self.feature_stride, 3, o.decoder_width)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the loss over two contrast-subset views and its four terms."""

@@ -34,6 +34,7 @@ from training.pretrain.objectives.common import (
     info_nce,
     pool,
 )
+from training.pretrain.options import SwinSSLOptions, typed_options
 from training.pretrain.registry import Objective
 
 __all__ = ["SwinSSL", "rotate_axial"]
@@ -61,18 +62,19 @@ class SwinSSL(Objective):
     """Rotation + contrastive + masked inpainting (Tang et al. 2022) over a 3D encoder."""
 
     spatial_dims = 3
+    options_model = SwinSSLOptions
 
     def __init__(self, encoder: nn.Module, options: dict[str, Any], in_channels: int) -> None:
         super().__init__(encoder, options, in_channels)
-        o = self.options
-        self.mask_ratio = float(o.get("mask_ratio", 0.5))
-        self.mask_patch = int(o.get("mask_patch", 8))
-        self.temperature = float(o.get("temperature", 0.2))
-        self.weights = (float(o.get("w_rot", 1.0)), float(o.get("w_contrast", 1.0)), float(o.get("w_recon", 1.0)))
+        o = typed_options(SwinSSLOptions, self.options)
+        self.mask_ratio = o.mask_ratio
+        self.mask_patch = o.mask_patch
+        self.temperature = o.temperature
+        self.weights = (o.w_rot, o.w_contrast, o.w_recon)
         self.rot_head = nn.Linear(self.feature_channels, 4)
-        self.contrast_head = ProjectionHead(self.feature_channels, int(o.get("proj_dim", 128)))
+        self.contrast_head = ProjectionHead(self.feature_channels, o.proj_dim)
         self.decoder = ReconstructionHead(
-            self.feature_channels, in_channels, self.feature_stride, 3, int(o.get("decoder_width", 64))
+            self.feature_channels, in_channels, self.feature_stride, 3, o.decoder_width
         )
 
     def _view(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
