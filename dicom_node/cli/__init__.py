@@ -23,11 +23,14 @@ COMMAND_MODULES: tuple[str, ...] = (
     "identify",
     "convert",
     "infer",
-    "synth",
     "models_cmd",
-    "train",
-    "retrain",
 )
+
+#: Packages installed beside the node that add their own sub-commands through
+#: ``register(subparsers)``, listed after the node's: the offline training verbs
+#: (``synth``, ``train``, ``retrain``) live with the training code, which imports the
+#: node and is never imported by it (looked up by name, skipped when not installed).
+EXTENSIONS: tuple[str, ...] = ("training.cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"{__name__}.{name}")
         module.register(sub)
+    for name in EXTENSIONS:
+        try:
+            extension = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # not installed here: the node runs without it
+            raise
+        extension.register(sub)
     return parser
 
 

@@ -22,7 +22,7 @@ def _ns(config: Path) -> argparse.Namespace:
 
 
 def test_evaluate_dispatches_on_the_label_efficiency_table(tmp_path: Path) -> None:
-    from dicom_node.cli.train import _target
+    from training.cli.train import _target
 
     assert _target(_ns(CONFIGS / "label-efficiency.toml")) == "training.pretrain.label_efficiency"
     assert _target(_ns(CONFIGS / "label-efficiency-tiny.toml")) == "training.pretrain.label_efficiency"
