@@ -101,7 +101,8 @@ class WorkerPool:
             "out_dir": str(out_dir),
             "device": worker.job_device,
             "pipelines": [
-                {"name": p.name, "function": p.function, "options": p.options}
+                {"name": p.name, "function": p.function, "options": p.options,
+                 "required_sequences": list(p.required_sequences), "optional_sequences": list(p.optional_sequences)}
                 for p in self.cfg.pipelines
                 if p.enabled
             ],
@@ -191,7 +192,7 @@ class WorkerPool:
             result = json.loads(result_file.read_text())
             self.metrics.job_stage_seconds.labels(stage="pipeline").observe(seconds)
             self.queue.set_processed(job.id, out_dir, [Path(p) for p in result["outputs"]], result["summary"],
-                                     {"pipeline_s": round(seconds, 3)})
+                                     _durations(seconds, result))
             log.info("job %d (study %s): pipelines done in %.1f s, %d outputs (worker on %s, pid %s, "
                      "%d model load(s), peak RSS %.0f MiB)", job.id, uid_tag(job.study_uid), seconds,
                      len(result["outputs"]), worker.device, worker.pid, len(message.get("loads") or []),
@@ -248,6 +249,16 @@ class WorkerPool:
         """Kill every worker process (the last step of a shutdown)."""
         for worker in self.processes:
             worker.kill()
+
+
+def _durations(seconds: float, result: dict[str, Any]) -> dict[str, float]:
+    """The job's durations: the whole run (``pipeline_s``) and the analysis stage's own (``analysis_identify_s``…)."""
+    out = {"pipeline_s": round(seconds, 3)}
+    stages = (result.get("analysis") or {}).get("seconds")
+    if isinstance(stages, dict):
+        out.update({f"analysis_{k}_s": round(float(v), 3) for k, v in stages.items()
+                    if k != "total" and isinstance(v, int | float)})
+    return out
 
 
 def _tail(path: Path, lines: int = 3) -> str:
