@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LESION_LABEL", "export_native_as_monai", "make_flair_lesion_bundle", "metadata"]
+__all__ = ["LESION_LABEL", "export_native_as_monai", "make_flair_lesion_bundle", "make_lesion_bundle", "metadata"]
 
 #: The flair-lesion bundle's one label (a code and a colour the demo card does not use).
 LESION_LABEL: dict[str, Any] = {
@@ -145,9 +145,34 @@ def export_native_as_monai(native: str | Path, out: str | Path, name: str | None
 
 def make_flair_lesion_bundle(out: str | Path, threshold: float = 2.0, name: str = "flair-lesion",
                              version: str = "0.1.0") -> Path:
-    """Write a TorchScript MONAI Bundle that labels z-scored FLAIR above ``threshold`` (label 1).
+    """Write a TorchScript MONAI Bundle that labels z-scored FLAIR above ``threshold`` (label 1, :data:`LESION_LABEL`).
 
     The network is one 1x1x1 convolution: logits ``(0, 4 (x - threshold))``.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    return make_lesion_bundle(out, "FLAIR", LESION_LABEL, threshold=threshold, name=name, version=version)
+
+
+def make_lesion_bundle(out: str | Path, sequence: str, label: dict[str, Any], threshold: float = 2.0,
+                       name: str = "lesion", version: str = "0.1.0") -> Path:
+    """Write a TorchScript MONAI Bundle that labels one z-scored sequence above ``threshold`` as ``label``.
+
+    Parameters
+    ----------
+    out : str or Path
+        The bundle folder.
+    sequence : str
+        The one input channel's sequence (required).
+    label : dict
+        The sidecar label (value 1, name, category, type, colour…).
+    threshold : float
+        In standard deviations of the head's intensities.
+    name, version : str
+        Sidecar name and metadata version.
 
     Returns
     -------
@@ -165,8 +190,8 @@ def make_flair_lesion_bundle(out: str | Path, threshold: float = 2.0, name: str 
         conv.weight[1, 0] = 4.0
         conv.bias[1] = -4.0 * threshold
     torch.jit.script(conv.eval()).save(str(folder / "models" / "model.ts"))
-    meta = metadata(version, {"0": "FLAIR"}, {"0": "background", "1": LESION_LABEL["name"]},
-                    "FLAIR hyperintensity (z-score above a threshold); a test bundle, not for clinical use.")
+    meta = metadata(version, {"0": sequence}, {"0": "background", "1": label["name"]},
+                    f"{sequence} hyperintensity (z-score above a threshold); a test bundle, not for clinical use.")
     _write(folder, "configs/metadata.json", meta)
     _write(folder, "configs/inference.json", {
         "device": "cpu",
@@ -179,10 +204,10 @@ def make_flair_lesion_bundle(out: str | Path, threshold: float = 2.0, name: str 
     })
     _write(folder, "configs/mrinode.json", {
         "name": name,
-        "channels": ["FLAIR"],
-        "required_sequences": ["FLAIR"],
+        "channels": [sequence],
+        "required_sequences": [sequence],
         "optional_sequences": [],
-        "labels": [LESION_LABEL],
+        "labels": [label],
         "preprocessing": {"mask_outside_head": True},
     })
     return folder
