@@ -230,7 +230,8 @@ class WorkerPool:
             self._next += 1
 
         def claim() -> Job | None:
-            self._ensure_alive(worker, stop)
+            if self.processes[0].preload:  # no enabled pipeline: no job needs a worker process
+                self._ensure_alive(worker, stop)
             return self.queue.claim_next() if not stop.is_set() else None
 
         try:

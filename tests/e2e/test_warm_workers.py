@@ -173,3 +173,20 @@ def test_worker_is_recycled_above_max_rss(tmp_path: Path, stack: ExitStack) -> N
     assert job["attempts"] == 1  # recycled after the job, never during it
     assert _wait_worker(node, not_pid=before) != before
     assert _metric(node, "mrinode_worker_restarts_total", reason="recycle_rss") == 1
+
+
+def test_hung_worker_is_killed_and_restarted(tmp_path: Path, stack: ExitStack) -> None:
+    hang = {**TEST_PIPELINE, "options": {"sleep_s": 120}}
+    node = stack.enter_context(NodeProcess(tmp_path / "node", pipelines=[hang],
+                                           extra={"workers": {"timeout_s": 2.0, "max_attempts": 1}}))
+    study_uid, _ = write_mr_series(tmp_path / "in", 2)
+    r = subprocess.run(["storescu", "-aec", "MRINODE", "+sd", "127.0.0.1", str(node.dicom_port), str(tmp_path / "in")],
+                       env=ENV, capture_output=True, check=False)
+    assert r.returncode == 0
+    hung = _wait_worker(node)
+    assert node.api("POST", f"/studies/{study_uid}/complete").json()["queued"]
+    job = node.wait_job(study_uid, states=("failed",), timeout=60)
+    assert "workers.timeout_s=2 s" in str(job["last_error"])
+    assert _metric(node, "mrinode_worker_restarts_total", reason="timeout") == 1
+    assert _wait_worker(node, not_pid=hung) != hung
+    assert not Path(f"/proc/{hung}").exists() or Path(f"/proc/{hung}/stat").read_text().split()[2] in "ZX"
