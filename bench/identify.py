@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from dicom_node.identify import identify_study
-    from dicom_node.identify.study import list_files
+    from dicom_node.io.grouping import iter_files
     from models.seqclf import load_sequence_classifier
 
     torch.set_num_threads(2)
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-identify-"))
     try:
         study = _make_study(tmp, 3.0 if args.quick else 2.0)
-        files = list_files(study)
+        files = iter_files(study)
         classifier = load_sequence_classifier()
 
         def headers_anchor() -> int:

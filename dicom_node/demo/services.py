@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,8 +213,3 @@ def stop_all(paths: DemoPaths, timeout: float = 20.0) -> list[str]:
             lines.append(f"{name}: stopped (pid {pid})")
         pid_file.unlink(missing_ok=True)
     return lines
-
-
-def python_exe() -> str:
-    """The interpreter running the demo (the project's virtual environment)."""
-    return sys.executable

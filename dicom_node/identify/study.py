@@ -22,10 +22,11 @@ from dicom_node.identify.evidence import DEFAULT_THRESHOLD, Identification, Seri
 from dicom_node.identify.fusion import PixelClassifier
 from dicom_node.identify.header import has_contrast_agent
 from dicom_node.identify.series import identify_series
+from dicom_node.io.grouping import iter_files
 from dicom_node.logs import uid_tag
 from dicom_node.sequences import SequenceLabel
 
-__all__ = ["identify_headers", "identify_study", "list_files", "load_pixels", "read_headers"]
+__all__ = ["identify_headers", "identify_study", "load_pixels", "read_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -34,32 +35,6 @@ _NOT_DICOM_SUFFIXES = frozenset({".json", ".txt", ".md", ".nii", ".gz", ".png", 
 
 #: How many central slices the pixel path reads per series.
 PIXEL_SLICES = 12
-
-
-def list_files(paths_or_dir: str | Path | Iterable[str | Path]) -> list[Path]:
-    """List regular, non-hidden files under folders (recursively) and in a list of paths.
-
-    Parameters
-    ----------
-    paths_or_dir : str, Path or iterable of those
-        A folder, a file, or files and folders.
-
-    Returns
-    -------
-    list of Path
-        Sorted per folder; missing paths are logged and skipped.
-    """
-    items: Iterable[str | Path] = [paths_or_dir] if isinstance(paths_or_dir, (str, Path)) else paths_or_dir
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith("."))
-        elif p.is_file():
-            out.append(p)
-        else:
-            log.warning("%s does not exist; skipped.", p)
-    return out
 
 
 def read_headers(files: Sequence[Path]) -> tuple[dict[str, list[tuple[Path, Dataset]]], list[str]]:
@@ -222,7 +197,7 @@ def identify_study(
         One per series, by series number; unreadable files come last as one row with
         an ``error`` and no series UID.
     """
-    series, problems = read_headers(list_files(paths_or_dir))
+    series, problems = read_headers(iter_files(paths_or_dir))
     return identify_headers(series, problems, use_pixels=use_pixels, classifier=classifier, threshold=threshold)
 
 
