@@ -1,5 +1,9 @@
 """The fine-tuning config: a TOML file read into a typed :class:`FinetuneConfig`.
 
+Each table is a typed model (:class:`FinetuneFile`): an unknown key or a bad value stops
+the run with one sentence per problem, for example ``config key 'train.max_step':
+unknown key (did you mean 'max_steps'?).``
+
 Tables and keys (defaults in brackets)::
 
     name = "brain-tumour-demo"

@@ -7,7 +7,7 @@ Layout (every table but ``encoder`` and ``data`` has defaults)::
     [encoder]                        # models.encoders.build_encoder keys; in_channels
     name = "swin3d"                  # defaults to the number of sequences
     feature_size = 12
-    [options]                        # the objective's own options (see its module)
+    [options]                        # the objective's own options (training.pretrain.options)
     mask_ratio = 0.5
     [data]
     sources = ["var/synth/pretrain"] # subject folders, manifests; paths relative to the CWD
@@ -32,6 +32,10 @@ Layout (every table but ``encoder`` and ``data`` has defaults)::
     name = "general"
     steps = 500
     data = {sources = ["var/synth/healthy"]}   # overrides of [data]
+
+Every table is a typed model (:class:`PretrainFile`; the options are checked against
+the objective's model in :mod:`training.pretrain.options`): an unknown key stops the run
+with ``config key 'optim.warmup_step': unknown key (did you mean 'warmup_steps'?)``.
 """
 
 from __future__ import annotations
