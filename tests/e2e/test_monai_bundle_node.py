@@ -127,3 +127,22 @@ def test_a_monai_bundle_beside_the_demo_each_study_gets_what_its_sequences_allow
             _check_seg_follows_card(p, cards[p.parent.name])
     # warm: each model loaded once in the worker for both studies
     assert loads == {"brain-tumour-demo": 1, "t2-lesion": 1}, loads
+
+
+@pytest.mark.skipif(False, reason="")
+def test_an_invalid_monai_bundle_is_refused_at_start_up_naming_file_and_key(tmp_path: Path) -> None:
+    import json
+
+    bundles = tmp_path / "bundles"
+    folder = make_lesion_bundle(bundles / "t2-lesion", "T2", T2_LABEL, name="t2-lesion")
+    side = json.loads((folder / "configs" / "mrinode.json").read_text())
+    side["channels"] = ["T2W"]  # not a sequence label
+    (folder / "configs" / "mrinode.json").write_text(json.dumps(side))
+    lesion = {"name": "t2-lesion", "function": "dicom_node.pipelines.segmentation:run", "enabled": True,
+              "options": {"model": str(folder)}}
+    node = NodeProcess(tmp_path / "node", pipelines=[lesion])
+    with pytest.raises(RuntimeError, match=r"exited") as err:
+        node.start(timeout=60)
+    node.kill9()
+    message = str(err.value)
+    assert "configs/mrinode.json" in message and "'channels[0]'" in message and "'T2W'" in message, message
