@@ -1,7 +1,8 @@
 """The worker process: run job specs, one at a time, with the models kept loaded between jobs.
 
-``python -m dicom_node.workers.child --serve [--preload MODULE:FUNCTION ...]`` is the warm
-worker the node supervises: it reads one job spec per line on stdin, runs
+``python -m dicom_node.workers.child --serve --pipelines JSON --device D`` is the warm worker
+the node supervises. At start it imports the configured pipelines and calls the optional
+``warmup(options, device)`` of each (a model pipeline loads its model there). Then it reads one job spec per line on stdin, runs
 :func:`dicom_node.jobrun.run_spec`, writes ``result.json`` into the job's ``out_dir`` and
 answers one JSON line on its stdout::
 
@@ -116,14 +117,34 @@ def _answer(proto: IO[bytes], message: dict[str, Any]) -> None:
     proto.flush()
 
 
-def serve(preload: Sequence[str] = ()) -> int:
+def _warm_up(pipelines: Sequence[dict[str, Any]], device: str) -> None:
+    """Import each pipeline and let it load its model before the first job (``warmup(options, device)``).
+
+    A pipeline function may define ``warmup``; a failure is only logged (the job that
+    needs the pipeline fails with the full reason).
+    """
+    from dicom_node.pipelines import resolve_pipeline
+
+    for p in pipelines:
+        try:
+            fn = resolve_pipeline(str(p["function"]))
+            warmup = getattr(fn, "warmup", None)
+            if callable(warmup):
+                warmup(dict(p.get("options") or {}), device)
+        except Exception as exc:
+            log.warning("worker: warming up %s failed: %s", p.get("function"), exc)
+
+
+def serve(pipelines: Sequence[dict[str, Any]] = (), device: str = "auto") -> int:
     """Answer job specs on stdin until it ends (the warm worker's loop).
 
     Parameters
     ----------
-    preload : sequence of str
-        ``"module:function"`` pipeline references imported before the first job, so that
-        the first study does not pay their imports (torch, MONAI).
+    pipelines : sequence of dict
+        ``{"function", "options"}`` of the configured pipelines: imported, and warmed up
+        where they can be, before the first job, so that the first study does not pay it.
+    device : str
+        The device the jobs will name (for the warm-up).
 
     Returns
     -------
@@ -135,17 +156,11 @@ def serve(preload: Sequence[str] = ()) -> int:
     os.dup2(2, 1)  # print() and libraries' stdout: the log, never the answers
     saved = os.dup(2)
     _die_with_parent()
+    _answer(proto, {"started": True, "pid": os.getpid()})
     t0 = time.perf_counter()
-    for ref in preload:
-        try:
-            from dicom_node.pipelines import resolve_pipeline
-
-            resolve_pipeline(ref)
-        except Exception as exc:  # the job that uses it fails with the full reason
-            log.warning("worker: preloading %s failed: %s", ref, exc)
-    log.info("worker pid %d ready in %.1f s (%d pipeline module(s) preloaded)", os.getpid(),
-             time.perf_counter() - t0, len(preload))
-    _answer(proto, {"ready": True, "pid": os.getpid()})
+    _warm_up(pipelines, device)
+    log.info("worker pid %d warmed up in %.1f s (%d pipeline(s))", os.getpid(), time.perf_counter() - t0,
+             len(pipelines))
     while True:
         line = sys.stdin.buffer.readline()
         if not line:
@@ -168,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parameters
     ----------
     argv : sequence of str, optional
-        ``--serve`` and ``--preload REF`` (repeatable).
+        ``--serve``, ``--pipelines JSON`` (a list of ``{"function", "options"}``) and ``--device``.
 
     Returns
     -------
@@ -177,13 +192,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m dicom_node.workers.child")
     parser.add_argument("--serve", action="store_true", help="answer job specs, one JSON line each, until stdin ends")
-    parser.add_argument("--preload", action="append", default=[], help="pipeline reference to import at start")
+    parser.add_argument("--pipelines", default="[]", help="JSON list of {function, options} to warm up at start")
+    parser.add_argument("--device", default="auto", help="the device the jobs name")
     args = parser.parse_args(argv)
     # worker.log: the same safe formatting as the node's log (UIDs hashed, controls escaped,
     # tracebacks and warnings through logging); highdicom's INFO lines are not kept.
     configure_logging("INFO")
     if args.serve:
-        return serve(args.preload)
+        return serve(json.loads(args.pipelines), args.device)
     spec = json.loads(sys.stdin.read())
     _write_result(spec, run_spec(spec))
     return 0

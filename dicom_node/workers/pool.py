@@ -83,8 +83,8 @@ class WorkerPool:
         self.queue = queue
         self.metrics = metrics
         self.wake = threading.Event()
-        preload = sorted({p.function for p in cfg.pipelines if p.enabled})
-        self.processes = [WarmProcess(d, preload) for d in worker_devices(cfg)]
+        warm = [{"function": p.function, "options": p.options} for p in cfg.pipelines if p.enabled]
+        self.processes = [WarmProcess(d, warm) for d in worker_devices(cfg)]
         self._next = 0
         self._lock = threading.Lock()
 
@@ -230,7 +230,7 @@ class WorkerPool:
             self._next += 1
 
         def claim() -> Job | None:
-            if self.processes[0].preload:  # no enabled pipeline: no job needs a worker process
+            if self.processes[0].pipelines:  # no enabled pipeline: no job needs a worker process
                 self._ensure_alive(worker, stop)
             return self.queue.claim_next() if not stop.is_set() else None
 

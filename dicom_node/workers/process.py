@@ -88,14 +88,14 @@ class WarmProcess:
     ----------
     device : str
         The configured device (``"cpu"``, ``"cuda:1"``, …).
-    preload : sequence of str
-        Pipeline references the child imports at start.
+    pipelines : sequence of dict
+        ``{"function", "options"}`` of the pipelines the child warms up at start.
     """
 
-    def __init__(self, device: str, preload: Sequence[str] = ()) -> None:
+    def __init__(self, device: str, pipelines: Sequence[dict[str, Any]] = ()) -> None:
         self.device = device
         self.job_device, self._env = device_env(device)
-        self.preload = list(preload)
+        self.pipelines = [dict(p) for p in pipelines]
         self.proc: subprocess.Popen[bytes] | None = None
         self.jobs = 0
         self.started_at = 0.0
@@ -115,9 +115,8 @@ class WarmProcess:
         """Start the child (it prepares in the background; the first job waits for it)."""
         env = dict(os.environ, **self._env)
         env.setdefault("TCP_NODELAY", "1")
-        cmd = [sys.executable, "-m", "dicom_node.workers.child", "--serve"]
-        for ref in self.preload:
-            cmd += ["--preload", ref]
+        cmd = [sys.executable, "-m", "dicom_node.workers.child", "--serve", "--device", self.job_device,
+               "--pipelines", json.dumps(self.pipelines)]
         with self._lock:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                          start_new_session=True, close_fds=True)

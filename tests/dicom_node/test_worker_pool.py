@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -21,6 +22,7 @@ from dicom_node.workers.process import WarmProcess, device_env
 from tests.support.mrfiles import write_mr_series
 
 NOISY = "tests.dicom_node.test_worker_pool:noisy_pipeline"
+WARMABLE = "tests.dicom_node.test_worker_pool:warmable_pipeline"
 TEST = "dicom_node.pipelines.testing:run"
 
 
@@ -35,6 +37,21 @@ def noisy_pipeline(request: PipelineRequest) -> PipelineResult:
     return PipelineResult(outputs=[], summary={"tag": tag})
 
 
+class _Warmable:
+    """A pipeline with a ``warmup`` (run in the child): its summary says what was warmed up before it ran."""
+
+    warmed: list[tuple[str, str]] = []
+
+    def warmup(self, options: dict[str, Any], device: str) -> None:
+        self.warmed.append((options["tag"], device))
+
+    def __call__(self, request: PipelineRequest) -> PipelineResult:
+        return PipelineResult(outputs=[], summary={"warmed": list(self.warmed)})
+
+
+warmable_pipeline = _Warmable()
+
+
 def _spec(job_id: int, out: Path, function: str, options: dict[str, Any], paths: list[Path] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     return {"job_id": job_id, "study_uid": "1.2.3", "instance_paths": [str(p) for p in paths or []], "out_dir": str(out),
@@ -43,7 +60,7 @@ def _spec(job_id: int, out: Path, function: str, options: dict[str, Any], paths:
 
 @pytest.fixture
 def worker() -> Any:
-    w = WarmProcess("cpu", [TEST])
+    w = WarmProcess("cpu", [{"function": TEST, "options": {}}])
     w.start()
     yield w
     w.kill()
@@ -65,6 +82,18 @@ def test_one_process_runs_jobs_in_turn_each_with_its_own_log(worker: WarmProcess
         other = "second" if tag == "first" else "first"
         assert other not in text  # each job's output in its own log, none in the answers
     assert worker.pid == pid and worker.alive()
+
+
+def test_pipelines_are_warmed_up_before_the_first_job(tmp_path: Path) -> None:
+    w = WarmProcess("cpu", [{"function": WARMABLE, "options": {"tag": "model-a"}}])
+    w.start()
+    try:
+        assert w.send(_spec(1, tmp_path / "a", WARMABLE, {"tag": "model-a"}))
+        assert w.wait_answer(1, 60, threading.Event()).message["ok"] is True
+    finally:
+        w.kill()
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["summary"]["p"]["warmed"] == [["model-a", "cpu"]]
 
 
 def test_failed_pipeline_answers_not_ok_and_the_process_serves_on(worker: WarmProcess, tmp_path: Path) -> None:
