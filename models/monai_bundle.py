@@ -34,6 +34,12 @@ the sidecar's ``preprocessing`` or, where it is silent, read from ``inference.js
 (``Spacingd`` ``pixdim``, ``NormalizeIntensityd`` ``channel_wise``, the
 ``SlidingWindowInferer``'s ``roi_size`` and ``overlap``). The network's output channels are
 softmax classes with 0 the background (a sigmoid multi-label bundle is refused).
+
+Trust: a MONAI config is code (``_target_`` imports any module, ``$`` expressions are Python),
+so install only MONAI Bundles you trust, as you would a Python package. Only ``network_def``
+(and what it references) is evaluated; ``model.pt`` is read with ``torch.load(weights_only=True)``.
+:func:`check_bundle` evaluates nothing (JSON only, no torch import): the node can call it at
+start-up.
 """
 
 from __future__ import annotations
@@ -289,8 +295,15 @@ def _card(folder: Path, meta: dict[str, Any], cfg: dict[str, Any], weights: Path
         raise BundleError(f"MONAI bundle {folder}: {where} does not make a model card ({exc}).") from None
 
 
-def read_card(folder: str | Path) -> Card:
-    """Read a MONAI Bundle's card (metadata + inference config + sidecar; weights hashed, not loaded).
+def read_card(folder: str | Path, hash_weights: bool = False) -> Card:
+    """Read a MONAI Bundle's card (metadata + inference config + sidecar; the weights are not loaded).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The bundle folder.
+    hash_weights : bool
+        Fill in ``weights_sha256`` (reads the whole weights file); left empty otherwise.
 
     Raises
     ------
@@ -301,7 +314,7 @@ def read_card(folder: str | Path) -> Card:
     meta = _read_json(root, METADATA)
     cfg = _read_json(root, INFERENCE)
     weights = _weights_file(root)
-    return _card(root, meta, cfg, weights, sha256_file(weights))
+    return _card(root, meta, cfg, weights, sha256_file(weights) if hash_weights else "")
 
 
 def check_bundle(path: str | Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.bundle import BundleError
+from models.bundle import BundleError, sha256_file
 from models.monai_bundle import check_bundle, read_card
 from models.registry import Model, drain_load_events, load_model
 from tests.models.monai_bundle_factory import LESION_LABEL, export_native_as_monai, make_flair_lesion_bundle
@@ -91,6 +91,7 @@ def test_torchscript_bundle_with_its_own_codes_and_colours(flair_bundle, flair_l
     model = load_model(flair_bundle, device="cpu")
     assert model.card.name == "flair-lesion"
     assert model.card.required_sequences == ["FLAIR"]
+    assert model.card.weights_sha256 == sha256_file(flair_bundle / "models" / "model.ts")
     lab = model.card.labels[0]
     assert (lab.value, lab.name, list(lab.type), list(lab.colour)) == (1, LESION_LABEL["name"], LESION_LABEL["type"],
                                                                        LESION_LABEL["colour"])
