@@ -127,10 +127,10 @@ def breakdown(job: dict[str, Any], stages: list[tuple[str, float]]) -> list[tupl
     durations = job.get("durations") or {}
     rows = [(name, v) for name, v in stages if not name.startswith("worker process")]
     if "analysis_identify_s" in durations:
-        rows.insert(0, ("identify (analysis stage, once per study)", float(durations["analysis_identify_s"])))
+        rows.insert(0, ("identify (once per study)", float(durations["analysis_identify_s"])))
     pipeline = float(durations.get("pipeline_s", 0.0))
     if rows and pipeline:
-        rows.append(("worker: the rest (cold: imports, model load)", max(0.0, pipeline - sum(v for _, v in rows))))
+        rows.append(("worker: rest (cold: imports, load)", max(0.0, pipeline - sum(v for _, v in rows))))
     return rows
 
 
