@@ -184,11 +184,10 @@ def make_lesion_bundle(out: str | Path, sequence: str, label: dict[str, Any], th
     folder = Path(out)
     (folder / "models").mkdir(parents=True, exist_ok=True)
     conv = torch.nn.Conv3d(1, 2, kernel_size=1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.bias.zero_()
-        conv.weight[1, 0] = 4.0
-        conv.bias[1] = -4.0 * threshold
+    weight = torch.zeros(2, 1, 1, 1, 1)
+    weight[1, 0] = 4.0
+    conv.weight = torch.nn.Parameter(weight)
+    conv.bias = torch.nn.Parameter(torch.tensor([0.0, -4.0 * threshold]))
     torch.jit.script(conv.eval()).save(str(folder / "models" / "model.ts"))
     meta = metadata(version, {"0": sequence}, {"0": "background", "1": label["name"]},
                     f"{sequence} hyperintensity (z-score above a threshold); a test bundle, not for clinical use.")

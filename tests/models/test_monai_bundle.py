@@ -138,7 +138,7 @@ def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return lambda d: d.__setitem__(key, value)
 
 
-BROKEN: dict[str, tuple[Callable[[Path], None], list[str]]] = {
+BROKEN: dict[str, tuple[Callable[[Path], object], list[str]]] = {
     "no metadata": (lambda f: (f / "configs/metadata.json").unlink(), ["configs/metadata.json", "missing"]),
     "bad json": (lambda f: (f / "configs/inference.json").write_text("{\"network_def\": "),
                  ["configs/inference.json", "not valid JSON"]),
