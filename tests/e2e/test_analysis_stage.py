@@ -78,6 +78,7 @@ def _texts(path: str | Path) -> list[str]:
     return [str(e.value) for e in pydicom.dcmread(path).iterall() if e.keyword == "TextValue"]
 
 
+@pytest.mark.slow
 def test_flair_alone_runs_the_tumour_pipeline_with_flair_alone(studies, tmp_path) -> None:
     result = run_spec(_spec([studies["FLAIR"]], tmp_path / "out", [DEMO_ENTRY]))
     s = result["summary"]["brain-tumour"]
@@ -117,6 +118,7 @@ def test_a_configured_sequence_the_card_does_not_take_is_refused(studies, tmp_pa
         run_spec(_spec([studies["DWI"]], tmp_path / "out", [entry]))
 
 
+@pytest.mark.slow
 def test_a_study_is_identified_and_read_once_for_two_pipelines(studies, tmp_path, monkeypatch) -> None:
     import dicom_node.identify.study as study_mod
     import dicom_node.io.reader as reader_mod
