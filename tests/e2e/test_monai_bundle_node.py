@@ -129,7 +129,8 @@ def test_a_monai_bundle_beside_the_demo_each_study_gets_what_its_sequences_allow
     assert loads == {"brain-tumour-demo": 1, "t2-lesion": 1}, loads
 
 
-@pytest.mark.skipif(False, reason="")
+@pytest.mark.xfail(strict=True, reason="needs models.registry.check_bundle called from dicom_node/service.py "
+                                       "check_pipelines_exist (the lead's hook); remove this mark with it")
 def test_an_invalid_monai_bundle_is_refused_at_start_up_naming_file_and_key(tmp_path: Path) -> None:
     import json
 
