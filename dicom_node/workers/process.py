@@ -170,14 +170,17 @@ class WarmProcess:
             if ready:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    self.proc.wait()
                     return Answer("crash")
                 self._buf += chunk
 
-    def how_it_ended(self) -> str:
-        """``"exit code N"`` or ``"signal N"`` of a child that ended."""
+    def how_it_ended(self, wait_s: float = 5.0) -> str:
+        """``"exit code N"`` or ``"signal N"`` of a child that is ending (killed if it has not within ``wait_s``)."""
         assert self.proc is not None
-        rc = self.proc.wait()
+        try:
+            rc = self.proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = self.proc.wait()
         return f"exit code {rc}" if rc >= 0 else f"signal {-rc}"
 
     def kill(self) -> None:
