@@ -172,8 +172,10 @@ def _segment_groups(
         sites = [hd.sr.FindingSite(hd.sr.CodedConcept.from_dataset(r)) for r in regions] if regions else None
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                # the segment's own words ("Enhancing tumour"), beside the finding's code (Neoplasm);
+                # the TrackingUID is the SEG segment's, which links the two
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=tracking_uid, identifier=str(item.get("TrackingID", "") or item.SegmentLabel)[:64]
+                    uid=tracking_uid, identifier=str(item.get("SegmentLabel", "") or item.get("TrackingID", ""))[:64]
                 ),
                 referenced_segment=hd.sr.ReferencedSegment(
                     sop_class_uid=str(seg.SOPClassUID),
