@@ -7,7 +7,8 @@ supervision are not here (:mod:`dicom_node.worker`). Steps:
    narrowed by the ``[[pipelines]]`` entry's ``required_sequences``/``optional_sequences``
    (:func:`dicom_node.pipelines.pipeline_needs`);
 2. one analysis of the study (:func:`dicom_node.pipelines.analysis.analyse_study`): headers
-   read once, every series identified once, chosen series read once;
+   read once, every series identified once, chosen series read once (skipped when no
+   pipeline's sequences matter, e.g. the test pipeline alone: ``request.analysis`` is None);
 3. the pipelines whose needs the study meets run, each handed the analysis (volumes shared,
    resampled once per reference grid); the others are skipped, with the reason in the
    summary;
@@ -90,28 +91,32 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         needs, card = pipeline_needs(fn, options, list(p.get("required_sequences") or ()),
                                      list(p.get("optional_sequences") or ()), where=f"pipeline {p['name']!r}")
         plans.append((p, fn, options, needs, card))
-    use_pixels = bool(spec.get("use_pixels", all(bool(o.get("use_pixels", True)) for _, _, o, _, _ in plans)))
-    analysis = analyse_study(spec["study_uid"], [Path(x) for x in spec["instance_paths"]], use_pixels=use_pixels)
+    analysis = None
+    if any(needs.required or needs.usable for _, _, _, needs, _ in plans):
+        # identification only when a pipeline's sequences matter (not for the test pipeline alone)
+        use_pixels = bool(spec.get("use_pixels", all(bool(o.get("use_pixels", True)) for _, _, o, _, _ in plans)))
+        analysis = analyse_study(spec["study_uid"], [Path(x) for x in spec["instance_paths"]], use_pixels=use_pixels)
 
     runnable: list[_Plan] = []
     skipped: list[_Plan] = []
     for plan in plans:
-        _, _, _, needs, _ = plan
-        present = analysis.volumes(needs.usable)
+        needs = plan[3]
+        present = analysis.volumes(needs.usable) if analysis is not None else {}
         (runnable if needs.runnable(present) else skipped).append(plan)
 
     outputs: list[str] = []
     summary: dict[str, Any] = {}
     seconds: dict[str, float] = {}
-    for p, _, _, needs, _ in skipped:
-        present = analysis.volumes(needs.usable)
-        summary[p["name"]] = {"skipped": f"needs {needs.describe()}; found {', '.join(sorted(present)) or 'none of them'}",
-                              "needs": needs.to_dict()}
-    if not runnable:
-        for p, _, _, needs, card in skipped:
-            path, facts = _not_run_sr(analysis, p, needs, card, out_root / p["name"])
-            outputs.append(str(path.resolve()))
-            summary[p["name"]].update(facts)
+    if analysis is not None:  # else nothing is skipped: no pipeline's sequences matter
+        for p, _, _, needs, _ in skipped:
+            present = analysis.volumes(needs.usable)
+            summary[p["name"]] = {"needs": needs.to_dict(),
+                                  "skipped": f"needs {needs.describe()}; found {', '.join(sorted(present)) or 'none of them'}"}
+        if not runnable:
+            for p, _, _, needs, card in skipped:
+                path, facts = _not_run_sr(analysis, p, needs, card, out_root / p["name"])
+                outputs.append(str(path.resolve()))
+                summary[p["name"]].update(facts)
     for p, fn, options, needs, _ in runnable:
         out_dir = out_root / p["name"]
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,8 +140,8 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "summary": summary,
         "seconds": seconds,
         "analysis": {
-            "seconds": {**analysis.seconds, "total": time.perf_counter() - t_all},
-            "sequences_found": analysis.sequences_found(),
+            "seconds": {**(analysis.seconds if analysis is not None else {}), "total": time.perf_counter() - t_all},
+            "sequences_found": analysis.sequences_found() if analysis is not None else {},
             "ran": ran,
             "skipped": [p["name"] for p, *_ in skipped],
         },

@@ -219,3 +219,22 @@ def test_results_delivered_twice_are_stored_once(studies, tmp_path, orthanc_fact
     instances = {s["MainDicomTags"].get("Modality", ""): len(s["Instances"]) for s in series}
     assert by_modality == {"SEG": 1, "SR": 1}, by_modality
     assert instances == {"SEG": 1, "SR": 1}, instances
+
+
+@pytest.mark.parametrize(
+    ("card", "config", "required", "usable"),
+    [
+        ((["FLAIR"], ["T1", "FLAIR"]), ([], []), ("FLAIR",), ("T1", "FLAIR")),  # the card alone
+        (([], ["T1", "T1C", "T2", "FLAIR"]), (["FLAIR"], ["T1"]), ("FLAIR",), ("T1", "FLAIR")),  # config narrows
+        (([], ["T1", "T2"]), ([], ["T2"]), (), ("T2",)),
+        ((["T1"], ["T1", "T2"]), ([], ["T2"]), ("T1",), ("T1", "T2")),  # the card's required one stays
+        (None, (["FLAIR"], ["T2"]), ("FLAIR",), ("FLAIR", "T2")),  # no card: the configuration alone
+        (None, ([], []), (), ()),  # no card, no lists: runs on anything
+    ],
+)
+def test_needs_combine_card_and_configuration(card: Any, config: Any, required: Any, usable: Any) -> None:
+    from dicom_node.pipelines.analysis import combine_needs
+
+    needs = combine_needs(card[0] if card else None, card[1] if card else None, *config)
+    assert (needs.required, needs.usable) == (required, usable)
+    assert needs.runnable(set(usable)) and (needs.runnable(set()) == (not usable and not required))
