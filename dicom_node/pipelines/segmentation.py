@@ -142,6 +142,29 @@ class SegmentationPipeline:
         card = self.card(options)
         return combine_needs(card.required_sequences, card.channels, required, optional, where or f"pipeline {self.name!r}")
 
+    def warmup(self, options: dict[str, Any], device: str = "auto") -> None:
+        """Load the model (and the sequence classifier identification uses) before the first study.
+
+        A warm worker calls this once at start; later jobs find both warm.
+
+        Parameters
+        ----------
+        options : dict
+            The pipeline's options.
+        device : str
+            Where the model runs.
+
+        Raises
+        ------
+        ValueError
+            If the bundle cannot be found or loaded.
+        """
+        load_model(self.model_ref(options), device, self.search_paths(options), options.get("overlap"))
+        if options.get("use_pixels", True):
+            from dicom_node.identify.series import default_classifier
+
+            default_classifier()
+
     def __call__(self, request: PipelineRequest) -> PipelineResult:
         """Segment one study and write SEG + SR under ``request.out_dir``.
 
