@@ -112,6 +112,17 @@ def test_the_configuration_narrows_the_card(studies, tmp_path) -> None:
     assert dciodvfy(result["outputs"][0]).errors == []
 
 
+def test_a_pipeline_without_a_card_is_gated_by_the_configuration(studies, tmp_path) -> None:
+    """The test pipeline configured to need FLAIR: skipped on a DWI study, which still gets an SR; runs on FLAIR."""
+    entry = {"name": "threshold", "function": "dicom_node.pipelines.testing:run", "required_sequences": ["FLAIR"],
+             "options": {}}
+    skipped = run_spec(_spec([studies["DWI"]], tmp_path / "dwi", [entry]))
+    assert [Path(p).name for p in skipped["outputs"]] == ["sr.dcm"]
+    assert any("Pipeline threshold was not run: it needs FLAIR" in t for t in _texts(skipped["outputs"][0]))
+    ran = run_spec(_spec([studies["FLAIR"]], tmp_path / "flair", [entry]))
+    assert [Path(p).name for p in ran["outputs"]] == ["test-threshold-seg.dcm"]
+
+
 def test_a_configured_sequence_the_card_does_not_take_is_refused(studies, tmp_path) -> None:
     entry = dict(DEMO_ENTRY, required_sequences=["DWI"])
     with pytest.raises(ValueError, match=r"pipeline 'brain-tumour'.*DWI.*may only narrow the card"):
