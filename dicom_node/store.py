@@ -27,10 +27,14 @@ from typing import Any
 
 __all__ = ["InstanceRecord", "Rows", "Store", "StudyRow"]
 
-#: Idle connections kept open (more are opened under load and closed when given back).
-POOL_IDLE = 2
-#: Seconds an idle connection beyond the first is kept before it is closed.
-POOL_IDLE_S = 30.0
+#: Connections in use at once (threads beyond wait for one; a thread that already holds one
+#: may open another, closed when given back). Kept open once opened: closing a connection
+#: while others hold their WAL read locks only parks its descriptor inside SQLite (the unix
+#: VFS defers the close until no lock is held), so a pool that opens and closes under load
+#: ends with more descriptors than it started with.
+POOL_SIZE = 3
+#: Seconds a thread waits for a free connection before the statement fails as "busy".
+POOL_WAIT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -162,17 +166,17 @@ class Store:
     ----------
     path : Path
         The database file (created with its schema if missing).
-    pool_idle : int
-        Idle connections kept open for reuse; under more concurrency extra connections
-        are opened and closed when given back, so open descriptors stay bounded whatever
-        the number of threads that ever used the store. Idle connections beyond the
-        first are closed after :data:`POOL_IDLE_S` seconds unused (checked at each use).
+    pool_size : int
+        Connections used at once (see :data:`POOL_SIZE`): open descriptors stay bounded
+        whatever the number of threads that ever used the store or use it now.
     """
 
-    def __init__(self, path: Path, pool_idle: int = POOL_IDLE) -> None:
+    def __init__(self, path: Path, pool_size: int = POOL_SIZE) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._pool_idle = max(1, pool_idle)
+        self._pool_idle = max(1, pool_size)
+        self._slots = threading.BoundedSemaphore(self._pool_idle)
+        self._held = threading.local()  # connections this thread holds now (nested use does not wait)
         self._idle: list[tuple[sqlite3.Connection, float]] = []  # (connection, given back at), newest last
         self._lock = threading.Lock()
         self._generation = 0
@@ -194,16 +198,30 @@ class Store:
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
-        """Check a connection out of the pool for the ``with`` block (autocommit mode)."""
-        stale: list[sqlite3.Connection] = []
+        """Check a connection out of the pool for the ``with`` block (autocommit mode).
+
+        Raises
+        ------
+        sqlite3.OperationalError
+            If no connection is free within :data:`POOL_WAIT_S` seconds.
+        """
+        depth: int = getattr(self._held, "n", 0)
+        if depth == 0 and not self._slots.acquire(timeout=POOL_WAIT_S):
+            raise sqlite3.OperationalError(f"no store database connection free within {POOL_WAIT_S:g} s")
+        self._held.n = depth + 1
+        try:
+            with self._checked_out() as c:
+                yield c
+        finally:
+            self._held.n = depth
+            if depth == 0:
+                self._slots.release()
+
+    @contextmanager
+    def _checked_out(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             c = self._idle.pop()[0] if self._idle else None
             generation = self._generation
-            cutoff = time.monotonic() - POOL_IDLE_S
-            while len(self._idle) > 1 and self._idle[0][1] < cutoff:  # the least recently used first
-                stale.append(self._idle.pop(0)[0])
-        for old in stale:
-            old.close()
         if c is None:
             c = self._open()
         try:

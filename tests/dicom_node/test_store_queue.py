@@ -107,3 +107,71 @@ def test_restart_requeues_running_jobs_without_counting_the_run(parts: tuple[Sto
     with pytest.raises(ValueError, match="running"):
         queue.claim_next()
         queue.retry(job.id)
+
+
+def _db_descriptors(db: Path) -> int:
+    import os
+
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(db)):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def test_concurrent_threads_share_a_bounded_pool(tmp_path: Path) -> None:
+    """Issue 15: 24 threads storing at once use at most POOL_SIZE connections, and closing
+    none under load leaves no descriptor parked inside SQLite (its deferred closes)."""
+    import threading
+
+    from dicom_node import store as store_module
+
+    store = Store(tmp_path / "node.db")
+    before = _db_descriptors(tmp_path / "node.db")
+    in_use = peak = 0
+    lock = threading.Lock()
+    real = getattr(store, "_checked_out", None) or store.connection
+
+    def counting() -> object:
+        import contextlib
+
+        @contextlib.contextmanager
+        def wrapped():  # type: ignore[no-untyped-def]
+            nonlocal in_use, peak
+            with real() as c:
+                with lock:
+                    in_use += 1
+                    peak = max(peak, in_use)
+                try:
+                    yield c
+                finally:
+                    with lock:
+                        in_use -= 1
+        return wrapped()
+
+    if hasattr(store, "_checked_out"):
+        store._checked_out = counting  # type: ignore[method-assign,assignment]
+    else:  # the store before the bounded pool
+        store.connection = counting  # type: ignore[method-assign,assignment]
+
+    def sender(k: int) -> None:
+        for i in range(40):
+            store.add_instance(InstanceRecord(
+                sop_uid=f"1.2.3.{k}.{i}", study_uid=f"1.2.3.{k}", series_uid=f"1.2.3.{k}.0", sop_class="1.2",
+                modality="MR", series_desc="", transfer_syntax="1.2.840.10008.1.2.1", path=f"/x/{k}/{i}", size=1,
+                calling_ae="A"))
+            store.count_instances()
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count_instances() == 24 * 40
+    assert 1 < peak <= store_module.POOL_SIZE
+    # One connection at start (db + wal), at most POOL_SIZE after: 2 descriptors each.
+    assert _db_descriptors(tmp_path / "node.db") - before <= 2 * (store_module.POOL_SIZE - 1)
+    store.close()
