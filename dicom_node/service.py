@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def check_pipelines_exist(cfg: NodeConfig) -> None:
-    """Check that every enabled pipeline's module can be found, without importing it.
+    """Check that every enabled pipeline's module can be found (without importing it) and its model bundle is valid.
 
     The receive process must not import pipeline modules (they bring torch); finding the
     module is enough to stop a typo at start-up rather than at the first study.
@@ -67,6 +67,17 @@ def check_pipelines_exist(cfg: NodeConfig) -> None:
         if not found:
             raise ConfigError(f"config key 'pipelines[{i}] ({p.name}).function': module {module!r} of "
                               f"{p.function!r} cannot be found; fix the reference or set enabled = false.")
+        model = p.options.get("model")
+        if model:
+            # Reads the bundle's JSON files only (no torch, MONAI or numpy in the receive process).
+            from models.bundle import BundleError
+            from models.registry import check_bundle
+
+            search = [p.options["models_dir"]] if p.options.get("models_dir") else None
+            try:
+                check_bundle(str(model), search)
+            except BundleError as exc:
+                raise ConfigError(f"config key 'pipelines[{i}] ({p.name}).options.model': {exc}") from None
 
 
 class NodeService:

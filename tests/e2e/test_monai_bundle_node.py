@@ -129,8 +129,6 @@ def test_a_monai_bundle_beside_the_demo_each_study_gets_what_its_sequences_allow
     assert loads == {"brain-tumour-demo": 1, "t2-lesion": 1}, loads
 
 
-@pytest.mark.xfail(strict=True, reason="needs models.registry.check_bundle called from dicom_node/service.py "
-                                       "check_pipelines_exist (the lead's hook); remove this mark with it")
 def test_an_invalid_monai_bundle_is_refused_at_start_up_naming_file_and_key(tmp_path: Path) -> None:
     import json
 
@@ -142,8 +140,10 @@ def test_an_invalid_monai_bundle_is_refused_at_start_up_naming_file_and_key(tmp_
     lesion = {"name": "t2-lesion", "function": "dicom_node.pipelines.segmentation:run", "enabled": True,
               "options": {"model": str(folder)}}
     node = NodeProcess(tmp_path / "node", pipelines=[lesion])
-    with pytest.raises(RuntimeError, match=r"exited") as err:
-        node.start(timeout=60)
-    node.kill9()
+    try:
+        with pytest.raises(RuntimeError, match=r"exited") as err:
+            node.start(timeout=60)
+    finally:
+        node.kill9()
     message = str(err.value)
     assert "configs/mrinode.json" in message and "'channels[0]'" in message and "'T2W'" in message, message
