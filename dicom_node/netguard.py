@@ -858,6 +858,32 @@ def _close_association_socket(assoc: Any) -> None:
             sock.socket = None
 
 
+#: What :func:`install` replaces or calls on pynetdicom (3.0.x), as ``fastpath.missing_attributes`` takes it.
+NEEDED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pynetdicom.dul:DULServiceProvider", ("_is_transport_event", "_read_pdu_data", "_decode_pdu")),
+    ("pynetdicom.association:Association", ("_serve_request", "unbind", "kill")),
+    ("pynetdicom.dimse:DIMSEServiceProvider", ("receive_primitive",)),
+    ("pynetdicom.transport:ThreadedAssociationServer", ("process_request", "finish_request")),
+)
+
+
+def unsupported() -> str | None:
+    """Why the guards cannot run on the installed pynetdicom, or ``None`` when they can.
+
+    Unlike the fast reactors, the guards have no fallback (without them a bad peer could
+    take the node off the air), so :class:`dicom_node.scp.StoreSCP` refuses to start.
+    """
+    import pynetdicom
+
+    from dicom_node.fastpath import WRITTEN_FOR, missing_attributes
+
+    version = str(getattr(pynetdicom, "__version__", "?"))
+    if tuple(version.split(".")[:2]) != tuple(str(x) for x in WRITTEN_FOR):
+        return f"pynetdicom {version} is installed; the receive guards were written for {WRITTEN_FOR[0]}.{WRITTEN_FOR[1]}.x"
+    missing = missing_attributes(NEEDED)
+    return f"pynetdicom {version} lacks {', '.join(missing)}" if missing else None
+
+
 def install(assoc: Any, prefix: bytes, limits: Limits, on_drop: DropCounter,
             on_failure: Callable[[int], None], on_end: Callable[[Any], None]) -> PduReader | None:
     """Guard one not-yet-started acceptor association (either reactor).

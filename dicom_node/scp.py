@@ -31,6 +31,7 @@ back when their association thread ends.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -178,7 +179,11 @@ class StoreSCP:
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
         from pynetdicom.transport import ThreadedAssociationServer
 
-        from dicom_node.netguard import Gate, Limits
+        from dicom_node.netguard import Gate, Limits, unsupported
+
+        why = unsupported()
+        if why is not None:
+            raise OSError(errno.ENOTSUP, f"cannot serve DICOM safely: {why} (install pynetdicom>=3.0,<3.1)")
 
         d = self.cfg.dicom
         ae = AE(ae_title=self.cfg.node.ae_title)

@@ -145,3 +145,25 @@ def test_fallback_serves_c_store(monkeypatch: pytest.MonkeyPatch, caplog: pytest
         assert "_run_reactor" not in vars(assoc)
     warned = _warnings(caplog)
     assert len(warned) == 1 and "Association._run_reactor" in warned[0], warned
+
+
+@pytest.mark.parametrize("fast_reactor", [True, False], ids=["fast", "pynetdicom"])
+def test_the_receive_guards_refuse_to_start_without_what_they_patch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_reactor: bool) -> None:
+    """netguard has no fallback (without it one bad peer can take the node off the air): a
+    pynetdicom lacking what it replaces stops the SCP before it listens, with a sentence."""
+    from dicom_node.audit import AuditLog
+    from dicom_node.metrics import NodeMetrics
+    from dicom_node.scp import StoreSCP
+    from dicom_node.spool import Spool
+    from dicom_node.store import Store
+    from tests.dicom_node.conftest import make_config
+
+    monkeypatch.delattr(DULServiceProvider, "_read_pdu_data")
+    cfg = make_config(tmp_path, fast_reactor=fast_reactor)
+    store = Store(cfg.db_path)
+    scp = StoreSCP(cfg, store, Spool(cfg.spool_dir), NodeMetrics(), AuditLog(cfg.audit_log_path))
+    with pytest.raises(OSError, match=r"cannot serve DICOM safely: .*_read_pdu_data"):
+        scp.start()
+    assert scp._server is None
+    store.close()
