@@ -23,6 +23,10 @@ def brats_labels() -> list[LabelInfo]:
             category=(s.category.value, s.category.scheme_designator, s.category.meaning),
             type=(s.type.value, s.type.scheme_designator, s.type.meaning),
             colour=s.rgb,
+            tracking_id=s.tracking_id,
+            anatomic_region=None if s.anatomic_region is None else (
+                str(s.anatomic_region.value), str(s.anatomic_region.scheme_designator),
+                str(s.anatomic_region.meaning)),
         )
         for s in BRATS_SEGMENTS
     ]
@@ -37,6 +41,7 @@ def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: di
         version=cfg.bundle_version,
         task="segmentation",
         labels=brats_labels(),
+        algorithm={"family": ["123110", "DCM", "Artificial Intelligence"], "source": "mrinode"},
         channels=list(cfg.channels),
         required_sequences=[],
         optional_sequences=list(cfg.channels),

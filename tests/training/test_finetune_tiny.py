@@ -66,6 +66,10 @@ def test_tiny_finetune_learns_resumes_and_exports_a_loadable_bundle(cfg) -> None
     card = load_bundle(result["bundle"]).card
     assert card.metrics["held_out"]["FLAIR"]["dice_WT"] == round(ev["summary"]["FLAIR"]["dice_WT"], 4)
     assert card.metrics["validation"], "earlier metrics are kept"
+    # what the shipped demo card carries for the SEG and SR (issue 16): a retrained card keeps it
+    assert [lab.tracking_id for lab in card.labels] == ["NCR", "ED", "ET"]
+    assert all(lab.anatomic_region == ("12738006", "SCT", "Brain") for lab in card.labels)
+    assert card.algorithm["family"][0] == "123110"
 
 
 def test_bad_config_is_a_sentence(tmp_path, capsys) -> None:
