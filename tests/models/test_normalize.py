@@ -67,7 +67,7 @@ def test_unknown_method_is_a_sentence_naming_the_key(stack, tmp_path: Path) -> N
     with pytest.raises(BundleError, match=r"preprocessing\.normalize 'minmax'"):
         InferenceEngine(load_bundle(dst), device="cpu", threads=1)
     raw = {"name": "x", "network": {"encoder": {"name": "swin3d"}}, "preprocessing": {"normalize": "minmax"}}
-    with pytest.raises(ValueError, match=r"\[preprocessing\] normalize 'minmax'"):
+    with pytest.raises(ValueError, match=r"config key 'preprocessing.normalize': 'minmax' is not one of"):
         parse_finetune_config(raw, "cfg.toml")
 
 
