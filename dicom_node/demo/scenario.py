@@ -317,7 +317,7 @@ def pipeline_breakdown(times: LoopTimes) -> list[tuple[str, float]]:
             rows += [(str(k), float(v)) for k, v in (summary.get("seconds") or {}).items()]
     pipeline = float((times.job.get("durations") or {}).get("pipeline_s", 0.0))
     if rows and pipeline:
-        rows.append(("worker process, imports, model load", max(0.0, pipeline - sum(v for _, v in rows))))
+        rows.append(("worker (outside the stages; imports and model load when cold)", max(0.0, pipeline - sum(v for _, v in rows))))
     return rows
 
 

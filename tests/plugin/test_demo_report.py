@@ -61,5 +61,5 @@ def test_stage_table_and_model_share_from_the_job() -> None:
     assert rows["node: export to Orthanc, Orthanc stores"] == pytest.approx(5.0)
     assert rows["total: last instance stored -> SEG + SR stored"] == 51.0
     assert model_seconds(times) == 20.0
-    assert dict(pipeline_breakdown(times))["worker process, imports, model load"] == 14.0
+    assert dict(pipeline_breakdown(times))["worker (outside the stages; imports and model load when cold)"] == 14.0
     assert sequences_from_summary(times.job["summary"]) == {"t2_tirm_tra_dark-fluid": "FLAIR"}
