@@ -19,8 +19,10 @@ bundle whose weights change on disk (a new promoted version) is loaded again.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,8 @@ __all__ = [
     "invalid_bundles",
     "list_models",
     "load_model",
+    "set_cache_limit_mb",
+    "warm_models",
 ]
 
 BundleKind = Literal["native", "monai"]
@@ -288,6 +292,75 @@ def _wrap(engine: InferenceEngine, kind: BundleKind) -> LoadedModel:
     return model
 
 
+#: Bytes the warm models of this process may hold (parameters and buffers); 0 = no limit.
+_cache_limit_bytes = 0
+#: Warm models by engine identity, least recently used first: (engine, kind, parameter bytes).
+_warm: OrderedDict[int, tuple[Any, BundleKind, int]] = OrderedDict()
+#: Native engines by (folder, weights SHA-256, device, overlap), least recently used first.
+_native: OrderedDict[tuple[str, str, str, float | None], Any] = OrderedDict()
+_MAX_NATIVE = 4
+
+
+def set_cache_limit_mb(mb: float) -> None:
+    """Bound the memory of this process's warm models (``[workers] model_cache_mb``).
+
+    When a model is loaded or used and the warm ones together hold more parameter and buffer
+    bytes than this, the least recently used others are dropped from the caches (the one in
+    use always stays, even alone above the limit); a dropped model is loaded again, and
+    counted again, when next used.
+
+    Parameters
+    ----------
+    mb : float
+        The limit in MiB; 0 for none.
+    """
+    global _cache_limit_bytes
+    with _lock:
+        _cache_limit_bytes = max(0, int(mb * 2**20))
+
+
+def warm_models() -> list[tuple[str, str, int]]:
+    """(name, version, parameter bytes) of the warm models the registry holds, least recently used first."""
+    with _lock:
+        return [(e.bundle.card.name, e.bundle.card.version, n) for e, _, n in _warm.values()]
+
+
+def _model_bytes(engine: Any) -> int:
+    net = getattr(engine, "net", None)
+    if net is None or not hasattr(net, "parameters"):
+        return 0
+    tensors = [*net.parameters(), *net.buffers()]
+    return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
+def _drop(engine: Any, kind: BundleKind) -> None:
+    cache: Any
+    lock: Any
+    if kind == "native":
+        cache, lock = _native, contextlib.nullcontext()
+    else:
+        from models import monai_bundle
+
+        cache, lock = monai_bundle._engines, monai_bundle._engines_lock
+    with lock:
+        for key, eng in list(cache.items()):
+            if eng is engine:
+                del cache[key]
+
+
+def _touch(engine: Any, kind: BundleKind) -> None:
+    """Mark ``engine`` most recently used and drop least recently used others beyond the limit."""
+    key = id(engine)
+    entry = _warm.pop(key, None)
+    _warm[key] = entry if entry is not None else (engine, kind, _model_bytes(engine))
+    if not _cache_limit_bytes:
+        return
+    while sum(n for _, _, n in _warm.values()) > _cache_limit_bytes and len(_warm) > 1:
+        old_key = next(iter(_warm))
+        old, old_kind, _ = _warm.pop(old_key)
+        _drop(old, old_kind)
+
+
 def load_model(
     name_or_path: str | Path,
     device: str = "auto",
@@ -323,15 +396,24 @@ def load_model(
     with _lock:
         if kind == "native":
             from models import engine as engine_mod
+            from models.bundle import load_bundle
 
-            before = engine_mod._cached.cache_info().misses
-            eng = engine_mod.get_engine(folder, device=device, overlap=overlap)
-            if engine_mod._cached.cache_info().misses > before:
+            bundle = load_bundle(folder)
+            key = (str(bundle.path.resolve()), bundle.card.weights_sha256, engine_mod.resolve_device(device), overlap)
+            eng = _native.pop(key, None)
+            if eng is None:
+                eng = engine_mod.InferenceEngine(bundle, device=key[2], overlap=overlap)
                 _record(eng.bundle.card)
+                while len(_native) >= _MAX_NATIVE:
+                    old = _native.popitem(last=False)[1]
+                    _warm.pop(id(old), None)
+            _native[key] = eng
+            _touch(eng, "native")
             return _wrap(eng, "native")
         from models import monai_bundle
 
         eng, loaded = monai_bundle.get_engine(folder, device=device, overlap=overlap)
         if loaded:
             _record(eng.bundle.card)
+        _touch(eng, "monai")
         return _wrap(eng, "monai")

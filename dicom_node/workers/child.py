@@ -194,10 +194,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="answer job specs, one JSON line each, until stdin ends")
     parser.add_argument("--pipelines", default="[]", help="JSON list of {function, options} to warm up at start")
     parser.add_argument("--device", default="auto", help="the device the jobs name")
+    parser.add_argument("--model-cache-mb", type=float, default=0.0,
+                        help="memory the warm models may hold, MiB (0: no limit)")
     args = parser.parse_args(argv)
     # worker.log: the same safe formatting as the node's log (UIDs hashed, controls escaped,
     # tracebacks and warnings through logging); highdicom's INFO lines are not kept.
     configure_logging("INFO")
+    if args.model_cache_mb:
+        from models.registry import set_cache_limit_mb
+
+        set_cache_limit_mb(args.model_cache_mb)
     if args.serve:
         return serve(json.loads(args.pipelines), args.device)
     spec = json.loads(sys.stdin.read())

@@ -84,7 +84,7 @@ class WorkerPool:
         self.metrics = metrics
         self.wake = threading.Event()
         warm = [{"function": p.function, "options": p.options} for p in cfg.pipelines if p.enabled]
-        self.processes = [WarmProcess(d, warm) for d in worker_devices(cfg)]
+        self.processes = [WarmProcess(d, warm, cfg.workers.model_cache_mb) for d in worker_devices(cfg)]
         self._next = 0
         self._lock = threading.Lock()
 

@@ -90,10 +90,13 @@ class WarmProcess:
         The configured device (``"cpu"``, ``"cuda:1"``, …).
     pipelines : sequence of dict
         ``{"function", "options"}`` of the pipelines the child warms up at start.
+    model_cache_mb : float
+        Memory the child's warm models may hold (``[workers] model_cache_mb``; 0: no limit).
     """
 
-    def __init__(self, device: str, pipelines: Sequence[dict[str, Any]] = ()) -> None:
+    def __init__(self, device: str, pipelines: Sequence[dict[str, Any]] = (), model_cache_mb: float = 0) -> None:
         self.device = device
+        self.model_cache_mb = model_cache_mb
         self.job_device, self._env = device_env(device)
         self.pipelines = [dict(p) for p in pipelines]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -116,7 +119,7 @@ class WarmProcess:
         env = dict(os.environ, **self._env)
         env.setdefault("TCP_NODELAY", "1")
         cmd = [sys.executable, "-m", "dicom_node.workers.child", "--serve", "--device", self.job_device,
-               "--pipelines", json.dumps(self.pipelines)]
+               "--pipelines", json.dumps(self.pipelines), "--model-cache-mb", f"{self.model_cache_mb:g}"]
         with self._lock:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                          start_new_session=True, close_fds=True)

@@ -172,3 +172,30 @@ def test_cli_models_check_runs_a_bundle_once_and_reports_seconds_and_memory(tmp_
     assert "brain-tumour-demo 0.1.0 [native] on cpu" in text and "predict" in text and "peak" in text
     assert main(["models", "check", "flair-lesoin", "--models-dir", str(tmp_path)]) == 2
     assert "Did you mean 'flair-lesion'" in capsys.readouterr().err
+
+
+def test_warm_models_are_bounded_by_memory(native_copy: Path, tmp_path: Path) -> None:
+    """``[workers] model_cache_mb``: beyond the limit the least recently used model is dropped
+    and loaded (and counted) again when next used; the model in use always stays."""
+    from models import registry
+
+    second = tmp_path / "demo-copy-2"
+    shutil.copytree(native_copy, second)
+    drain_load_events()
+    first_model = load_model(native_copy, device="cpu")
+    one = registry._model_bytes(first_model.engine)
+    assert one > 0
+    try:
+        registry.set_cache_limit_mb(1.5 * one / 2**20)  # room for one model, not two
+        load_model(second, device="cpu")
+        held = [n for _, _, n in registry.warm_models()]
+        assert sum(held) <= 1.5 * one and len(held) == 1
+        assert len(drain_load_events()) == 2
+        load_model(native_copy, device="cpu")  # dropped: loaded again
+        assert len(drain_load_events()) == 1
+        registry.set_cache_limit_mb(0)  # no limit: both stay
+        load_model(second, device="cpu")
+        load_model(native_copy, device="cpu")
+        assert len(registry.warm_models()) >= 2
+    finally:
+        registry.set_cache_limit_mb(0)
