@@ -125,7 +125,7 @@ def breakdown(job: dict[str, Any], stages: list[tuple[str, float]]) -> list[tupl
         Stage name and seconds.
     """
     durations = job.get("durations") or {}
-    rows = [(name, v) for name, v in stages if not name.startswith("worker process")]
+    rows = [(name, v) for name, v in stages if not name.startswith("worker")]
     if "analysis_identify_s" in durations:
         rows.insert(0, ("identify (once per study)", float(durations["analysis_identify_s"])))
     pipeline = float(durations.get("pipeline_s", 0.0))
