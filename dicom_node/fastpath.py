@@ -71,10 +71,7 @@ _NEEDED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pynetdicom.dimse_primitives", ("C_STORE",)),
     ("pynetdicom.utils", ("make_target",)),
     ("pynetdicom._config", ("STORE_RECV_CHUNKED_DATASET", "UNRESTRICTED_STORAGE_SERVICE")),
-    ("pynetdicom._handlers", ("standard_dimse_recv_handler", "standard_dimse_sent_handler",
-                              "standard_pdu_recv_handler", "standard_pdu_sent_handler")),
-    ("pynetdicom.events", ("trigger", "EVT_RELEASED", "EVT_ABORTED", "EVT_DIMSE_RECV", "EVT_DIMSE_SENT",
-                        "EVT_PDU_RECV", "EVT_PDU_SENT")),
+    ("pynetdicom.events", ("trigger", "EVT_RELEASED", "EVT_ABORTED")),
 )
 
 #: Instance attributes (set in pynetdicom's ``__init__``) read or replaced on each association.
@@ -415,17 +412,16 @@ def install(assoc: Any) -> bool:
         _warn_once(reason)
         return False
     # Everything that can fail comes before the first change to the association.
-    from pynetdicom import _handlers, evt
     from pynetdicom.pdu import A_ABORT_RQ
     from pynetdicom.utils import make_target
 
     wake_r, wake_w = socket.socketpair()
-    _patch(assoc, wake_r, wake_w, A_ABORT_RQ, make_target, _handlers, evt)
+    _patch(assoc, wake_r, wake_w, A_ABORT_RQ, make_target)
     return True
 
 
-def _patch(assoc: Any, wake_r: socket.socket, wake_w: socket.socket, abort_pdu_class: Any, make_target: Any,
-           handlers_module: Any, evt: Any) -> None:
+def _patch(assoc: Any, wake_r: socket.socket, wake_w: socket.socket, abort_pdu_class: Any,
+           make_target: Any) -> None:
     dul = assoc.dul
     wake_r.setblocking(False)
     wake_w.setblocking(False)
@@ -478,15 +474,7 @@ def _patch(assoc: Any, wake_r: socket.socket, wake_w: socket.socket, abort_pdu_c
         dimse_put(item, block, timeout)
 
     dimse_q.put = put_or_serve
-    if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
-        for event, handler in (
-            (evt.EVT_DIMSE_RECV, handlers_module.standard_dimse_recv_handler),
-            (evt.EVT_DIMSE_SENT, handlers_module.standard_dimse_sent_handler),
-            (evt.EVT_PDU_RECV, handlers_module.standard_pdu_recv_handler),
-            (evt.EVT_PDU_SENT, handlers_module.standard_pdu_sent_handler),
-        ):
-            with contextlib.suppress(ValueError, KeyError):
-                assoc.unbind(event, handler)
+    # pynetdicom's standard log handlers are unbound by dicom_node.netguard.install, on both reactors.
 
     dimse = assoc.dimse
     dimse._mrinode_send_msg = dimse.send_msg

@@ -864,6 +864,9 @@ NEEDED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pynetdicom.association:Association", ("_serve_request", "unbind", "kill")),
     ("pynetdicom.dimse:DIMSEServiceProvider", ("receive_primitive",)),
     ("pynetdicom.transport:ThreadedAssociationServer", ("process_request", "finish_request")),
+    ("pynetdicom._handlers", ("standard_dimse_recv_handler", "standard_dimse_sent_handler",
+                              "standard_pdu_recv_handler", "standard_pdu_sent_handler")),
+    ("pynetdicom.events", ("EVT_DIMSE_RECV", "EVT_DIMSE_SENT", "EVT_PDU_RECV", "EVT_PDU_SENT")),
 )
 
 
