@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
@@ -155,24 +154,11 @@ exec "$@"
 class FullDiskNode(NodeProcess):
     """``mrinode serve`` in its own mount namespace whose data folder is a full 16 MiB tmpfs."""
 
-    def start(self, timeout: float = 60.0) -> FullDiskNode:
+    def command(self) -> list[str]:
+        """``mrinode serve`` behind the mount of a full tmpfs on its data folder."""
         (self.workdir / "stage").mkdir(exist_ok=True)
-        env = dict(os.environ, TCP_NODELAY="1", PYTHONUNBUFFERED="1")
-        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", _MOUNT, "sh", str(self.workdir),
-               sys.executable, "-m", "dicom_node", "--log-level", "INFO", "serve", "--config", str(self.config_path)]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mrinode serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        self.kill9()
-        raise RuntimeError(f"mrinode serve did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", _MOUNT, "sh", str(self.workdir),
+                *super().command()]
 
     def inside(self, path: Path) -> Path:
         """``path`` as the node sees it (through its mount namespace)."""

@@ -156,6 +156,10 @@ class NodeProcess:
         """The REST API's base URL."""
         return f"http://127.0.0.1:{self.api_port}"
 
+    def command(self) -> list[str]:
+        """The command line that runs the node (subclasses may wrap it)."""
+        return [sys.executable, "-m", "dicom_node", "--log-level", "INFO", "serve", "--config", str(self.config_path)]
+
     def start(self, timeout: float = 60.0) -> NodeProcess:
         """Start ``mrinode serve`` and wait until ``/health`` answers.
 
@@ -168,8 +172,8 @@ class NodeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dicom_node", "--log-level", "INFO", "serve", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True,
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+                start_new_session=True,
             )
         finally:
             log.close()
