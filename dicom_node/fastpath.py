@@ -72,6 +72,7 @@ _NEEDED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pynetdicom.utils", ("make_target",)),
     ("pynetdicom._config", ("STORE_RECV_CHUNKED_DATASET", "UNRESTRICTED_STORAGE_SERVICE")),
     ("pynetdicom.events", ("trigger", "EVT_RELEASED", "EVT_ABORTED")),
+    ("pynetdicom.fsm", ("InvalidEventError",)),
 )
 
 #: Instance attributes (set in pynetdicom's ``__init__``) read or replaced on each association.
@@ -130,6 +131,8 @@ def _wait(dul: Any, poller: select.poll, watched: list[int], wake_r: socket.sock
 
 def _dul_reactor(self: Any) -> None:
     """pynetdicom's ``DULServiceProvider.run_reactor`` with an event-driven wait."""
+    from pynetdicom.fsm import InvalidEventError
+
     wake_r: socket.socket = self._mrinode_wake_r
     poller = select.poll()
     poller.register(wake_r.fileno(), select.POLLIN)
@@ -171,7 +174,7 @@ def _dul_reactor(self: Any) -> None:
                 continue
             try:
                 self.state_machine.do_action(event)
-            except Exception as exc:  # InvalidEventError: an event this state has no action for
+            except InvalidEventError as exc:  # an event this state has no action for
                 # e.g. a local A-ABORT request (Evt15) while the DUL waits for the peer to
                 # close after a release (Sta13): drop the primitive that raised it, or it
                 # would raise again on every turn until the ARTIM timer fires.
