@@ -19,7 +19,7 @@ request with ``fast_reactor = false``, goes through pynetdicom's ``EVT_C_STORE``
 Associations are admitted by calling AE title and host (``[[dicom.allowed_callers]]``)
 and, optionally, by called AE title; refusals are logged with the reason and counted.
 
-Connections reach pynetdicom through :class:`dicom_node.netguard.Gate` (an ARTIM timeout
+Connections reach pynetdicom through :class:`dicom_node.acceptgate.Gate` (an ARTIM timeout
 for the A-ASSOCIATE-RQ, per-host and global caps on connections not yet associated), and
 every association is guarded by :func:`dicom_node.netguard.install` (PDU lengths checked
 before their bytes are read, no blocking without a timeout, DIMSE requests checked against
@@ -179,7 +179,8 @@ class StoreSCP:
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
         from pynetdicom.transport import ThreadedAssociationServer
 
-        from dicom_node.netguard import Gate, Limits, unsupported
+        from dicom_node.acceptgate import Gate
+        from dicom_node.netguard import Limits, unsupported
 
         why = unsupported()
         if why is not None:
