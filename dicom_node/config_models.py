@@ -193,6 +193,42 @@ class ExportConfig(_Section):
     backoff_initial_s: float = Field(default=2.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
+    #: Hold results in ``awaiting_review`` until an operator approves them in the console (issue 21).
+    require_approval: bool = False
+
+
+class ScaleConfig(_Section):
+    """``[scale]``: where the model work runs (issue 17).
+
+    ``engine = "local"`` (the embedded default): the node's own warm worker pool and SQLite queue, no broker.
+    ``engine = "celery"``: jobs go to Celery workers (``mrinode worker``) through ``broker_url``.
+    """
+
+    engine: Literal["local", "celery"] = "local"
+    broker_url: str | None = None
+    result_backend: str | None = None
+
+
+class ConsoleConfig(_Section):
+    """``[console]``: the operator's web console served on the REST API's port (issue 21)."""
+
+    enabled: bool = True
+
+
+class WebhookConfig(_Section):
+    """``[[notifications.webhooks]]``: a JSON POST on job events, signed with an HMAC secret (issue 21)."""
+
+    url: str = Field(min_length=1)
+    secret: str | None = None
+    events: list[Literal["done", "failed", "awaiting_review"]] = Field(
+        default_factory=lambda: ["done", "failed", "awaiting_review"]
+    )
+
+
+class NotificationsConfig(_Section):
+    """``[notifications]``: who hears about finished, failed and held jobs (issue 21)."""
+
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
 class DestinationAuth(_Section):
@@ -334,6 +370,9 @@ class NodeConfig(_Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     @model_validator(mode="after")
     def _cross(self) -> NodeConfig:
