@@ -215,14 +215,16 @@ class ConsoleConfig(_Section):
     enabled: bool = True
 
 
+JobEvent = Literal["done", "failed", "awaiting_review"]
+JOB_EVENTS: tuple[JobEvent, ...] = ("done", "failed", "awaiting_review")
+
+
 class WebhookConfig(_Section):
     """``[[notifications.webhooks]]``: a JSON POST on job events, signed with an HMAC secret (issue 21)."""
 
     url: str = Field(min_length=1)
     secret: str | None = None
-    events: list[Literal["done", "failed", "awaiting_review"]] = Field(
-        default_factory=lambda: ["done", "failed", "awaiting_review"]
-    )
+    events: list[JobEvent] = Field(default_factory=lambda: list(JOB_EVENTS))
 
 
 class NotificationsConfig(_Section):
