@@ -23,7 +23,7 @@ import contextlib
 import difflib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -71,8 +71,14 @@ class Model(Protocol):
         """The sequence label fed to each input channel."""
         ...
 
-    def predict(self, images: Mapping[str, np.ndarray], affine: np.ndarray) -> Prediction:
-        """Segment volumes sharing one reference grid (see :meth:`models.engine.InferenceEngine.predict`)."""
+    def predict(
+        self,
+        images: Mapping[str, np.ndarray],
+        affine: np.ndarray,
+        affines: Mapping[str, np.ndarray] | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> Prediction:
+        """Segment a study's volumes (see :meth:`models.engine.InferenceEngine.predict`)."""
         ...
 
 
@@ -110,9 +116,15 @@ class LoadedModel:
         """The bundle folder."""
         return Path(self.engine.bundle.path)
 
-    def predict(self, images: Mapping[str, np.ndarray], affine: np.ndarray) -> Prediction:
-        """Segment volumes sharing one reference grid; see :meth:`models.engine.InferenceEngine.predict`."""
-        return self.engine.predict(images, affine)
+    def predict(
+        self,
+        images: Mapping[str, np.ndarray],
+        affine: np.ndarray,
+        affines: Mapping[str, np.ndarray] | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> Prediction:
+        """Segment a study's volumes; see :meth:`models.engine.InferenceEngine.predict`."""
+        return self.engine.predict(images, affine, affines, shape)
 
     def __getattr__(self, name: str) -> Any:
         if name == "engine":  # not yet set (during unpickling): no recursion

@@ -88,3 +88,39 @@ def test_decision_rules_differ_only_where_tumour_kind_is_uncertain() -> None:
     assert decide_labels(probs, "foreground_first").tolist() == [0, 1, 2, 0]
     with pytest.raises(ValueError, match=r"preprocessing\.decision"):
         decide_labels(probs, "vote")
+
+
+def test_argmax_classes_matches_torch_argmax_including_ties() -> None:
+    from models.engine import argmax_classes
+
+    gen = torch.Generator().manual_seed(3)
+    probs = torch.rand(5, 7, 6, 4, generator=gen)
+    probs = torch.round(probs * 4) / 4  # many ties: the first class must win them, as torch.argmax does
+    got = argmax_classes(probs)
+    assert got.dtype == torch.uint8
+    assert torch.equal(got.long(), torch.argmax(probs, dim=0))
+
+
+def test_volumes_on_their_own_grids_match_the_resampled_path(engine, subject) -> None:
+    """One sequence given on a coarser grid of its own (its affine beside it) is resampled once, straight
+    onto the model grid: the model input matches what the same data on the reference grid gives."""
+    images, _, affine = subject
+    ref = images["T1"]
+    # T2 on every second voxel in i and j (a grid of its own: twice the spacing, same origin)
+    coarse = images["T2"][::2, ::2, :]
+    coarse_affine = affine @ np.diag([2.0, 2.0, 1.0, 1.0])
+    same = {"T1": ref, "T2": images["T2"]}
+    x_ref, grid_ref, _ = engine.prepare(same, affine)
+    x_own, grid_own, present = engine.prepare({"T1": ref, "T2": coarse}, affine,
+                                              affines={"T1": affine, "T2": coarse_affine}, shape=ref.shape)
+    assert present == ["T1", "T2"] and np.allclose(grid_ref, grid_own)
+    t1, t2 = engine.channels.index("T1"), engine.channels.index("T2")
+    assert torch.equal(x_ref[t1], x_own[t1])  # the reference series itself: the same input
+    # the coarse T2 differs only by the detail it lost, not by a shift or flip
+    a, b = x_ref[t2].numpy().ravel(), x_own[t2].numpy().ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.9
+    shifted = np.roll(x_own[t2].numpy(), 3, axis=0).ravel()
+    assert np.corrcoef(a, shifted)[0, 1] < np.corrcoef(a, b)[0, 1] - 0.05
+    # shapes differ without affines: refused, as before
+    with pytest.raises(ValueError, match="not the reference grid"):
+        engine.prepare({"T1": ref, "T2": coarse}, affine)
