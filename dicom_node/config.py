@@ -28,6 +28,7 @@ from dicom_node.config_models import (
     DestinationConfig,
     DicomConfig,
     ExportConfig,
+    KeyedValueError,
     LoggingConfig,
     NodeConfig,
     NodeSection,
@@ -73,7 +74,7 @@ def _key_of(loc: tuple[int | str, ...], data: Any) -> str:
         else:
             parts.append(str(item))
             node = node.get(item) if isinstance(node, dict) else None
-    return ".".join(parts) or "(top level)"
+    return ".".join(parts)
 
 
 def _format_errors(exc: ValidationError, data: Any, source: str) -> str:
@@ -85,7 +86,11 @@ def _format_errors(exc: ValidationError, data: Any, source: str) -> str:
             hint = did_you_mean(str(loc[-1]), known_keys(NodeConfig, tuple(err["loc"])[:-1])) if loc else ""
             msg = f"unknown key{hint} (not a setting; check the spelling against deploy/node.example.toml)"
         msg = msg.rstrip(".")
-        lines.append(f"config key '{_key_of(loc, data)}': {msg}.")
+        cause = (err.get("ctx") or {}).get("error")
+        key = _key_of(loc, data)
+        if isinstance(cause, KeyedValueError):  # a check across keys names the one at fault
+            key = ".".join(x for x in (key if loc else "", cause.key) if x)
+        lines.append(f"config key '{key}': {msg}.")
     return f"{source}: " + " ".join(lines)
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    Strict,
     Tag,
     field_validator,
     model_validator,
@@ -34,6 +35,7 @@ __all__ = [
     "DicomDestination",
     "DicomWebDestination",
     "ExportConfig",
+    "KeyedValueError",
     "LoggingConfig",
     "NodeConfig",
     "NodeSection",
@@ -58,14 +60,36 @@ def _check_ae(value: str) -> str:
     return stripped
 
 
+#: A path written as a TOML string (the one coercion strict sections allow).
+LaxPath = Annotated[Path, Strict(False)]
+
+
+class KeyedValueError(ValueError):
+    """A cross-key check's failure that names its key (the config loader puts it in the message).
+
+    Parameters
+    ----------
+    key : str
+        The dotted key at fault, e.g. ``"routing.default_destinations"``.
+    message : str
+        What is wrong with it.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no coercion of strings to numbers or booleans (``port = "11400"`` is refused with the
+    # key named); a TOML integer is still a valid float.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class NodeSection(_Section):
     """``[node]``: identity and where data lives."""
 
-    data_dir: Path = Path("./var")
+    data_dir: LaxPath = Path("./var")
     ae_title: str = "MRINODE"
 
     @field_validator("ae_title")
@@ -78,9 +102,9 @@ class TlsConfig(_Section):
     """``[dicom.tls]``: optional DICOM TLS for the SCP."""
 
     enabled: bool = False
-    cert: Path | None = None
-    key: Path | None = None
-    ca: Path | None = None
+    cert: LaxPath | None = None
+    key: LaxPath | None = None
+    ca: LaxPath | None = None
     verify_client: bool = False
 
     @model_validator(mode="after")
@@ -138,7 +162,7 @@ class ApiConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     token: str | None = None
-    token_file: Path | None = None
+    token_file: LaxPath | None = None
 
     def resolve_token(self) -> str | None:
         """Return the bearer token (from ``token`` or the first line of ``token_file``).
@@ -205,14 +229,72 @@ class ScaleConfig(_Section):
     """
 
     engine: Literal["local", "celery"] = "local"
+    #: The broker: RabbitMQ (``amqp://user:pass@host:5672/vhost``) or Redis (``redis://host:6379/0``).
     broker_url: str | None = None
+    #: Celery's result backend (``rpc://``, ``redis://…``); optional: results reach the node over its API.
     result_backend: str | None = None
+    #: Names of ``[[pipelines]]`` that need a GPU: a job with any of them enabled goes to the ``gpu`` queue,
+    #: every other job to ``cpu`` (a CPU-only worker never takes a GPU model's job).
+    gpu_pipelines: list[str] = Field(default_factory=list)
+    #: Seconds a broker may wait for the ack of a delivered job (RabbitMQ ``consumer_timeout``, Redis
+    #: ``visibility_timeout``): above ``workers.timeout_s``, the longest job.
+    consumer_timeout_s: float = Field(default=7200.0, gt=0)
+    #: Runs of one job's task: a failed run is retried with backoff, a lost worker's job redelivered;
+    #: beyond this the job fails and its message goes to the dead-letter queue.
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_initial_s: float = Field(default=5.0, ge=0)
+    backoff_max_s: float = Field(default=300.0, ge=0)
+    #: The queue that keeps the messages of jobs given up (RabbitMQ dead-letter exchange of the same name).
+    dead_letter_queue: str = Field(default="mrinode.dead", min_length=1)
+    # ---- worker side (``mrinode worker``)
+    #: How a worker gets a study: ``dicomweb`` (WADO-RS from the node's API) or ``shared`` (read the
+    #: node's spool mounted at ``shared_spool_dir``).
+    data_access: Literal["dicomweb", "shared"] = "dicomweb"
+    shared_spool_dir: LaxPath | None = None
+    #: The node's REST API as a worker reaches it (``http://node:8000``); results are uploaded there.
+    node_url: str | None = None
+    #: The node's API token for workers (default: ``api.token`` / ``api.token_file`` of the same file).
+    node_token: str | None = None
+    node_token_file: LaxPath | None = None
+    #: A worker's scratch folder (fetched studies, results before upload), relative to its working directory.
+    work_dir: LaxPath = Path("./mrinode-worker")
+    #: Seconds one HTTP call of a worker to the node may take.
+    http_timeout_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("broker_url", "result_backend")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        schemes = ("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://", "rpc://", "memory://")
+        if v is not None and not v.startswith(schemes):
+            raise ValueError(f"{v.split('://')[0]!r} is not a broker scheme: use amqp://… (RabbitMQ) or redis://…")
+        return v
+
+    @field_validator("node_url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL of the node's REST API")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _engine(self) -> ScaleConfig:
+        if self.engine == "celery" and not self.broker_url:
+            raise KeyedValueError("broker_url", "engine = 'celery' needs the broker's URL (amqp://… or redis://…)")
+        if self.data_access == "shared" and self.shared_spool_dir is None:
+            raise KeyedValueError("shared_spool_dir", "data_access = 'shared' needs the folder where the node's "
+                                                      "spool is mounted on the worker")
+        return self
 
 
 class ConsoleConfig(_Section):
     """``[console]``: the operator's web console served on the REST API's port (issue 21)."""
 
     enabled: bool = True
+    #: Orthanc's REST root (e.g. ``http://127.0.0.1:8042``) whose routing plugin answers
+    #: ``/mrinode/decisions``; empty: the console has no routing page.
+    orthanc_url: str = ""
+    #: Credentials for ``orthanc_url`` (``username``/``password`` or ``token``).
+    orthanc_auth: DestinationAuth | None = None
 
 
 JobEvent = Literal["done", "failed", "awaiting_review"]
@@ -231,6 +313,12 @@ class NotificationsConfig(_Section):
     """``[notifications]``: who hears about finished, failed and held jobs (issue 21)."""
 
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    #: Attempts per event and webhook before it is given up (logged and audited).
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    #: Delay before the second attempt, doubled each time.
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    #: Network timeout of one POST, in seconds.
+    timeout_s: float = Field(default=5.0, gt=0)
 
 
 class DestinationAuth(_Section):
@@ -356,7 +444,7 @@ class LoggingConfig(_Section):
     """``[logging]``."""
 
     level: str = "INFO"
-    audit_log: Path = Path("audit.jsonl")
+    audit_log: LaxPath = Path("audit.jsonl")
 
 
 class NodeConfig(_Section):
@@ -381,15 +469,16 @@ class NodeConfig(_Section):
         names = [d.name for d in self.destinations]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"destination names must be unique; repeated: {', '.join(dup)}")
+            raise KeyedValueError("destinations", f"destination names must be unique; repeated: {', '.join(dup)}")
         for key in ("default_destinations", "also_send_to"):
             for n in getattr(self.routing, key):
                 if n not in names:
-                    raise ValueError(f"routing.{key} names {n!r}, which is not a [[destinations]] name")
+                    raise KeyedValueError(f"routing.{key}", f"names {n!r}, which is not a "
+                                          f"[[destinations]] name (known: {', '.join(names) or 'none'})")
         pnames = [p.name for p in self.pipelines]
         pdup = sorted({n for n in pnames if pnames.count(n) > 1})
         if pdup:
-            raise ValueError(f"pipeline names must be unique; repeated: {', '.join(pdup)}")
+            raise KeyedValueError("pipelines", f"pipeline names must be unique; repeated: {', '.join(pdup)}")
         return self
 
     # ---------------------------------------------------------------- paths

@@ -207,7 +207,7 @@ def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
     )
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", *, verbose: bool = False) -> None:
     """Configure safe, single-line logging to stderr for the whole process.
 
     The root handler formats with :class:`SafeFormatter`, so every logger that
@@ -219,6 +219,9 @@ def configure_logging(level: str = "INFO") -> None:
     ----------
     level : str
         A logging level name such as ``"INFO"`` or ``"DEBUG"``.
+    verbose : bool
+        Keep the libraries' (pynetdicom, highdicom, pydicom) records at ``level`` too
+        (``mrinode --verbose``); by default they log from WARNING up.
 
     Raises
     ------
@@ -234,7 +237,7 @@ def configure_logging(level: str = "INFO") -> None:
     # pynetdicom is chatty at INFO and may print patient-level fields at DEBUG; highdicom
     # puts SOP Instance UIDs in its INFO lines (hashed anyway, but noise).
     for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+        logging.getLogger(name).setLevel(numeric if verbose else max(numeric, logging.WARNING))
     # uvicorn formats its own records with its own handlers (unless given log_config=None).
     for name in UVICORN_LOGGERS:
         lg = logging.getLogger(name)

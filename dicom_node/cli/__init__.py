@@ -19,6 +19,7 @@ __all__ = ["build_parser", "main"]
 #: Sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "serve",
+    "check",
     "jobs",
     "identify",
     "convert",
@@ -31,6 +32,15 @@ COMMAND_MODULES: tuple[str, ...] = (
 #: (``synth``, ``train``, ``retrain``) live with the training code, which imports the
 #: node and is never imported by it (looked up by name, skipped when not installed).
 EXTENSIONS: tuple[str, ...] = ("training.cli",)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mrinode")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A DICOM node for MRI beside a PACS: identify sequences, run models, send SEG and SR back.",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep the libraries' INFO lines (highdicom, pydicom, pynetdicom; UIDs still hashed)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -79,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from dicom_node.logs import configure_logging
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, verbose=args.verbose)
     result: int = args.func(args)
     return result
 

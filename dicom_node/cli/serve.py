@@ -22,10 +22,23 @@ def _run(args: argparse.Namespace) -> int:
         from dicom_node.logs import configure_logging
 
         try:
-            configure_logging(cfg.logging.level)
+            configure_logging(cfg.logging.level, verbose=args.verbose)
         except ValueError as exc:
             print(f"mrinode serve: config key 'logging.level': {exc}", file=sys.stderr)
             return 2
+    from dicom_node.startup import run_checks
+
+    report = run_checks(cfg, reach=True)
+    serve_log = logging.getLogger("dicom_node.serve")
+    for line in report.warnings:
+        serve_log.warning("start-up check: %s", line)
+    if report.errors:
+        for line in report.errors:
+            serve_log.error("start-up check: %s", line)
+            print(f"mrinode serve: {line}", file=sys.stderr)
+        print(f"mrinode serve: not starting ({len(report.errors)} error(s) above; `mrinode check --config "
+              f"{args.config}` checks again without starting).", file=sys.stderr)
+        return 2
     from dicom_node.service import NodeService
 
     try:

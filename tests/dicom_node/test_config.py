@@ -53,7 +53,7 @@ def test_every_model_field_is_documented_in_the_example() -> None:
         ({"node": {"ae_title": "A" * 17}}, "config key 'node.ae_title'"),
         ({"destinations": [{"name": "pacs", "ae_title": "X"}]}, "config key 'destinations[0] (pacs).host': Field required. config key 'destinations[0] (pacs).port': Field required."),
         ({"pipelines": [{"name": "p", "function": "m:f", "required_sequences": ["FLAR"]}]}, "Did you mean 'FLAIR'?"),
-        ({"routing": {"default_destinations": ["nowhere"]}}, "routing.default_destinations names 'nowhere'"),
+        ({"routing": {"default_destinations": ["nowhere"]}}, "config key 'routing.default_destinations': names 'nowhere'"),
         ({"dicom": {"tls": {"enabled": True}}}, "config key 'dicom.tls': tls.enabled needs both 'cert' and 'key'."),
         ({"workers": {"device": "tpu"}}, "config key 'workers.device'"),
     ],
