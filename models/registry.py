@@ -13,6 +13,8 @@ Two bundle formats are recognised by their files:
 :func:`load_model` returns a :class:`Model` for either, warm: a second call with the same
 bundle files, device and overlap returns the same object without loading anything, and a
 bundle whose weights change on disk (a new promoted version) is loaded again.
+Versions, promotion and rollback of trained bundles: :class:`ModelRegistry`
+(:mod:`models.versions`); the node serves a promoted version from its serving link.
 :func:`drain_load_events` reports every load that actually happened (a cache miss), for the
 ``mrinode_model_loads_total{model,version}`` counter.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from models.bundle import CARD_FILE, BundleError, Card, bundle_dirs, list_bundles
+from models.versions import ModelRegistry, RegistryEntry, RegistryError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,6 +43,9 @@ __all__ = [
     "BundleRef",
     "LoadedModel",
     "Model",
+    "ModelRegistry",
+    "RegistryEntry",
+    "RegistryError",
     "bundle_kind",
     "check_bundle",
     "drain_load_events",

@@ -1,4 +1,5 @@
-"""``mrinode models list|check``: the installed model bundles, native and MONAI, and a one-study trial run."""
+"""``mrinode models list|check|rollback``: the installed model bundles, native and MONAI, a one-study trial
+run, and rolling a registry's promoted version back."""
 
 from __future__ import annotations
 
@@ -171,8 +172,26 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollback(args: argparse.Namespace) -> int:
+    from models.registry import ModelRegistry, RegistryError
+
+    registry = Path(args.registry)
+    if not (registry / "registry.json").is_file():
+        print(f"mrinode models rollback: {registry} is not a model registry (no registry.json).", file=sys.stderr)
+        return 2
+    reg = ModelRegistry(registry)
+    try:
+        before = reg.promoted(args.name)
+        entry = reg.rollback(args.name)
+    except RegistryError as exc:
+        print(f"mrinode models rollback: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.name}: {before.version if before else '-'} -> {entry.version} (served from {reg.serving_path(args.name)})")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``models`` sub-command (``models list``, ``models check NAME``)."""
+    """Add the ``models`` sub-command (``models list``, ``models check NAME``, ``models rollback NAME``)."""
     p = subparsers.add_parser("models", help="list installed model bundles (native and MONAI), check one")
     sub = p.add_subparsers(dest="models_command", metavar="ACTION")
     sub.required = True
@@ -189,3 +208,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c.add_argument("--voxel-mm", type=float, default=3.0, help="synthetic study voxel size (default: 3)")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=_check)
+    r = sub.add_parser("rollback", help="promote again the version of a registry model promoted before the current one")
+    r.add_argument("name", help="model name in the registry")
+    r.add_argument("--registry", default="var/registry", help="registry folder (default: var/registry)")
+    r.set_defaults(func=_rollback)
