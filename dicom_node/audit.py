@@ -1,6 +1,8 @@
-"""The append-only audit log: one JSON object per line for every study received and
-every object sent. UIDs are written as :func:`dicom_node.logs.uid_tag` tags, never
-patient names or IDs."""
+"""The append-only audit log: one JSON object per line for every study received, every
+object sent and every job transition worth keeping (failed runs and export attempts with
+their retries, ``done``, ``failed``, held for review, approved or rejected with who and
+when, retried). UIDs are written as :func:`dicom_node.logs.uid_tag` tags, never patient
+names or IDs."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dicom_node.queue import Job
 
 __all__ = ["AuditLog"]
 
@@ -46,6 +51,25 @@ class AuditLog:
                 os.write(fd, line)
             finally:
                 os.close(fd)
+
+    def job_event(self, event: str, job: Job, facts: dict[str, Any]) -> None:
+        """Record a job transition (a :data:`dicom_node.queue.JobListener`) as ``job_<event>``.
+
+        Parameters
+        ----------
+        event : str
+            ``run_failed``, ``export_failed``, ``done``, ``failed``, ``awaiting_review``,
+            ``approved``, ``rejected`` or ``retried``.
+        job : Job
+            The job after the transition.
+        facts : dict
+            What the queue said about it (errors are scrubbed of UIDs and control characters).
+        """
+        from dicom_node.logs import scrub, uid_tag
+
+        clean = {k: scrub(v) if isinstance(v, str) else v for k, v in facts.items()}
+        self.record(f"job_{event}", job=job.id, study=uid_tag(job.study_uid), state=job.state,
+                    runs=job.attempts, export_attempts=job.export_attempts, **clean)
 
     def read(self) -> list[dict[str, Any]]:
         """Every event so far (for tests and the REST API)."""

@@ -1,26 +1,39 @@
 """The durable job queue, in the store database.
 
-States: ``queued → running → exporting → done | failed``. A job is one run of every
-enabled pipeline on one completed study, then the export of its results. Attempts,
-the last error and timestamps are kept; a restart turns ``running`` jobs back into
-``queued`` (the interrupted run is not counted against the job) and resumes
-``exporting`` ones.
+States: ``queued → running → exporting → done | failed``; with review before export
+(``[export] require_approval = true``) ``running → awaiting_review → exporting`` when an
+operator approves, or ``→ rejected``. A job is one run of every enabled pipeline on one
+completed study, then the export of its results. Attempts, the last error and timestamps
+are kept; a restart turns ``running`` jobs back into ``queued`` (the interrupted run is not
+counted against the job) and resumes ``exporting`` ones.
+
+Every transition worth telling (a failed run or export attempt and whether it is retried,
+``done``, ``failed``, ``awaiting_review``, an approval, a rejection, a retry) is passed to
+the :attr:`JobQueue.listeners` (the audit log and the notifications subscribe).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dicom_node.store import Store
 
-__all__ = ["JOB_STATES", "Job", "JobQueue"]
+__all__ = ["JOB_STATES", "Job", "JobListener", "JobQueue"]
 
-JOB_STATES: tuple[str, ...] = ("queued", "running", "exporting", "done", "failed")
+log = logging.getLogger(__name__)
+
+JOB_STATES: tuple[str, ...] = ("queued", "running", "exporting", "done", "failed", "awaiting_review", "rejected")
+
+#: Called as ``listener(event, job, facts)`` after a transition: ``event`` is one of ``run_failed``,
+#: ``export_failed``, ``done``, ``failed``, ``awaiting_review``, ``approved``, ``rejected``, ``retried``.
+JobListener = Callable[[str, "Job", dict[str, Any]], None]
 
 
 @dataclass
@@ -43,6 +56,8 @@ class Job:
     outputs: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
+    #: Which worker ran it (``[scale] engine = "celery"``: the Celery worker's name), when known.
+    worker: str | None = None
 
     @classmethod
     def from_row(cls, r: sqlite3.Row) -> Job:
@@ -53,6 +68,7 @@ class Job:
             created_at=r["created_at"], updated_at=r["updated_at"], started_at=r["started_at"],
             finished_at=r["finished_at"], next_attempt_at=r["next_attempt_at"], result_dir=r["result_dir"],
             outputs=json.loads(r["outputs"]), summary=json.loads(r["summary"]), durations=json.loads(r["durations"]),
+            worker=r["worker"] if "worker" in r.keys() else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,8 +85,24 @@ class JobQueue:
         The store database.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, require_approval: bool = False) -> None:
         self.store = store
+        #: Hold processed results in ``awaiting_review`` until :meth:`approve` (``export.require_approval``).
+        self.require_approval = require_approval
+        #: Told of every transition (see the module docstring).
+        self.listeners: list[JobListener] = []
+
+    def _emit(self, event: str, job_id: int, **facts: Any) -> None:
+        if not self.listeners:
+            return
+        job = self.get(job_id)
+        if job is None:
+            return
+        for listener in list(self.listeners):
+            try:
+                listener(event, job, facts)
+            except Exception:  # a listener (audit, webhook queue) must never undo a transition
+                log.exception("job %d: listener of %r failed", job_id, event)
 
     # ----------------------------------------------------------------- create
     @staticmethod
@@ -155,12 +187,15 @@ class JobQueue:
 
     def set_processed(self, job_id: int, result_dir: Path, outputs: list[Path], summary: dict[str, Any],
                       durations: dict[str, float]) -> None:
-        """The pipelines ran: record results and move to ``exporting``."""
+        """The pipelines ran: record results and move to ``exporting`` (``awaiting_review`` when held)."""
+        hold = self.require_approval and bool(outputs)
         self._update(
-            job_id, state="exporting", result_dir=str(result_dir), outputs=json.dumps([str(p) for p in outputs]),
-            summary=json.dumps(summary, default=str), durations=json.dumps(durations), next_attempt_at=0.0,
-            export_attempts=0, last_error=None,
+            job_id, state="awaiting_review" if hold else "exporting", result_dir=str(result_dir),
+            outputs=json.dumps([str(p) for p in outputs]), summary=json.dumps(summary, default=str),
+            durations=json.dumps(durations), next_attempt_at=0.0, export_attempts=0, last_error=None,
         )
+        if hold:
+            self._emit("awaiting_review", job_id, outputs=len(outputs))
 
     def set_run_failed(self, job_id: int, error: str, retry: bool, delay_s: float = 0.0) -> None:
         """A pipeline run failed: back to ``queued`` (``retry``) or ``failed``."""
@@ -168,6 +203,9 @@ class JobQueue:
             self._update(job_id, state="queued", last_error=error, next_attempt_at=time.time() + delay_s)
         else:
             self._update(job_id, state="failed", last_error=error, finished_at=time.time())
+        self._emit("run_failed", job_id, error=error, retried=retry)
+        if not retry:
+            self._emit("failed", job_id, error=error, stage="pipeline")
 
     def set_export_failed(self, job_id: int, error: str, next_attempt_at: float | None) -> None:
         """An export attempt failed: retry at ``next_attempt_at``, or ``failed`` when ``None``."""
@@ -177,6 +215,10 @@ class JobQueue:
             self._update(job_id, state="failed", last_error=error, export_attempts=attempts, finished_at=time.time())
         else:
             self._update(job_id, last_error=error, export_attempts=attempts, next_attempt_at=next_attempt_at)
+        self._emit("export_failed", job_id, error=error, attempt=attempts, retried=next_attempt_at is not None,
+                   next_attempt_at=next_attempt_at)
+        if next_attempt_at is None:
+            self._emit("failed", job_id, error=error, stage="export")
 
     def set_done(self, job_id: int, durations: dict[str, float] | None = None) -> None:
         """Every result was delivered."""
@@ -186,6 +228,55 @@ class JobQueue:
         job = self.get(job_id)
         attempts = (job.export_attempts if job else 0) + 1
         self._update(job_id, state="done", finished_at=time.time(), export_attempts=attempts, last_error=None, **extra)
+        self._emit("done", job_id, outputs=len(job.outputs) if job else 0)
+
+    def approve(self, job_id: int, by: str) -> Job:
+        """An operator approved a held job's results: ``awaiting_review → exporting``.
+
+        Parameters
+        ----------
+        job_id : int
+            The job.
+        by : str
+            Who approved (recorded in the audit log with the time).
+
+        Raises
+        ------
+        KeyError
+            If there is no such job.
+        ValueError
+            If the job is not ``awaiting_review``.
+        """
+        return self._review(job_id, by, "approved", "exporting", "")
+
+    def reject(self, job_id: int, by: str, reason: str = "") -> Job:
+        """An operator rejected a held job's results: ``awaiting_review → rejected`` (nothing is sent).
+
+        Raises
+        ------
+        KeyError
+            If there is no such job.
+        ValueError
+            If the job is not ``awaiting_review``.
+        """
+        return self._review(job_id, by, "rejected", "rejected", reason)
+
+    def _review(self, job_id: int, by: str, event: str, state: str, reason: str) -> Job:
+        now = time.time()
+        with self.store.transaction() as c:
+            n = c.execute(
+                "UPDATE jobs SET state=?, next_attempt_at=0, updated_at=?, finished_at=?, last_error=? "
+                "WHERE id=? AND state='awaiting_review'",
+                (state, now, now if state == "rejected" else None,
+                 f"rejected by {by}" + (f": {reason}" if reason else "") if state == "rejected" else None, job_id),
+            ).rowcount
+        job = self.get(job_id)
+        if job is None:
+            raise KeyError(f"there is no job {job_id}")
+        if not n:
+            raise ValueError(f"job {job_id} is {job.state}, not awaiting_review")
+        self._emit(event, job_id, by=by, reason=reason)
+        return job
 
     def requeue_job(self, job_id: int) -> None:
         """Put an interrupted ``running`` job back to ``queued`` without counting the run."""
@@ -233,11 +324,18 @@ class JobQueue:
         if job.state == "running":
             raise ValueError(f"job {job_id} is running; retry it when it has finished")
         has_results = bool(job.outputs) and all(Path(p).exists() for p in job.outputs)
+        if job.state == "awaiting_review" and not rerun:
+            raise ValueError(f"job {job_id} is awaiting review; approve or reject it (or re-run it)")
         if has_results and not rerun:
-            self._update(job_id, state="exporting", export_attempts=0, next_attempt_at=0.0, finished_at=None)
+            # Under review before export a re-send is reviewed again.
+            self._update(job_id, state="awaiting_review" if self.require_approval else "exporting", export_attempts=0,
+                         next_attempt_at=0.0, finished_at=None)
         else:
             self._update(job_id, state="queued", attempts=0, export_attempts=0, next_attempt_at=0.0,
                          finished_at=None, outputs="[]", summary="{}")
         updated = self.get(job_id)
         assert updated is not None
+        self._emit("retried", job_id, rerun=updated.state == "queued", previous_state=job.state)
+        if updated.state == "awaiting_review":
+            self._emit("awaiting_review", job_id, outputs=len(updated.outputs))
         return updated

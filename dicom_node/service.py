@@ -96,9 +96,15 @@ class NodeService:
         self.reserve = SpaceReserve(cfg.node.data_dir / ".space-reserve")
         self.reserve.release_if_full()  # so that SQLite can open the database on a full disk
         self.store = Store(cfg.db_path)
-        self.queue = JobQueue(self.store)
+        self.queue = JobQueue(self.store, require_approval=cfg.export.require_approval)
         self.metrics = NodeMetrics(job_counts=self.queue.counts)
         self.audit = AuditLog(cfg.audit_log_path)
+        self.queue.listeners.append(self.audit.job_event)  # every failure, retry and review in the audit log
+        from dicom_node.notify import Notifier
+
+        console = f"http://{cfg.api.host}:{cfg.api.port}/console" if cfg.api.enabled and cfg.console.enabled else None
+        self.notifier = Notifier(cfg.notifications, self.audit, node=cfg.node.ae_title, console_url=console)
+        self.queue.listeners.append(self.notifier.job_event)
         self.spool = Spool(cfg.spool_dir, fsync=cfg.dicom.spool_fsync, min_free_mb=cfg.dicom.min_free_mb)
         space = self.spool.space
         space.on_recovered = self.reserve.ensure
@@ -107,7 +113,12 @@ class NodeService:
         self.metrics.disk_low.set_function(lambda: float(space.low()))
         self.metrics.spool_free_bytes.set_function(lambda: float(space.free_bytes()))
         self.tracker = Tracker(cfg, self.store, self.metrics, self.audit)
-        self.workers = WorkerPool(cfg, self.store, self.queue, self.metrics)
+        if cfg.scale.engine == "celery":  # issue 17: jobs run on Celery workers; the job table stays here
+            from dicom_node.scale.dispatcher import CeleryDispatcher
+
+            self.workers: WorkerPool | CeleryDispatcher = CeleryDispatcher(cfg, self.store, self.queue, self.metrics)
+        else:
+            self.workers = WorkerPool(cfg, self.store, self.queue, self.metrics)
         self.exporter = Exporter(cfg, self.queue, self.metrics, self.audit)
         self.scp = StoreSCP(cfg, self.store, self.spool, self.metrics, self.audit)
         self.metrics.associations_active.set_function(lambda: float(self.scp.associated))
@@ -127,6 +138,12 @@ class NodeService:
         """Re-send or re-run a job (REST); wakes the workers and the exporter."""
         job = self.queue.retry(job_id, rerun=rerun)
         self.workers.wake.set()
+        self.exporter.wake.set()
+        return job
+
+    def review_job(self, job_id: int, by: str, approve: bool, reason: str = "") -> Any:
+        """Approve (results go out) or reject a job held for review; wakes the exporter."""
+        job = self.queue.approve(job_id, by) if approve else self.queue.reject(job_id, by, reason)
         self.exporter.wake.set()
         return job
 
@@ -182,6 +199,8 @@ class NodeService:
         for i in range(self.workers.size):  # one thread per warm worker process
             self._thread(f"worker-{i}", self.workers.run)
         self._thread("exporter", self.exporter.run)
+        if self.notifier.enabled:
+            self._thread("notifier", self.notifier.run)
         if self.cfg.api.enabled:
             self._start_api()
 
@@ -217,6 +236,7 @@ class NodeService:
         self.stop_event.set()
         self.workers.wake.set()
         self.exporter.wake.set()
+        self.notifier.wake()
         for t in self._threads:
             t.join(timeout=30)
         self.workers.kill_all()

@@ -262,10 +262,16 @@ def _durations(seconds: float, result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _tail(path: Path, lines: int = 3) -> str:
-    """The last lines of a job's worker.log, for the job's error (the log is already scrubbed)."""
+def _tail(path: Path, lines: int = 8, max_chars: int = 4000) -> str:
+    """The last lines of a job's worker.log in full, for the job's error (the log is already scrubbed).
+
+    Whole lines are kept (the first of the error starts on a new line, so ``jobs show`` prints
+    a traceback's end as it is); lines are dropped from the start to stay under ``max_chars``.
+    """
     try:
         tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
     except OSError:
         return "(no worker.log)"
-    return " | ".join(tail)[-600:]
+    while len(tail) > 1 and sum(len(x) + 1 for x in tail) > max_chars:
+        tail.pop(0)
+    return "\n" + "\n".join(tail)[-max_chars:]
