@@ -10,8 +10,8 @@ from Orthanc, the plugin and the node's job. The anchor, measured in the same ru
 the model's own forward time (the pipeline's ``model_*`` stages): the table gives every
 stage as a ratio to it.
 
-``python -m bench.e2e [--quick]``: the full run sends three copies (new UIDs each) one after
-the other: the first is the cold figure, the median of the others the warm one; ``--quick``
+``python -m bench.e2e [--quick]``: the full run sends five copies (new UIDs each) one after
+the other: the first is the cold figure, the median of the other four the warm one; ``--quick``
 sends two (one cold, one warm). The peak resident memory of the node's worker processes
 (``VmHWM``) is reported too.
 """
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parameters
     ----------
     argv : sequence of str, optional
-        ``--quick`` for two studies (cold, warm) instead of three; ``--var DIR`` for the working folder (default
+        ``--quick`` for two studies (cold, warm) instead of five; ``--var DIR`` for the working folder (default
         ``var/bench-e2e``); ``--netns NAME``.
 
     Returns
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 1 when the loop did not complete (the reason is printed).
     """
     parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two studies (cold, warm) instead of three")
+    parser.add_argument("--quick", action="store_true", help="two studies (cold, warm) instead of five")
     parser.add_argument("--var", default="var/bench-e2e", help="working folder (default var/bench-e2e)")
     parser.add_argument("--netns", default="mrinode-bench", help="network namespace (default mrinode-bench)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the synthetic study")
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench.e2e: generating the synthetic study (seed {args.seed}) ...", flush=True)
         source = synth_study(study_dir, seed=args.seed)
         marker.write_text(str(source))
-    n_runs = 2 if args.quick else 3
+    n_runs = 2 if args.quick else 5
     runs: list[tuple[list[tuple[str, float]], float, int]] = []
     breakdowns: list[list[tuple[str, float]]] = []
     try:
@@ -125,9 +125,13 @@ def breakdown(job: dict[str, Any], stages: list[tuple[str, float]]) -> list[tupl
         Stage name and seconds.
     """
     durations = job.get("durations") or {}
-    rows = [(name, v) for name, v in stages if not name.startswith("worker")]
-    if "analysis_identify_s" in durations:
-        rows.insert(0, ("identify (once per study)", float(durations["analysis_identify_s"])))
+    # the pipeline's own "read" is ~0 when the worker's analysis read the volumes already
+    rows = [(name, v) for name, v in stages if not name.startswith("worker") and name != "read"]
+    once = [("read pixels (once per study)", "analysis_read_s"), ("identify (once per study)", "analysis_identify_s"),
+            ("read headers (once per study)", "analysis_headers_s")]
+    for label, key in once:
+        if key in durations:
+            rows.insert(0, (label, float(durations[key])))
     pipeline = float(durations.get("pipeline_s", 0.0))
     if rows and pipeline:
         rows.append(("worker: rest (cold: imports, load)", max(0.0, pipeline - sum(v for _, v in rows))))

@@ -91,19 +91,17 @@ def resample(
         raise ValueError(f"resample expects (C, i, j, k) data; got shape {tuple(src.shape)}.")
     m = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(dst_affine, dtype=np.float64)
     src_shape = src.shape[1:]
-    # Normalised coordinates for align_corners=True: -1 at index 0, +1 at index n-1.
-    norm = np.diag([2.0 / max(s - 1, 1) for s in src_shape] + [1.0])
-    norm[:3, 3] = -1.0
-    m = norm @ m
-    mt = torch.as_tensor(m, dtype=torch.float32, device=device)
-    axes = [torch.arange(int(s), dtype=torch.float32, device=device) for s in dst_shape]
-    gi, gj, gk = torch.meshgrid(*axes, indexing="ij")
-    coords = (
-        mt[:3, 0, None, None, None] * gi + mt[:3, 1, None, None, None] * gj + mt[:3, 2, None, None, None] * gk
-        + mt[:3, 3, None, None, None]
-    )  # (3, *dst) in (i, j, k) order
-    grid = torch.stack([coords[2], coords[1], coords[0]], dim=-1)[None]  # grid_sample wants (x=k, y=j, z=i)
-    del coords, gi, gj, gk
+    # Normalised coordinates for align_corners=True: -1 at index 0, +1 at index n-1, on both sides;
+    # theta maps the destination's normalised (k, j, i) to the source's, as affine_grid wants.
+    to_norm = np.diag([2.0 / max(s - 1, 1) for s in src_shape] + [1.0])
+    to_norm[:3, 3] = -1.0
+    half = [(int(s) - 1) / 2.0 for s in dst_shape]
+    from_norm = np.diag([*half, 1.0])
+    from_norm[:3, 3] = half
+    kji = np.eye(4)[[2, 1, 0, 3]]
+    theta = (kji @ to_norm @ m @ from_norm @ kji)[:3]
+    grid = F.affine_grid(torch.as_tensor(theta, dtype=torch.float32, device=device)[None],
+                         [1, 1, *(int(s) for s in dst_shape)], align_corners=True)
     out = F.grid_sample(src[None], grid, mode=mode, padding_mode="zeros", align_corners=True)
     return out[0]
 
