@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Respo
 from fastapi.responses import JSONResponse
 
 from dicom_node.queue import JOB_STATES
+from dicom_node.scale.router import scale_router
 
 if TYPE_CHECKING:
     from dicom_node.service import NodeService
@@ -197,4 +198,5 @@ def create_app(service: NodeService) -> FastAPI:
 
         return Response(content=service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(scale_router(service))  # issue 17: the spool over WADO-RS, the Celery workers' reports
     return app

@@ -84,6 +84,25 @@ CREATE INDEX IF NOT EXISTS jobs_study ON jobs(study_uid);
 """
 
 
+#: Columns added since the first schema: (table, column, declaration). Each is added to an
+#: existing database at open (SQLite's ADD COLUMN keeps the rows; NULL or the default for them).
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("jobs", "worker", "TEXT"),  # which worker ran the job (issue 17: Celery workers on other machines)
+)
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    """Add the columns of :data:`_ADDED_COLUMNS` that an older database lacks (idempotent)."""
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            except sqlite3.OperationalError as exc:  # another process added it between the two statements
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 @dataclass(frozen=True)
 class InstanceRecord:
     """One received instance, as indexed."""
@@ -184,6 +203,7 @@ class Store:
         with self.connection() as c:
             c.execute("PRAGMA journal_mode=WAL")  # kept in the database file
             c.executescript(_SCHEMA)
+            _migrate(c)
 
     def _open(self) -> sqlite3.Connection:
         # timeout=30 is SQLite's busy timeout; WAL mode is a property of the file (set once).

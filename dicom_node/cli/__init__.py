@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "convert",
     "infer",
     "models_cmd",
+    "worker",
 )
 
 #: Packages installed beside the node that add their own sub-commands through
