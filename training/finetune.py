@@ -142,7 +142,9 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
     writer = SummaryWriter(str(out / "tb"))
     net.train()
     metrics: dict[str, float] = {}
-    bar = tqdm(total=steps_total, initial=step, desc="finetune", disable=not sys.stderr.isatty())
+    history: dict[int, dict[str, float]] = {}  # validation metrics per step, for the plots
+    # The bar on a terminal; elsewhere (a log file, CI) the "step n/N loss" lines every log_every steps.
+    bar = tqdm(total=steps_total, initial=step, desc="finetune", unit="step", disable=not sys.stderr.isatty())
     t0 = time.perf_counter()
     while step < steps_total:
         for batch in loader:
@@ -168,18 +170,24 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
                 metrics = validate(net, list(val_ds), cfg.channels, cfg.inference_roi_size, cfg.val_subsets)
                 for k, v in metrics.items():
                     writer.add_scalar(f"val/{k}", v, step)
+                history[step] = dict(metrics)
                 log.info("step %d validation %s", step, _fmt(metrics))
     bar.close()
     if val_ds is not None:
         metrics = validate(net, list(val_ds), cfg.channels, cfg.inference_roi_size, cfg.val_subsets)
         for k, v in metrics.items():
             writer.add_scalar(f"val/{k}", v, step)
+        history[step] = dict(metrics)
         log.info("final validation %s", _fmt(metrics))
     writer.close()
+    from training.plots import write_training_plots
+
+    plots = write_training_plots(out / "plots", losses, history)
+    log.info("plots: %s (TensorBoard logs: %s)", ", ".join(str(p) for p in plots) or "none", out / "tb")
     bundle_dir = None
     if cfg.bundle_out:
         bundle_dir = export_bundle(cfg, net, manifest, metrics, step, losses)
-    return {"losses": losses, "steps": step, "metrics": metrics, "bundle": bundle_dir}
+    return {"losses": losses, "steps": step, "metrics": metrics, "bundle": bundle_dir, "plots": plots}
 
 
 def export_checkpoint(cfg: FinetuneConfig) -> dict[str, Any]:

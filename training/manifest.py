@@ -178,14 +178,20 @@ def from_synth(folder: str | Path) -> Manifest:
 
 
 def from_brats(folder: str | Path) -> Manifest:
-    """Build from BraTS-style folders as they are (``*_t1ce.nii.gz``, ``*_seg.nii.gz``, label 4 → 3)."""
+    """Build from BraTS-style folders as they are.
+
+    BraTS 2021 (``BraTS2021_00000_t1.nii.gz``, ``_t1ce``, ``_t2``, ``_flair``, ``_seg``; its
+    enhancing-tumour label 4 becomes 3) and BraTS 2023 (``BraTS-GLI-00000-000-t1n.nii.gz``,
+    ``-t1c``, ``-t2w``, ``-t2f``, ``-seg``; labels 1, 2, 3 as they are) are both read, one
+    subject per folder.
+    """
     root = Path(folder)
     subjects = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         seqs: dict[str, SequenceEntry] = {}
         labels = None
         for f in sorted(sub.glob("*.nii*")):
-            suffix = _nii_stem(f).rsplit("_", 1)[-1].lower()
+            suffix = re.split(r"[_-]", _nii_stem(f))[-1].lower()  # BraTS 2021 "_t1ce", BraTS 2023 "-t1c"
             if suffix == "seg":
                 labels = str(f.resolve())
             elif _seq_name(suffix):
@@ -193,7 +199,8 @@ def from_brats(folder: str | Path) -> Manifest:
         if seqs:
             subjects.append(Subject(sub.name, seqs, labels, {"4": 3}))
     if not subjects:
-        raise ManifestError(f"{root} holds no BraTS-style subject folders (*_t1.nii.gz, *_seg.nii.gz).")
+        raise ManifestError(f"{root} holds no BraTS-style subject folders (BraTS 2021 *_t1.nii.gz, *_seg.nii.gz or "
+                            "BraTS 2023 *-t1n.nii.gz, *-seg.nii.gz).")
     return Manifest(subjects, root.name, f"brats:{root.resolve()}")
 
 

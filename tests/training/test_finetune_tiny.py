@@ -43,6 +43,10 @@ def test_tiny_finetune_learns_resumes_and_exports_a_loadable_bundle(cfg) -> None
     assert result["steps"] == cfg.max_steps == len(losses)
     assert losses[:3] == first["losses"], "resume continued the same run"
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+    # loss and validation plots beside the TensorBoard logs (issue 21)
+    plots = {p.name: p for p in result["plots"]}
+    assert set(plots) == {"loss.png", "validation.png"} and plots["loss.png"].parent == Path(cfg.out_dir) / "plots"
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots.values())
     bundle = load_bundle(result["bundle"])
     assert bundle.card.training["manifest_sha256"]
     assert bundle.card.training["steps"] == cfg.max_steps
