@@ -446,7 +446,9 @@ class StoreSCP:
         self.metrics.instances_received.inc()
         self.metrics.bytes_received.inc(size)
         if new_study:
-            log.info("study %s: first instance from %s", uid_tag(info.study_uid), calling)
+            log.info("study %s: first instance from %s; it is processed when the sender says it is complete "
+                     "(POST /studies/{uid}/complete) or after %g s without a new instance (tracker.stable_after_s)",
+                     uid_tag(info.study_uid), calling, self.cfg.tracker.stable_after_s)
             try:
                 self.audit.record("study_received", study=uid_tag(info.study_uid), calling_ae=calling)
             except OSError as exc:  # the instance is stored and indexed: it stays accepted

@@ -122,7 +122,8 @@ def start_services(paths: Any, *, netns: str | None, node_config: Path | None = 
         start_process(
             paths, "forward",
             [sys.executable, "-m", "dicom_node.demo", "forward", "--netns", netns, "--ready", str(ready),
-             "--ports", str(http_port), str(dicom_port)],
+             "--ports", str(http_port), str(dicom_port),
+             str(int(node_cfg.get("api", {}).get("port", 8000)))],  # the node's REST API and console too
             netns=None,
         )
         deadline = time.monotonic() + 15
