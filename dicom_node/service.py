@@ -120,6 +120,8 @@ class NodeService:
         else:
             self.workers = WorkerPool(cfg, self.store, self.queue, self.metrics)
         self.exporter = Exporter(cfg, self.queue, self.metrics, self.audit)
+        if isinstance(self.workers, WorkerPool):
+            self.workers.on_processed = self.exporter.wake.set  # results go out at once, not at the next idle poll
         self.scp = StoreSCP(cfg, self.store, self.spool, self.metrics, self.audit)
         self.metrics.associations_active.set_function(lambda: float(self.scp.associated))
         self.metrics.connections_pending.set_function(lambda: float(self.scp.pending))

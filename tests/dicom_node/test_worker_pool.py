@@ -155,3 +155,38 @@ def test_devices(tmp_path: Path) -> None:
     assert worker_devices(parse_config({**base, "workers": {"devices": ["cuda:0", "cuda:1"]}})) == ["cuda:0", "cuda:1"]
     with pytest.raises(ConfigError, match=r"workers\.devices\[1\]"):
         worker_devices(parse_config({**base, "workers": {"devices": ["cpu", "gpu0"]}}))
+
+
+def test_recorded_results_wake_the_exporter_at_once(tmp_path: Path) -> None:
+    """A job's results recorded by the pool call ``on_processed`` (the node wakes its exporter with it, so
+    results do not wait for the exporter's next idle poll)."""
+    from dicom_node.audit import AuditLog
+    from dicom_node.metrics import NodeMetrics
+    from dicom_node.queue import JobQueue
+    from dicom_node.store import InstanceRecord, Store
+    from dicom_node.tracker import Tracker
+    from dicom_node.workers.pool import WorkerPool
+
+    cfg = parse_config({"node": {"data_dir": str(tmp_path / "node")}, "workers": {"device": "cpu"},
+                        "pipelines": [{"name": "test", "function": TEST}]})
+    store = Store(cfg.db_path)
+    queue = JobQueue(store)
+    tracker = Tracker(cfg, store, NodeMetrics(), AuditLog(cfg.audit_log_path))
+    study_uid, files = write_mr_series(tmp_path / "in", 3, size=16)
+    for n, path in enumerate(files):
+        store.add_instance(InstanceRecord(sop_uid=f"1.2.9.{n}", study_uid=study_uid, series_uid="1.2.9", sop_class="",
+                                          modality="MR", series_desc="AX T1", transfer_syntax="", path=str(path),
+                                          size=path.stat().st_size, calling_ae="TEST"))
+    assert tracker.complete(study_uid) is not None
+    pool = WorkerPool(cfg, store, queue, NodeMetrics())
+    woken = threading.Event()
+    pool.on_processed = woken.set
+    job = queue.claim_next()
+    assert job is not None
+    try:
+        pool.run_job(job, threading.Event())
+    finally:
+        pool.kill_all()
+    done = queue.get(job.id)
+    assert done is not None and done.state == "exporting", done
+    assert woken.is_set()
