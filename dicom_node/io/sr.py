@@ -1,10 +1,28 @@
 """TID 1500 Measurement Report (Comprehensive 3D SR) for a segmentation result.
 
-One measurement group (TID 1411) per SEG segment with its volume in mL, referencing the
-SEG segment and the source series; one group (TID 1501) per input series stating the
-MR sequence identified for it (and the confidence), referencing an image of that series;
-and, when analysis was not possible, a group that says so and names the missing
-sequences. The algorithm is the device observer and is named in every group.
+Imaging measurements, for each SEG segment that holds voxels:
+
+* a volumetric group (TID 1411) with its volume in mL, referencing the SEG segment and the
+  source series; its Tracking Identifier is the SEG's SegmentLabel, its TrackingUID the
+  SEG segment's, its finding and category the SEG's coded SegmentedPropertyType and
+  SegmentedPropertyCategory (so the SR and the SEG use the same words and codes);
+* RANO-style bidimensional measurements (:mod:`dicom_node.io.rano`): per lesion, the
+  longest in-plane diameter and the longest perpendicular to it, each a NUM inferred from
+  a SCOORD POLYLINE on the referenced source image (TID 1501 with TID 300, as OHIF and most
+  PACS viewers draw them); for enhancing tumour, RANO measurability. The largest lesion's
+  group shares the segment's TrackingUID, so a viewer that merges groups by TrackingUID
+  (OHIF) shows the volume beside the diameters, drawn on the right image.
+
+A segment without voxels gets no measurement group (there is nothing to measure or draw);
+the report's text says "none found" for it.
+
+The document-level Qualitative Evaluations container (TID 1500) holds what is not a
+measurement of an image region: the analysis status and missing sequences, the notes, a
+one-line text per segment (volume and diameters, readable by any SR viewer), and the MR
+sequence identified for each input series (with its confidence, Series Instance UID and an
+image of the series). Keeping these out of the measurement groups is what lets OHIF open
+the report: it expects every measurement group to carry a spatial coordinate.
+The algorithm is the device observer and is named in every group.
 """
 
 from __future__ import annotations
@@ -14,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from pydicom import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from dicom_node.io.codes import (
@@ -28,15 +48,29 @@ from dicom_node.io.codes import (
     SegmentSpec,
     sequence_code,
 )
+from dicom_node.io.rano import Bidimensional, bidimensional_measurements
 from dicom_node.io.volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
     import highdicom as hd
 
-__all__ = ["SeriesIdentificationLike", "segment_volumes_ml", "write_measurement_report"]
+__all__ = [
+    "SeriesIdentificationLike",
+    "enhancing_segment_numbers",
+    "segment_bidimensional",
+    "segment_volumes_ml",
+    "write_measurement_report",
+]
 
 #: SNOMED CT "Magnetic resonance imaging of head" (procedure reported).
 PROCEDURE_MR_HEAD = ("241601008", "SCT", "MR of head")
+#: TID 1500's document-level container of qualitative evaluations.
+QUALITATIVE_EVALUATIONS = ("C0034375", "UMLS", "Qualitative Evaluations")
+#: Private codes of the bidimensional measurement.
+SR_RANO_MEASURABILITY = Code("RANO-MEAS", PRIVATE_SCHEME, "RANO measurability")
+SR_RANO_MEASURABLE = Code("RANO-YES", PRIVATE_SCHEME, "Measurable (both diameters >= 10 mm)")
+SR_RANO_NON_MEASURABLE = Code("RANO-NO", PRIVATE_SCHEME, "Non-measurable (a diameter < 10 mm)")
+SR_SEGMENT_SUMMARY = Code("SEG-SUMMARY", PRIVATE_SCHEME, "Segment summary")
 
 
 class SeriesIdentificationLike(Protocol):
@@ -86,6 +120,48 @@ def segment_volumes_ml(
     }
 
 
+def segment_bidimensional(
+    labels: np.ndarray, reference: Volume, segments: Sequence[SegmentSpec], *, max_lesions: int = 5
+) -> dict[int, list[Bidimensional]]:
+    """RANO-style bidimensional measurements of each segment, keyed by SEG segment number.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Integer label volume on ``reference``'s grid.
+    reference : Volume
+        The source series (gives the in-plane pixel spacing).
+    segments : sequence of SegmentSpec
+        Segment ``n`` is the voxels equal to ``segments[n - 1].label_value``.
+    max_lesions : int
+        Lesions (connected components) reported per segment, largest first.
+
+    Returns
+    -------
+    dict of int to list of Bidimensional
+        Empty lists for segments without voxels.
+    """
+    spacing = (float(np.linalg.norm(reference.affine[:3, 0])), float(np.linalg.norm(reference.affine[:3, 1])))
+    return {
+        n: bidimensional_measurements(labels == s.label_value, spacing, max_lesions=max_lesions)
+        for n, s in enumerate(segments, start=1)
+    }
+
+
+def enhancing_segment_numbers(seg: Dataset) -> list[int]:
+    """The SEG segments that RANO's measurability applies to (enhancing tumour).
+
+    A segment counts when its label or tracking id says so ("enhancing", ``ET``).
+    """
+    out = []
+    for item in seg.SegmentSequence:
+        label = str(item.get("SegmentLabel", "") or "").lower()
+        tracking = str(item.get("TrackingID", "") or "").upper()
+        if "enhancing" in label or tracking == "ET":
+            out.append(int(item.SegmentNumber))
+    return out
+
+
 def _device_observer(algorithm: AlgorithmSpec) -> hd.sr.ObservationContext:
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -113,70 +189,88 @@ def _tracking_uid(seed: str | None, *parts: str) -> str:
     return str(generate_uid(entropy_srcs=[seed, *parts]) if seed else generate_uid())
 
 
-def _identification_group(
-    ident: SeriesIdentificationLike,
-    volumes: Mapping[str, Volume],
-    algorithm_id: hd.sr.AlgorithmIdentification,
-    uid_seed: str | None = None,
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _image_item(vol: Volume, relationship: str = "INFERRED FROM") -> hd.sr.ImageContentItem:
     import highdicom as hd
+    from pydicom.sr.codedict import codes
 
-    source_images = None
+    sop_class, sop_uid, frame = _first_image(vol)
+    return hd.sr.ImageContentItem(
+        name=codes.DCM.SourceOfMeasurement, referenced_sop_class_uid=sop_class,
+        referenced_sop_instance_uid=sop_uid, referenced_frame_numbers=[frame] if frame else None,
+        relationship_type=relationship,
+    )
+
+
+def _identification_item(ident: SeriesIdentificationLike, volumes: Mapping[str, Volume]) -> hd.sr.CodeContentItem:
+    """``Identified MR sequence = <code>`` with the series, confidence and an image of it."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    item = hd.sr.CodeContentItem(name=SR_IDENTIFIED_SEQUENCE, value=sequence_code(str(ident.label)),
+                                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    number = "?" if ident.series_number is None else str(ident.series_number)
+    name = f"Series {number}" + (f" ({ident.description})" if ident.description else "")
+    children: list[Any] = [
+        hd.sr.TextContentItem(name=codes.DCM.TrackingIdentifier, value=name[:64],
+                              relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES),
+        hd.sr.UIDRefContentItem(name=codes.DCM.SeriesInstanceUID, value=str(ident.series_uid),
+                                relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES),
+        hd.sr.NumContentItem(name=SR_IDENTIFICATION_CONFIDENCE, value=round(float(ident.confidence), 4),
+                             unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+                             relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES),
+    ]
     vol = volumes.get(ident.series_uid)
     if vol is not None and vol.slice_refs:
-        sop_class, sop_uid, frame = _first_image(vol)
-        source_images = [hd.sr.SourceImageForMeasurementGroup(sop_class, sop_uid, [frame] if frame else None)]
-    number = "?" if ident.series_number is None else str(ident.series_number)
-    name = f"Series {number} sequence" + (f" ({ident.description})" if ident.description else "")
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_tracking_uid(uid_seed, "series", str(ident.series_uid)), identifier=name[:64]
-        ),
-        algorithm_id=algorithm_id,
-        measurements=[
-            hd.sr.Measurement(
-                name=SR_IDENTIFICATION_CONFIDENCE,
-                value=float(ident.confidence),
-                unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-            )
-        ],
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(name=SR_IDENTIFIED_SEQUENCE, value=sequence_code(str(ident.label)))
-        ],
-        source_images=source_images,
-    )
+        children.append(_image_item(vol))
+    item.ContentSequence = DicomSequence(children)
+    return item
+
+
+def _segment_items(seg: Dataset) -> dict[int, Dataset]:
+    return {int(item.SegmentNumber): item for item in seg.SegmentSequence}
+
+
+def _coded(item: Dataset, keyword: str) -> hd.sr.CodedConcept:
+    import highdicom as hd
+
+    return hd.sr.CodedConcept.from_dataset(getattr(item, keyword)[0])
 
 
 def _segment_groups(
     seg: Dataset,
     reference: Volume,
     segment_volumes_ml: Mapping[int, float],
+    bidimensional: Mapping[int, Sequence[Bidimensional]],
     algorithm_id: hd.sr.AlgorithmIdentification,
-) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
+    uid_seed: str | None,
+) -> list[Any]:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    described = {int(item.SegmentNumber): item for item in seg.SegmentSequence}
-    unknown = sorted(set(segment_volumes_ml) - set(described))
+    described = _segment_items(seg)
+    unknown = sorted((set(segment_volumes_ml) | set(bidimensional)) - set(described))
     if unknown:
         raise ValueError(
-            f"segment_volumes_ml names segment numbers {unknown} that the SEG does not describe."
+            f"segment_volumes_ml or bidimensional name segment numbers {unknown} that the SEG does not describe."
         )
-    groups = []
+    enhancing = set(enhancing_segment_numbers(seg))
+    groups: list[Any] = []
     for number in sorted(segment_volumes_ml):
+        volume = float(segment_volumes_ml[number])
+        if volume <= 0.0:
+            continue  # nothing to measure or draw; the text summary says "none found"
         item = described[number]
-        category = hd.sr.CodedConcept.from_dataset(item.SegmentedPropertyCategoryCodeSequence[0])
-        prop = hd.sr.CodedConcept.from_dataset(item.SegmentedPropertyTypeCodeSequence[0])
-        tracking_uid = str(item.get("TrackingUID", "") or "") or generate_uid()
+        category = _coded(item, "SegmentedPropertyCategoryCodeSequence")
+        prop = _coded(item, "SegmentedPropertyTypeCodeSequence")
+        label = str(item.get("SegmentLabel", "") or item.get("TrackingID", "") or f"Segment {number}")
+        tracking_uid = str(item.get("TrackingUID", "") or "") or _tracking_uid(uid_seed, "segment", str(number))
         regions = item.get("AnatomicRegionSequence", None)
         sites = [hd.sr.FindingSite(hd.sr.CodedConcept.from_dataset(r)) for r in regions] if regions else None
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                # the segment's own words ("Enhancing tumour"), beside the finding's code (Neoplasm);
-                # the TrackingUID is the SEG segment's, which links the two
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=tracking_uid, identifier=str(item.get("SegmentLabel", "") or item.get("TrackingID", ""))[:64]
-                ),
+                # the SEG's words: its SegmentLabel as the tracking identifier, its coded
+                # property type and category as the finding; the TrackingUID is the segment's
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=label[:64]),
                 referenced_segment=hd.sr.ReferencedSegment(
                     sop_class_uid=str(seg.SOPClassUID),
                     sop_instance_uid=str(seg.SOPInstanceUID),
@@ -190,55 +284,128 @@ def _segment_groups(
                 measurements=[
                     hd.sr.Measurement(
                         name=codes.SCT.Volume,
-                        value=round(float(segment_volumes_ml[number]), 4),
+                        value=round(volume, 4),
                         unit=hd.sr.CodedConcept("ml", "UCUM", "milliliter"),
-                        algorithm_id=algorithm_id,
                     )
                 ],
             )
         )
+        for lesion in bidimensional.get(number, ()):
+            groups.append(_bidimensional_group(lesion, reference, label, tracking_uid, prop, category, sites,
+                                               number in enhancing, algorithm_id, uid_seed))
     return groups
 
 
-def _status_group(
-    performed: bool,
-    missing_sequences: Sequence[str],
-    notes: Sequence[str],
-    volumes: Sequence[Volume],
+def _bidimensional_group(
+    lesion: Bidimensional,
+    reference: Volume,
+    label: str,
+    segment_tracking_uid: str,
+    finding: hd.sr.CodedConcept,
+    category: hd.sr.CodedConcept,
+    sites: list[hd.sr.FindingSite] | None,
+    rano: bool,
     algorithm_id: hd.sr.AlgorithmIdentification,
-    uid_seed: str | None = None,
+    uid_seed: str | None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    status = SR_COMPLETED if performed else SR_NOT_PERFORMED
-    evaluations = [hd.sr.QualitativeEvaluation(name=SR_ANALYSIS_STATUS, value=status)]
-    evaluations += [
-        hd.sr.QualitativeEvaluation(name=SR_MISSING_SEQUENCE, value=sequence_code(str(s)))
-        for s in missing_sequences
-    ]
-    sources = []
-    for vol in volumes:
-        if vol.slice_refs:
-            sop_class, sop_uid, frame = _first_image(vol)
-            sources.append(
-                hd.sr.SourceImageForMeasurementGroup(sop_class, sop_uid, [frame] if frame else None)
-            )
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=_tracking_uid(uid_seed, "status"), identifier="Analysis status"),
-        algorithm_id=algorithm_id,
-        qualitative_evaluations=evaluations,
-        source_images=sources or None,
-    )
-    for note in notes:
-        group[0].ContentSequence.append(
-            hd.sr.TextContentItem(
-                name=codes.DCM.Comment,
-                value=str(note)[:1024],
-                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-            )
+    sop_class, sop_uid, frame = reference.slice_refs[lesion.slice_index]
+    frames = [frame] if frame else None
+
+    def line(ends: tuple[tuple[float, float], tuple[float, float]]) -> hd.sr.CoordinatesForMeasurement:
+        return hd.sr.CoordinatesForMeasurement(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=np.array(ends, dtype=np.float64),
+            source_image=hd.sr.SourceImageForRegion(sop_class, sop_uid, frames),
         )
+
+    mm = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
+    name = label if lesion.lesion == 1 else f"{label} lesion {lesion.lesion}"
+    if lesion.lesion == 1:  # the segment's own tracking: a viewer shows the volume beside the diameters
+        tracking = hd.sr.TrackingIdentifier(uid=segment_tracking_uid, identifier=name[:64])
+    else:
+        tracking = hd.sr.TrackingIdentifier(
+            uid=_tracking_uid(uid_seed or segment_tracking_uid, "lesion", segment_tracking_uid, str(lesion.lesion)),
+            identifier=name[:64],
+        )
+    evaluations = None
+    if rano:
+        evaluations = [hd.sr.QualitativeEvaluation(
+            name=SR_RANO_MEASURABILITY, value=SR_RANO_MEASURABLE if lesion.measurable else SR_RANO_NON_MEASURABLE)]
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        finding_type=finding,
+        finding_category=category,
+        finding_sites=sites,
+        algorithm_id=algorithm_id,
+        measurements=[
+            hd.sr.Measurement(name=codes.SCT.LongAxis, value=float(lesion.long_mm), unit=mm,
+                              referenced_coordinates=[line(lesion.long_axis)]),
+            hd.sr.Measurement(name=codes.SCT.ShortAxis, value=float(lesion.short_mm), unit=mm,
+                              referenced_coordinates=[line(lesion.short_axis)]),
+        ],
+        qualitative_evaluations=evaluations,
+    )
+    # the segment's name as a comment: the first line a viewer writes beside the drawing
+    if rano:
+        name += " (RANO measurable)" if lesion.measurable else " (RANO non-measurable)"
+    group[0].ContentSequence.append(hd.sr.TextContentItem(
+        name=codes.DCM.Comment, value=name[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return group
+
+
+def _segment_summaries(
+    seg: Dataset, segment_volumes_ml: Mapping[int, float], bidimensional: Mapping[int, Sequence[Bidimensional]]
+) -> list[str]:
+    """One sentence per SEG segment: its label, number, volume and diameters, or "none found"."""
+    enhancing = set(enhancing_segment_numbers(seg))
+    lines = []
+    for number, item in sorted(_segment_items(seg).items()):
+        label = str(item.get("SegmentLabel", "") or f"Segment {number}")
+        volume = float(segment_volumes_ml.get(number, 0.0))
+        if volume <= 0.0:
+            lines.append(f"{label} (SEG segment {number}): none found.")
+            continue
+        text = f"{label} (SEG segment {number}): {volume:.2f} ml"
+        for lesion in bidimensional.get(number, ()):
+            text += (f"; lesion {lesion.lesion}: {lesion.long_mm:.1f} x {lesion.short_mm:.1f} mm"
+                     f" on image {lesion.slice_index + 1}")
+            if number in enhancing:
+                text += " (RANO measurable)" if lesion.measurable else " (RANO non-measurable)"
+        lines.append(text + ".")
+    return lines
+
+
+def _qualitative_evaluations(
+    status: bool | None,
+    missing_sequences: Sequence[str],
+    notes: Sequence[str],
+    summaries: Sequence[str],
+    identifications: Sequence[SeriesIdentificationLike],
+    volumes: Mapping[str, Volume],
+) -> hd.sr.ContainerContentItem:
+    """TID 1500's Qualitative Evaluations container (status, notes, summaries, identification)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    container = hd.sr.ContainerContentItem(name=hd.sr.CodedConcept(*QUALITATIVE_EVALUATIONS),
+                                           relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    items: list[Any] = []
+    if status is not None:
+        items.append(hd.sr.CodeContentItem(name=SR_ANALYSIS_STATUS, value=SR_COMPLETED if status else SR_NOT_PERFORMED,
+                                           relationship_type=contains))
+    items += [hd.sr.CodeContentItem(name=SR_MISSING_SEQUENCE, value=sequence_code(str(s)), relationship_type=contains)
+              for s in missing_sequences]
+    items += [hd.sr.TextContentItem(name=SR_SEGMENT_SUMMARY, value=text[:1024], relationship_type=contains)
+              for text in summaries]
+    items += [hd.sr.TextContentItem(name=codes.DCM.Comment, value=str(note)[:1024], relationship_type=contains)
+              for note in notes]
+    items += [_identification_item(i, volumes) for i in identifications]
+    container.ContentSequence = DicomSequence(items)
+    return container
 
 
 def write_measurement_report(
@@ -249,6 +416,7 @@ def write_measurement_report(
     segment_volumes_ml: Mapping[int, float],
     identifications: Sequence[SeriesIdentificationLike],
     algorithm: AlgorithmSpec,
+    bidimensional: Mapping[int, Sequence[Bidimensional]] | None = None,
     missing_sequences: Sequence[str] = (),
     notes: Sequence[str] = (),
     series_number: int = 901,
@@ -270,21 +438,27 @@ def write_measurement_report(
         The series the SEG was made on (its source series); required with ``seg``.
     source_volumes : sequence of Volume
         Every input series (their images are the SR's evidence and are referenced by the
-        sequence-identification groups).
+        sequence identification).
     segment_volumes_ml : mapping of int to float
-        Volume in mL per SEG segment number (see :func:`segment_volumes_ml`).
+        Volume in mL per SEG segment number (see :func:`segment_volumes_ml`). Segments
+        with 0 mL get no measurement group.
     identifications : sequence of SeriesIdentificationLike
         One per series: ``series_uid``, ``series_number``, ``description``, ``label``
         (a ``SequenceLabel``), ``confidence``.
     algorithm : AlgorithmSpec
         The algorithm name and version (device observer, algorithm identification).
+    bidimensional : mapping of int to list of Bidimensional, optional
+        Per SEG segment number, the lesions' bidimensional measurements on ``reference``
+        (see :func:`segment_bidimensional`). Viewers that need a spatial coordinate in
+        every measurement group (OHIF) open the report only when each segment with
+        voxels has one.
     missing_sequences : sequence of str
         Sequence labels that were required but absent.
     notes : sequence of str
-        Free-text comments (no patient data) added to the status group.
+        Free-text comments (no patient data).
     series_instance_uid, sop_instance_uid : str, optional
-        The SR's UIDs (random when omitted). With ``sop_instance_uid`` the groups'
-        TrackingUIDs derive from it too, so the same report written twice is the same.
+        The SR's UIDs (random when omitted). With ``sop_instance_uid`` the TrackingUIDs
+        derive from it too, so the same report written twice is the same.
 
     Returns
     -------
@@ -294,14 +468,22 @@ def write_measurement_report(
     Raises
     ------
     ValueError
-        No evidence at all, ``seg`` without ``reference``, or volumes for segments the
-        SEG does not describe.
+        No evidence at all, ``seg`` without ``reference``, volumes or measurements for
+        segments the SEG does not describe, or a measurement on a slice the reference
+        does not have.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     if seg is not None and reference is None:
         raise ValueError("write_measurement_report: a SEG needs its reference volume.")
+    bidimensional = dict(bidimensional or {})
+    if reference is not None:
+        for number, lesions in bidimensional.items():
+            for lesion in lesions:
+                if not 0 <= lesion.slice_index < len(reference.slice_refs):
+                    raise ValueError(f"Segment {number} lesion {lesion.lesion} is measured on slice "
+                                     f"{lesion.slice_index}, but the reference has {len(reference.slice_refs)}.")
     evidence: list[Dataset] = []
     seen: set[str] = set()
     for vol in ([reference] if reference is not None else []) + list(source_volumes):
@@ -319,17 +501,31 @@ def write_measurement_report(
     if reference is not None:
         by_uid.setdefault(reference.series_uid, reference)
     groups: list[Any] = []
+    summaries: list[str] = []
     if seg is not None and reference is not None:
-        groups.extend(_segment_groups(seg, reference, segment_volumes_ml, algorithm_id))
-    if seg is None or missing_sequences or notes:
-        groups.append(_status_group(seg is not None, missing_sequences, notes, list(by_uid.values()), algorithm_id,
-                                    sop_instance_uid))
-    groups.extend(_identification_group(i, by_uid, algorithm_id, sop_instance_uid) for i in identifications)
+        groups.extend(_segment_groups(seg, reference, segment_volumes_ml, bidimensional, algorithm_id,
+                                      sop_instance_uid))
+        summaries = _segment_summaries(seg, segment_volumes_ml, bidimensional)
+    # TID 1500 needs imaging measurements, derived measurements or qualitative evaluations;
+    # highdicom insists on the first, so a report without any gets a placeholder group that
+    # is taken out again below (a viewer must not find a measurement group without a region)
+    placeholder = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=_tracking_uid(sop_instance_uid, "none"), identifier="none"),
+    )
     report = hd.sr.MeasurementReport(
         observation_context=_device_observer(algorithm),
         procedure_reported=hd.sr.CodedConcept(*PROCEDURE_MR_HEAD),
-        imaging_measurements=groups,
+        imaging_measurements=groups or [placeholder],
         title=codes.DCM.ImagingMeasurementReport,
+    )
+    if not groups:
+        root = report[0].ContentSequence
+        report[0].ContentSequence = DicomSequence(
+            [item for item in root if item.ConceptNameCodeSequence[0].CodeValue != "126010"]  # Imaging Measurements
+        )
+    status = seg is not None if (seg is None or missing_sequences or notes) else None
+    report[0].ContentSequence.append(
+        _qualitative_evaluations(status, missing_sequences, notes, summaries, identifications, by_uid)
     )
     study_evidence = [d for d in evidence if d.StudyInstanceUID == evidence[-1].StudyInstanceUID] or evidence
     sr = hd.sr.Comprehensive3DSR(

@@ -188,7 +188,7 @@ class SegmentationPipeline:
         """
         from dicom_node.io.codes import algorithm_from_card, segments_from_card
         from dicom_node.io.seg import write_seg
-        from dicom_node.io.sr import segment_volumes_ml, write_measurement_report
+        from dicom_node.io.sr import segment_bidimensional, segment_volumes_ml, write_measurement_report
         from dicom_node.pipelines.notrun import write_not_run_report
         from dicom_node.pipelines.uids import result_uids
 
@@ -260,6 +260,7 @@ class SegmentationPipeline:
         sr = write_measurement_report(
             seg=seg, reference=reference, source_volumes=list(volumes.values()), segment_volumes_ml=volumes_ml,
             identifications=[r for r in analysis.rows if r.series_uid], algorithm=algorithm, notes=notes,
+            bidimensional=segment_bidimensional(prediction.labels, reference, segments),
             series_instance_uid=uids.sr_series, sop_instance_uid=uids.sr_instance,
         )
         seg_path, sr_path = out_dir / "seg.dcm", out_dir / "sr.dcm"

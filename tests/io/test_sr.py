@@ -97,7 +97,7 @@ def test_measurement_report_with_seg(tmp_path: Path) -> None:
 
     parsed = hd.sr.Comprehensive3DSR.from_dataset(ds)
     groups = parsed.content.get_volumetric_roi_measurement_groups()
-    assert len(groups) == 3
+    assert len(groups) == 2  # segment 3 is empty: no measurement of nothing, the summary says so
     for group in groups:
         ref = group.reference_type
         assert ref == hd.sr.CodedConcept("121191", "DCM", "Referenced Segment") or ref.value == "121191"
@@ -115,6 +115,9 @@ def test_measurement_report_with_seg(tmp_path: Path) -> None:
         if item.ValueType == "CODE"
     ]
     assert ("Identified MR sequence", "T1 weighted post-contrast") in texts
+    summaries = [i.TextValue for i in _content_items(ds)
+                 if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeMeaning == "Segment summary"]
+    assert sorted(summaries)[0].startswith("Enhancing tumour (SEG segment 3): none found")
     assert ("Identified MR sequence", "Fluid attenuated T2 weighted (FLAIR)") in texts
     device_names = [
         i.TextValue

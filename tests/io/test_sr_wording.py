@@ -13,6 +13,15 @@ from tests.io.series_factory import make_series
 from tests.support.dciodvfy import dciodvfy
 
 
+def _items(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
+    out, stack = [], list(ds.ContentSequence)
+    while stack:
+        item = stack.pop()
+        out.append(item)
+        stack.extend(item.get("ContentSequence", []))
+    return out
+
+
 def test_each_segment_group_says_the_segment_label_and_code(tmp_path) -> None:
     vol = read_series(make_series(tmp_path / "t1c", shape=(16, 16, 6), frame_uid="1.2.3.4")[0])[0]
     labels = np.zeros(vol.shape, np.uint8)
@@ -27,7 +36,7 @@ def test_each_segment_group_says_the_segment_label_and_code(tmp_path) -> None:
     assert dciodvfy(tmp_path / "sr.dcm").errors == []
     by_uid = {str(s.TrackingUID): s for s in seg.SegmentSequence}
     groups = [item for item in pydicom.dcmread(tmp_path / "sr.dcm").ContentSequence if "ContentSequence" in item]
-    seen = 0
+    seen: set[int] = set()
     for container in groups:
         for group in container.ContentSequence:
             items = list(group.get("ContentSequence", []))
@@ -39,5 +48,11 @@ def test_each_segment_group_says_the_segment_label_and_code(tmp_path) -> None:
             segment = by_uid[str(uid.UID)]
             assert ident.TextValue == segment.SegmentLabel
             assert finding.ConceptCodeSequence[0].CodeValue == segment.SegmentedPropertyTypeCodeSequence[0].CodeValue
-            seen += 1
-    assert seen == len(BRATS_SEGMENTS)
+            assert finding.ConceptCodeSequence[0].CodingSchemeDesignator == (
+                segment.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator)
+            seen.add(int(segment.SegmentNumber))
+    # segment 1 (necrotic core) is empty: no group measures it, and no "0.00 ml" either
+    assert seen == {2, 3}
+    texts = [i.TextValue for i in _items(pydicom.dcmread(tmp_path / "sr.dcm")) if i.ValueType == "TEXT"]
+    assert "Necrotic core (SEG segment 1): none found." in texts
+    assert not any("0.00 ml" in t for t in texts)
