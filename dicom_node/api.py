@@ -70,14 +70,20 @@ class BearerGate:
         The bearer token.
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, console: bool = False) -> None:
         self.app = app
         self.token = token.encode()
+        self.console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, or answer 401 (a WebSocket is closed with 1008)."""
+        """Pass the request on, or answer 401 (a WebSocket is closed with 1008).
+
+        The console (``/console/…``) signs its operators in with the same token and checks
+        its own session cookie on every page (:mod:`dicom_node.console`).
+        """
         if scope["type"] not in ("http", "websocket") or (
-                scope["type"] == "http" and scope["path"] == "/health" and scope["method"] == "GET"):
+                scope["type"] == "http" and scope["path"] == "/health" and scope["method"] == "GET") or (
+                scope["type"] == "http" and self.console and (scope["path"] + "/").startswith("/console/")):
             await self.app(scope, receive, send)
             return
         given = b"".join(v for k, v in scope.get("headers", ()) if k.lower() == b"authorization")
@@ -109,7 +115,7 @@ def create_app(service: NodeService) -> FastAPI:
     # The schema is served by an authenticated route below, not by FastAPI's open one.
     app = FastAPI(title="mrinode", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None)
     if token is not None:
-        app.add_middleware(BearerGate, token=token)
+        app.add_middleware(BearerGate, token=token, console=service.cfg.console.enabled)
 
     def auth(request: Request) -> None:
         # The gate refuses first; this keeps every route closed should the gate be removed.
@@ -199,4 +205,8 @@ def create_app(service: NodeService) -> FastAPI:
         return Response(content=service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(scale_router(service))  # issue 17: the spool over WADO-RS, the Celery workers' reports
+    if service.cfg.console.enabled:  # the operator's console (issue 21), behind its own sign-in
+        from dicom_node.console import create_router
+
+        app.include_router(create_router(service))
     return app

@@ -43,7 +43,9 @@ class AuditLog:
         **fields
             JSON-serialisable facts (no patient names or IDs; UIDs as tags).
         """
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
+        now = time.time()  # ISO 8601 UTC with milliseconds: events of one second keep their order
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        entry = {"time": stamp, "event": event, **fields}
         line = (json.dumps(entry, default=str, sort_keys=False) + "\n").encode("utf-8")
         with self._lock:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)

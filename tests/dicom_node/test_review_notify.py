@@ -67,7 +67,7 @@ def test_held_results_wait_for_approval(tmp_path: Path) -> None:
         queue.approve(job_id, "console:alice")
     events = [e for e in audit.read() if e["event"] == "job_approved"]
     assert len(events) == 1 and events[0]["by"] == "console:alice" and events[0]["job"] == job_id
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", events[0]["time"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", events[0]["time"])
     assert events[0]["study"] == uid_tag(STUDY)
     assert STUDY not in audit.path.read_text()
 
