@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
                   "(its last line; `jobs show ID` prints it all)")
             for j in jobs:
                 err = _last_line(j.last_error)
-                err = err if len(err) <= 100 else "…" + err[-99:]
+                err = err if len(err) <= 130 else err[:64] + " … " + err[-63:]  # both ends of a long line
                 print(f"{j.id:>5}  {j.state:<15}  {j.attempts:>4}  {j.export_attempts:>5}  {uid_tag(j.study_uid):<14}  "
                       f"{iso_time(j.updated_at) or '-':<25}  {err}")
             return 0
