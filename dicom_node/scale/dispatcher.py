@@ -137,6 +137,7 @@ class CeleryDispatcher:
         self.size = 1
         self._declared = False
         self._broker_ok_at = 0.0
+        self._broker_down = False
         self._lock = threading.Lock()
         self.worker_jobs = Counter("mrinode_worker_jobs", "Jobs whose results a worker sent back, by worker",
                                    ["worker"], registry=metrics.registry)
@@ -193,8 +194,14 @@ class CeleryDispatcher:
             self.tasks.drop(task_id)
             self.queue.requeue_job(job.id)
             self._broker_ok_at = time.monotonic() + _BROKER_PAUSE_S
-            log.warning("job %d: broker unreachable (%s: %s); it stays queued", job.id, type(exc).__name__, exc)
+            if not self._broker_down:
+                log.warning("broker unreachable (%s: %s): jobs stay queued here until it is back", type(exc).__name__,
+                            exc)
+            self._broker_down = True
             return
+        if self._broker_down:
+            log.info("broker reachable again: sending the queued jobs")
+            self._broker_down = False
         if job.started_at is not None:
             self.metrics.job_stage_seconds.labels(stage="queued").observe(max(job.started_at - job.created_at, 0.0))
         log.info("job %d (study %s): task %s sent to queue %s", job.id, uid_tag(job.study_uid), task_id[:8],

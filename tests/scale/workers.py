@@ -88,10 +88,8 @@ class WorkerProcess:
             return
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill9()
 
     def log_tail(self, n: int = 40) -> str:
