@@ -116,6 +116,7 @@ def start_services(paths: Any, *, netns: str | None, node_config: Path | None = 
     start_process(paths, "orthanc", [ORTHANC_EXE, str(orthanc_cfg_path)], netns=netns)
     start_process(paths, "node", [sys.executable, "-m", "dicom_node", "serve", "--config", str(node_cfg_path)], netns=netns)
     http_port, dicom_port = int(orthanc_cfg["HttpPort"]), int(orthanc_cfg["DicomPort"])
+    viewer_port = _start_viewer(paths, http_port, netns)
     if netns is not None:
         ready = paths.var / "forward.ready"
         ready.unlink(missing_ok=True)
@@ -123,7 +124,8 @@ def start_services(paths: Any, *, netns: str | None, node_config: Path | None = 
             paths, "forward",
             [sys.executable, "-m", "dicom_node.demo", "forward", "--netns", netns, "--ready", str(ready),
              "--ports", str(http_port), str(dicom_port),
-             str(int(node_cfg.get("api", {}).get("port", 8000)))],  # the node's REST API and console too
+             str(int(node_cfg.get("api", {}).get("port", 8000))),  # the node's REST API and console too
+             *([str(viewer_port)] if viewer_port else [])],  # the OHIF viewer
             netns=None,
         )
         deadline = time.monotonic() + 15
@@ -137,12 +139,28 @@ def start_services(paths: Any, *, netns: str | None, node_config: Path | None = 
     try:
         wait_http(f"http://127.0.0.1:{http_port}/system", 60, auth=(user, password), what="Orthanc")
         wait_http(f"{node_url}/health", 90, what="the node")
+        if viewer_port:
+            wait_http(f"http://127.0.0.1:{viewer_port}/app-config.js", 30, what="the viewer")
     except TimeoutError as exc:
         raise RuntimeError(
             f"{exc}\n--- orthanc.log ---\n{_log_tail(paths.log('orthanc'))}\n--- node.log ---\n{_log_tail(paths.log('node'))}"
         ) from None
     return {"http_port": http_port, "dicom_port": dicom_port, "user": user, "password": password, "netns": netns,
-            "node_url": node_url, "node_token": api.get("token"), "forwarded": forwarded}
+            "node_url": node_url, "node_token": api.get("token"), "forwarded": forwarded,
+            "viewer_url": f"http://127.0.0.1:{viewer_port}" if viewer_port else None}
+
+
+def _start_viewer(paths: Any, http_port: int, netns: str | None) -> int | None:
+    """Start the OHIF viewer in front of Orthanc's DICOMweb; its port, or None without the bundle."""
+    from dicom_node.demo.services import start_process
+    from dicom_node.viewer import DEFAULT_PORT, default_dist
+
+    if not (default_dist() / "index.html").is_file():
+        print(f"demo: WARNING the OHIF viewer is not in {default_dist()}; run `make viewer` to have it.")
+        return None
+    start_process(paths, "viewer", [sys.executable, "-m", "dicom_node.viewer", "serve", "--pacs-url",
+                                    f"http://127.0.0.1:{http_port}", "--port", str(DEFAULT_PORT)], netns=netns)
+    return DEFAULT_PORT
 
 
 def _study_folder(args: argparse.Namespace, paths: Any) -> Path:
@@ -200,6 +218,11 @@ def run_demo(args: argparse.Namespace) -> int:
         from dicom_node.demo.summary import print_summary
 
         print_summary(orthanc, times, folder, paths.var / "overlay.png", svc)
+        if svc.get("viewer_url"):
+            from dicom_node.viewer import study_url
+
+            print(f"Open the processed study in OHIF (SEG and SR in the series list; user {svc['user']}, "
+                  f"password {svc['password']}):\n  {study_url(svc['viewer_url'], study_uid)}")
         orthanc.close()
     except (RuntimeError, TimeoutError, DemoNetnsError, OSError, ValueError) as exc:
         print(f"demo: FAILED: {exc}", file=sys.stderr)

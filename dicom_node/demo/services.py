@@ -27,8 +27,8 @@ __all__ = [
     "strip_json_comments",
 ]
 
-#: Stop order: the forwarder first, then the node, then Orthanc.
-SERVICES: tuple[str, ...] = ("forward", "node", "orthanc")
+#: Stop order: the forwarder first, then the viewer, the node, then Orthanc.
+SERVICES: tuple[str, ...] = ("forward", "viewer", "node", "orthanc")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,6 @@ same-origin reverse proxy to Orthanc's DICOMweb.
 from __future__ import annotations
 
 from dicom_node.viewer.bundle import OHIF_VERSION, ViewerBundleError, default_dist, fetch_bundle
-from dicom_node.viewer.urls import study_url
+from dicom_node.viewer.urls import DEFAULT_PORT, study_url
 
-__all__ = ["OHIF_VERSION", "ViewerBundleError", "default_dist", "fetch_bundle", "study_url"]
+__all__ = ["DEFAULT_PORT", "OHIF_VERSION", "ViewerBundleError", "default_dist", "fetch_bundle", "study_url"]

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve OHIF and proxy the PACS's DICOMweb on one loopback origin")
     serve.add_argument("--pacs-url", required=True, help="the PACS's HTTP root, e.g. http://127.0.0.1:8042")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8043, help="port (default 8043)")
+    serve.add_argument("--port", type=int, default=8043, help="port (default 8043)")  # urls.DEFAULT_PORT
     serve.add_argument("--dicomweb-root", default="/dicom-web", help="DICOMweb path (default /dicom-web)")
     serve.add_argument("--dist", default=None, help="OHIF dist folder (default var/viewer/ohif-<version>/dist)")
     serve.add_argument("--app-config", default=str(DEFAULT_APP_CONFIG), help="OHIF app-config.js")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-__all__ = ["study_url"]
+__all__ = ["DEFAULT_PORT", "study_url"]
+
+#: The viewer's port when none is given (Orthanc's HTTP port is 8042).
+DEFAULT_PORT = 8043
 
 
 def study_url(base: str, study_uid: str, *, mode: str = "viewer") -> str:
