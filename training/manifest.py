@@ -229,6 +229,8 @@ def from_converted(folder: str | Path) -> Manifest:
 
     Each folder holding such files is one subject (the study); the sidecar's ``sequence``
     (or ``SequenceLabel``) key gives the sequence, the rest is kept as acquisition metadata.
+    A label map put beside them (``labels.nii.gz``, ``seg.nii.gz``, ``segmentation``, ``mask``,
+    ``label``; on the grid of any of the series) is the subject's labels.
     """
     root = Path(folder)
     by_dir: dict[Path, dict[str, SequenceEntry]] = {}
@@ -240,10 +242,18 @@ def from_converted(folder: str | Path) -> Manifest:
         seq = str(meta.get("sequence") or meta.get("SequenceLabel") or "")
         if seq in _SEQ_ALIASES.values():
             by_dir.setdefault(f.parent, {}).setdefault(seq, SequenceEntry(str(f.resolve()), meta))
-    subjects = [Subject(d.name, seqs) for d, seqs in sorted(by_dir.items())]
+    subjects = [Subject(d.name, seqs, _label_file(d)) for d, seqs in sorted(by_dir.items())]
     if not subjects:
         raise ManifestError(f"{root} holds no converted NIfTI files with sequence sidecars.")
     return Manifest(subjects, root.name, f"converted:{root.resolve()}")
+
+
+def _label_file(folder: Path) -> str | None:
+    """A label map put beside converted series (``labels.nii.gz``, ``seg.nii.gz``, …), or None."""
+    for f in sorted(folder.glob("*.nii*")):
+        if _nii_stem(f).lower() in _LABEL_NAMES:
+            return str(f.resolve())
+    return None
 
 
 def build_manifest(folder: str | Path, layout: str = "auto") -> Manifest:

@@ -60,3 +60,23 @@ def test_a_folder_of_neither_layout_is_explained(tmp_path: Path) -> None:
     (tmp_path / "data" / "x" / "notes.txt").write_text("nothing")
     with pytest.raises(ManifestError, match="BraTS 2023"):
         build_manifest(tmp_path / "data", "brats")
+
+
+def test_converted_series_take_the_label_map_put_beside_them(tmp_path: Path) -> None:
+    import json
+
+    import nibabel as nib
+
+    study = tmp_path / "converted" / "study-1"
+    study.mkdir(parents=True)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    for i, seq in enumerate(("T1", "FLAIR")):
+        nib.save(nib.Nifti1Image(np.full((8, 8, 6), 10.0 * (i + 1), np.float32), affine),
+                 study / f"00{i + 1}_{seq.lower()}.nii.gz")
+        (study / f"00{i + 1}_{seq.lower()}.json").write_text(json.dumps({"SequenceLabel": seq}))
+    manifest = build_manifest(tmp_path / "converted", "converted")
+    assert manifest.subjects[0].labels is None
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 6), np.uint8), affine), study / "labels.nii.gz")
+    [subject] = build_manifest(tmp_path / "converted", "converted").subjects
+    assert set(subject.sequences) == {"T1", "FLAIR"}
+    assert subject.labels is not None and subject.labels.endswith("labels.nii.gz")
