@@ -197,7 +197,7 @@ def job_timeline(service: NodeService, job: Job) -> list[TimelineEvent]:
 
 
 _ORDER = ("study received", "study complete", "queued", "pipelines started", "stage", "pipeline run failed",
-          "pipelines finished", "awaiting review", "approved", "rejected", "retried", "export attempt", "sent to",
+          "pipelines finished", "retried", "awaiting review", "approved", "rejected", "export attempt", "sent to",
           "done", "failed")
 
 

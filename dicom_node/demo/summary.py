@@ -112,6 +112,9 @@ def print_summary(orthanc: OrthancClient, times: LoopTimes, folder: Path, png: P
           f"  (user {svc['user']}, password {svc['password']})")
     print(f"  DICOMweb:         http://127.0.0.1:{port}/dicom-web/studies/{times.study_uid}/series")
     print(f"  Routing:          http://127.0.0.1:{port}/mrinode/studies/{times.study_id}")
+    if svc.get("node_url"):
+        token = f"  (sign in with the API token {svc['node_token']!r})" if svc.get("node_token") else ""
+        print(f"  Node console:     {svc['node_url']}/console/jobs/{job.get('id') if job else ''}{token}")
     if svc.get("netns") and port not in svc.get("forwarded", []):
         print(f"  (127.0.0.1:{port} was taken on this machine, so it is NOT forwarded: the links above reach")
         print(f"   whatever else listens there; use: sudo ip netns exec {svc['netns']} curl -u {svc['user']}:"
