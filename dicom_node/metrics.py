@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics"]
+__all__ = ["NodeMetrics", "retrain_records"]
 
 
 class _QueueDepth(Collector):
@@ -22,6 +25,50 @@ class _QueueDepth(Collector):
         yield g
 
 
+class _LastRetrain(Collector):
+    """The last retraining run of every registry the node serves from (read at each scrape)."""
+
+    def __init__(self, paths: Callable[[], list[Path]]) -> None:
+        self._paths = paths
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        when = GaugeMetricFamily("mrinode_retrain_last_run_timestamp_seconds", "When the last retraining run ended",
+                                 labels=["model"])
+        decision = GaugeMetricFamily("mrinode_retrain_last_decision",
+                                     "1 for the last retraining run's decision (promoted, refused, skipped, failed)",
+                                     labels=["model", "decision"])
+        metric = GaugeMetricFamily("mrinode_retrain_last_metric",
+                                   "The last retraining run's target metric on the validation set, per bundle",
+                                   labels=["model", "metric", "bundle"])
+        for path in self._paths():
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            model = str(rec.get("model", ""))
+            when.add_metric([model], float(rec.get("finished_at") or 0.0))
+            decision.add_metric([model, str(rec.get("decision", ""))], 1.0)
+            for bundle in ("candidate", "previous"):
+                if isinstance(rec.get(bundle), int | float):
+                    metric.add_metric([model, str(rec.get("metric", "")), bundle], float(rec[bundle]))
+        yield when
+        yield decision
+        yield metric
+
+
+def retrain_records(pipelines: Iterable[Any]) -> list[Path]:
+    """The last-run records of the registries whose served bundles the pipelines run (``options.model``)."""
+    from models.versions import LAST_RUN, registry_root
+
+    out: list[Path] = []
+    for p in pipelines:
+        ref = (getattr(p, "options", None) or {}).get("model")
+        root = registry_root(str(ref)) if ref else None
+        if root is not None and root / LAST_RUN not in out:
+            out.append(root / LAST_RUN)
+    return out
+
+
 class NodeMetrics:
     """The node's counters and histograms.
 
@@ -29,9 +76,12 @@ class NodeMetrics:
     ----------
     job_counts : callable, optional
         Returns ``{state: count}``; read at each scrape for the ``mrinode_jobs`` gauge.
+    retrain_records : callable, optional
+        Returns the ``retrain-last.json`` files to report (``mrinode_retrain_last_*``).
     """
 
-    def __init__(self, job_counts: Callable[[], dict[str, int]] | None = None) -> None:
+    def __init__(self, job_counts: Callable[[], dict[str, int]] | None = None,
+                 retrain_records: Callable[[], list[Path]] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.instances_received = Counter("mrinode_instances_received", "Instances stored", registry=r)
@@ -76,6 +126,8 @@ class NodeMetrics:
         )
         if job_counts is not None:
             r.register(_QueueDepth(job_counts))
+        if retrain_records is not None:
+            r.register(_LastRetrain(retrain_records))
 
     def render(self) -> bytes:
         """The text exposition format."""

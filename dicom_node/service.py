@@ -28,7 +28,7 @@ from dicom_node.audit import AuditLog
 from dicom_node.config import NodeConfig
 from dicom_node.diskspace import SpaceReserve
 from dicom_node.export import Exporter
-from dicom_node.metrics import NodeMetrics
+from dicom_node.metrics import NodeMetrics, retrain_records
 from dicom_node.queue import JobQueue
 from dicom_node.scp import StoreSCP
 from dicom_node.spool import Spool
@@ -97,7 +97,7 @@ class NodeService:
         self.reserve.release_if_full()  # so that SQLite can open the database on a full disk
         self.store = Store(cfg.db_path)
         self.queue = JobQueue(self.store, require_approval=cfg.export.require_approval)
-        self.metrics = NodeMetrics(job_counts=self.queue.counts)
+        self.metrics = NodeMetrics(job_counts=self.queue.counts, retrain_records=lambda: retrain_records(cfg.pipelines))
         self.audit = AuditLog(cfg.audit_log_path)
         self.queue.listeners.append(self.audit.job_event)  # every failure, retry and review in the audit log
         from dicom_node.notify import Notifier

@@ -28,10 +28,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelRegistry", "RegistryEntry", "RegistryError"]
+__all__ = ["LAST_RUN", "SERVING_DIR", "ModelRegistry", "RegistryEntry", "RegistryError", "registry_root"]
 
 INDEX_NAME = "registry.json"
 SERVING_DIR = "serving"
+#: The last retraining run's record, beside the index (written by ``training.retrain``, read by ``/metrics``).
+LAST_RUN = "retrain-last.json"
+
+
+def registry_root(model_ref: str | Path) -> Path | None:
+    """The registry a served model folder belongs to (``<root>/serving/<name>``), else None."""
+    p = Path(model_ref)
+    root = p.parent.parent
+    return root if p.parent.name == SERVING_DIR and (root / INDEX_NAME).is_file() else None
 
 
 class RegistryError(ValueError):

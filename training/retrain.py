@@ -54,6 +54,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 
 from dicom_node.typed_config import StrictModel, error_sentences, load_toml
+from models.versions import LAST_RUN
 from training.harvest.run import HarvestConfig
 from training.registry import ModelRegistry, RegistryEntry
 
@@ -71,7 +72,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HISTORY_DB = "retrain-history.sqlite"
-LAST_RUN = "retrain-last.json"
 JOBS_DB = "retrain-jobs.sqlite"
 LOCK = "retrain.lock"
 
@@ -369,6 +369,9 @@ def _run(cfg: RetrainConfig, outcome: RetrainOutcome) -> None:
     outcome.previous_version = current.version if current else None
     # 1. harvest
     data: dict[str, Any] = {}
+    stages: dict[str, float] = {}
+    data["stage_seconds"] = stages
+    t = time.perf_counter()
     harvested = Manifest([], "harvested", "")
     if cfg.harvest is not None:
         from training.harvest import TrainingSet, harvest
@@ -385,6 +388,7 @@ def _run(cfg: RetrainConfig, outcome: RetrainOutcome) -> None:
             harvested = load_manifest(path)
         data["harvested_cases"] = len(harvested.subjects)
         data["new_cases"] = len(report.added) + len(report.replaced)
+        stages["harvest"] = time.perf_counter() - t
         if not cfg.retrain_without_new_data and (
                 not harvested.subjects or _last_trained_dataset(cfg, name) == data["dataset_version"]):
             outcome.data = data
@@ -404,7 +408,9 @@ def _run(cfg: RetrainConfig, outcome: RetrainOutcome) -> None:
     if production is not None:
         ft.init_weights = str(production)
     data.update(previous_subjects=len(previous.subjects), train_subjects=len(combined.subjects))
+    t = time.perf_counter()
     result = train(ft, max_steps=cfg.max_steps or None)
+    stages["finetune"] = time.perf_counter() - t
     if result.get("bundle") is None:
         raise RuntimeError(f"fine-tuning {cfg.finetune_config} exported no bundle; nothing to register.")
     data["steps"] = int(result.get("steps", 0))
@@ -413,9 +419,11 @@ def _run(cfg: RetrainConfig, outcome: RetrainOutcome) -> None:
     subsets = (cfg.validation.subsets if cfg.validation and cfg.validation.subsets else {"all": list(ft.channels)})
     data["validation_subjects"] = len(val.subjects)
     outcome.data = data
+    t = time.perf_counter()
     outcome.candidate_metrics = _score(Path(result["bundle"]), val, subsets, cfg.device)
     if production is not None:
         outcome.previous_metrics = _score(production, val, subsets, cfg.device)
+    stages["evaluate_both"] = time.perf_counter() - t
     promote, reason = decide(cfg, outcome.candidate_metrics, outcome.previous_metrics if production else None)
     entry = registry.register(Path(result["bundle"]), note=reason, metrics=outcome.candidate_metrics)
     outcome.entry = entry

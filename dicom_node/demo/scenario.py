@@ -2,7 +2,8 @@
 → SEG + SR back in Orthanc, with the time of every stage.
 
 Used by the demo (``python -m dicom_node.demo run``), ``bench/e2e.py`` and the e2e tests.
-The functions here talk to Orthanc over HTTP (``httpx``, proxies ignored) and to dcmtk
+The functions here talk to Orthanc's REST API through ``orthanc-api-client`` (proxies
+ignored; :func:`wait_http` alone probes any HTTP service with ``httpx``) and to dcmtk
 through its command line; they must run where Orthanc is reachable on loopback (inside
 the demo's network namespace).
 """
@@ -36,7 +37,7 @@ __all__ = [
 
 
 class OrthancClient:
-    """A small REST client for Orthanc (basic auth, no proxies).
+    """Orthanc's REST API through ``orthanc-api-client`` (basic auth, environment proxies ignored).
 
     Parameters
     ----------
@@ -47,20 +48,20 @@ class OrthancClient:
     """
 
     def __init__(self, url: str, user: str, password: str) -> None:
+        from orthanc_api_client import OrthancApiClient
+
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, auth=(user, password), timeout=60.0, trust_env=False)
+        self.api = OrthancApiClient(self.url, user=user, pwd=password)
+        self.api._http_session.trust_env = False
 
     def get(self, path: str, **kwargs: Any) -> Any:
-        """GET JSON (raises on HTTP errors)."""
-        r = self.http.get(path, **kwargs)
-        r.raise_for_status()
-        return r.json()
+        """GET JSON (raises :class:`orthanc_api_client.HttpError` on HTTP errors)."""
+        return self.api.get_json(path, **kwargs)
 
     def find_study(self, study_uid: str) -> str | None:
         """Orthanc's id of a study, by Study Instance UID."""
-        r = self.http.post("/tools/lookup", content=study_uid)
-        r.raise_for_status()
-        return next((str(i["ID"]) for i in r.json() if i.get("Type") == "Study"), None)
+        found = self.api.lookup(study_uid, filter="Study")
+        return str(found[0]) if found else None
 
     def series_by_modality(self, study_id: str) -> dict[str, list[dict[str, Any]]]:
         """The study's series grouped by Modality."""
@@ -71,13 +72,12 @@ class OrthancClient:
 
     def instance_file(self, instance_id: str) -> bytes:
         """The DICOM file of one instance."""
-        r = self.http.get(f"/instances/{instance_id}/file")
-        r.raise_for_status()
-        return r.content
+        data: bytes = self.api.instances.get_file(instance_id)
+        return data
 
     def close(self) -> None:
         """Close the connection pool."""
-        self.http.close()
+        self.api.close()
 
 
 def wait_http(url: str, timeout: float, *, auth: tuple[str, str] | None = None, what: str) -> None:

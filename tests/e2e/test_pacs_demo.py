@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.plugin.pacs_helpers import synthetic_study
+from tests.support.orthanc import OrthancClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -57,8 +57,8 @@ def test_demo_run_then_stop(tmp_path_factory: pytest.TempPathFactory, tmp_path: 
         assert all(_alive(p) for p in pids.values())
         assert Path(f"/run/netns/{netns}").exists()
         # The services keep running: Orthanc answers through the loopback forwarder.
-        r = httpx.get("http://127.0.0.1:8042/studies", auth=("demo", "demo"), timeout=10, trust_env=False)
-        assert r.status_code == 200 and len(r.json()) == 1
+        with OrthancClient("http://127.0.0.1:8042", user="demo", pwd="demo") as api:
+            assert len(api.studies.get_all_ids()) == 1
     finally:
         stop = _demo("stop", *common, timeout=120)
     assert stop.returncode == 0, stop.stderr

@@ -14,7 +14,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydicom import dcmread
 
@@ -75,9 +74,8 @@ def _wado_first(orthanc: OrthancServer, study_uid: str, series_uid: str, out: Pa
     """The series' first instance through DICOMweb WADO-RS (multipart/related)."""
     base = f"/dicom-web/studies/{study_uid}/series/{series_uid}"
     sop = orthanc.get(f"{base}/instances")[0]["00080018"]["Value"][0]
-    r = httpx.get(orthanc.url + f"{base}/instances/{sop}", auth=orthanc.auth, timeout=60,
-                  headers={"Accept": 'multipart/related; type="application/dicom"'})
-    r.raise_for_status()
+    with orthanc.client() as c:
+        r = c.get(f"{base}/instances/{sop}", headers={"Accept": 'multipart/related; type="application/dicom"'})
     boundary = r.headers["content-type"].split("boundary=")[1].split(";")[0].strip('"')
     part = r.content.split(b"--" + boundary.encode())[1]
     out.write_bytes(part.split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n"))

@@ -12,6 +12,9 @@ importing it in that folder's ``conftest.py``::
 
     from tests.support.orthanc import orthanc_factory  # noqa: F401
 
+Everything that talks to its REST API goes through ``orthanc-api-client``
+(:class:`orthanc_api_client.OrthancApiClient`, environment proxies ignored).
+
 The server always runs with a temporary storage directory, HTTP basic authentication
 (``user`` / ``password``), ``TCP_NODELAY=1`` in its environment, its log written to
 ``<workdir>/orthanc.log`` (kept for debugging; the tail is included in start-up errors),
@@ -31,13 +34,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from orthanc_api_client import OrthancApiClient, OrthancApiException
 
 __all__ = [
     "DICOMWEB_PLUGIN",
     "ORTHANC_EXE",
     "PYTHON_PLUGIN",
+    "OrthancClient",
     "OrthancServer",
     "free_port",
     "orthanc_factory",
@@ -47,6 +51,17 @@ ORTHANC_EXE = "/usr/sbin/Orthanc"
 PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
 DICOMWEB_PLUGIN = PLUGIN_DIR / "libOrthancDicomWeb.so"
 PYTHON_PLUGIN = PLUGIN_DIR / "libOrthancPython.so"
+
+
+class OrthancClient(OrthancApiClient):
+    """:class:`orthanc_api_client.OrthancApiClient` that ignores environment proxies and is a context manager."""
+
+    def __init__(self, url: str, user: str | None = None, pwd: str | None = None) -> None:
+        super().__init__(url, user=user, pwd=pwd)
+        self._http_session.trust_env = False
+
+    def __enter__(self) -> OrthancClient:
+        return self
 
 
 def free_port() -> int:
@@ -116,6 +131,7 @@ class OrthancServer:
         self.config_path = self.workdir / "orthanc.json"
         self.log_path = self.workdir / "orthanc.log"
         self._log_handle: Any = None
+        self._api: OrthancClient | None = None
 
     # ------------------------------------------------------------------ config
     @property
@@ -191,10 +207,9 @@ class OrthancServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Orthanc exited with code {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                r = httpx.get(f"{self.url}/system", auth=self.auth, timeout=2.0)
-                if r.status_code == 200 and self._dicom_port_open():
+                if self.api.is_alive(timeout=2) and self._dicom_port_open():
                     return self
-            except httpx.HTTPError:
+            except OrthancApiException:
                 pass
             time.sleep(0.1)
         self.stop()
@@ -220,6 +235,9 @@ class OrthancServer:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
+        if self._api is not None:
+            self._api.close()
+            self._api = None
 
     def restart(self, timeout: float = 30.0) -> OrthancServer:
         """Stop and start again on the same ports and storage."""
@@ -244,41 +262,52 @@ class OrthancServer:
         self.stop()
 
     # -------------------------------------------------------------------- REST
-    def client(self, timeout: float = 60.0) -> httpx.Client:
-        """An ``httpx.Client`` bound to the REST API with credentials."""
-        return httpx.Client(base_url=self.url, auth=self.auth, timeout=timeout)
+    @property
+    def api(self) -> OrthancClient:
+        """The REST client (``orthanc-api-client``) bound to this server with credentials."""
+        if self._api is None:
+            self._api = OrthancClient(self.url, user=self.user, pwd=self.password)
+        return self._api
+
+    def client(self) -> OrthancClient:
+        """A new REST client (``orthanc-api-client``; ``with orthanc.client() as c: c.get(path).content``)."""
+        return OrthancClient(self.url, user=self.user, pwd=self.password)
 
     def get(self, path: str, **kwargs: Any) -> Any:
         """GET ``path`` and return the decoded JSON (raises on HTTP errors)."""
-        r = httpx.get(self.url + path, auth=self.auth, timeout=kwargs.pop("timeout", 60.0), **kwargs)
-        r.raise_for_status()
-        return r.json()
+        return self.api.get_json(path, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> Any:
-        """POST to ``path`` and return the decoded JSON, or the text if not JSON."""
-        r = httpx.post(self.url + path, auth=self.auth, timeout=kwargs.pop("timeout", 120.0), **kwargs)
-        r.raise_for_status()
+        """POST to ``path`` and return the decoded JSON, or the text if not JSON.
+
+        ``content=`` (bytes or text) is sent as the body, as ``data=`` is.
+        """
+        if "content" in kwargs:
+            kwargs["data"] = kwargs.pop("content")
+        r = self.api.post(path, **kwargs)
         try:
             return r.json()
         except ValueError:
             return r.text
 
     def upload(self, path: Path) -> Any:
-        """Upload one DICOM file with ``POST /instances``."""
-        return self.post("/instances", content=Path(path).read_bytes())
+        """Upload one DICOM file (``POST /instances``); the new instance ids."""
+        return self.api.upload_file(str(path))
+
+    def instance_file(self, instance_id: str) -> bytes:
+        """The DICOM file of one instance."""
+        data: bytes = self.api.instances.get_file(instance_id)
+        return data
 
     def studies(self) -> list[str]:
         """Orthanc's study identifiers."""
-        result: list[str] = self.get("/studies")
+        result: list[str] = self.api.studies.get_all_ids()
         return result
 
     def find_study(self, study_uid: str) -> str | None:
         """Orthanc's identifier of the study with this Study Instance UID, if stored."""
-        found = self.post("/tools/lookup", content=study_uid)
-        for item in found:
-            if item.get("Type") == "Study":
-                return str(item["ID"])
-        return None
+        found = self.api.lookup(study_uid, filter="Study")
+        return str(found[0]) if found else None
 
     def study_modalities(self, study_uid: str) -> list[str]:
         """The Modality of every series Orthanc holds for this study."""

@@ -1,4 +1,5 @@
-"""Scheduled retraining: a real tiny fine-tuning run is registered and promoted only when better."""
+"""Scheduled retraining without a PACS: a real tiny fine-tuning run is scored on a fixed validation set,
+registered, and promoted only when it passes the gate."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.registry import ModelRegistry
-from training.retrain import RetrainConfig, load_retrain_config, run_once
+from training.retrain import RetrainConfig, ValidationTable, history, load_retrain_config, run_once
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
@@ -35,16 +36,20 @@ def test_run_once_registers_then_promotes_only_improvements(tmp_path: Path) -> N
         registry_dir=tmp_path / "registry",
         metric="all/dice_WT",
         max_steps=2,
+        validation=ValidationTable(synth={"subjects": 1, "seed": 97500, "voxel_mm": 4.0, "tumour": True},
+                                   out_dir=str(tmp_path / "validation")),
     )
     first = run_once(cfg)
     assert first.promoted, first.reason
     assert first.candidate is not None
     registry = ModelRegistry(cfg.registry_dir)
     assert registry.promoted("finetune-tiny") == first.entry
-    # An impossible bar: the second run is registered but the first stays promoted.
+    # An impossible bar: the second run (warm-started from the first) is registered but the first stays promoted.
     strict = cfg.model_copy(update={"min_improvement": 2.0})
     second = run_once(strict)
-    assert not second.promoted
+    assert not second.promoted and second.decision == "refused" and "margin" in second.reason
+    assert second.previous_metrics and second.candidate_metrics
+    assert [r["decision"] for r in history(cfg)] == ["refused", "promoted"]
     assert [e.version for e in registry.versions("finetune-tiny")] == [first.entry.version, second.entry.version]
     assert registry.promoted("finetune-tiny") == first.entry
     assert (registry.current_bundle("finetune-tiny") / "card.json").is_file()  # type: ignore[operator]

@@ -109,8 +109,7 @@ def harvest(cfg: HarvestConfig, card: Any, channels: list[str] | None = None) ->
             arrays = convert_correction(pacs, corr, need, codes, names)
         except ConversionError as exc:
             report.refused[case_id] = str(exc)
-            log.warning("harvest: %s refused: %s", case_id, exc)
-            taken.add(correction_id)
+            log.warning("harvest: %s refused (tried again next run): %s", case_id, exc)
             continue
         provenance = {
             "source": f"orthanc:{pacs.url}",
