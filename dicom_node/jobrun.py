@@ -142,6 +142,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "analysis": {
             "seconds": {**(analysis.seconds if analysis is not None else {}), "total": time.perf_counter() - t_all},
             "sequences_found": analysis.sequences_found() if analysis is not None else {},
+            # every series as identified (for the console; UIDs as tags, like every file the node writes)
+            "series": [{"series": uid_tag(r.series_uid), "label": str(r.label), "confidence": round(r.confidence, 3),
+                        "description": r.description} for r in analysis.rows] if analysis is not None else [],
             "ran": ran,
             "skipped": [p["name"] for p, *_ in skipped],
         },

@@ -105,18 +105,31 @@ def study_view(service: NodeService, study_uid: str) -> dict[str, Any] | None:
     if row is None:
         return None
     jobs = service.queue.list_jobs(study_uid=study_uid)
-    identified: dict[str, str] = {}  # series description -> sequence, from the pipelines' summaries
+    by_tag: dict[str, dict[str, Any]] = {}  # series uid tag -> identification, from the newest job's result
     for j in jobs:
-        for summary in j.summary.values():
-            if isinstance(summary, dict):
-                for seq, desc in (summary.get("sequences_found") or {}).items():
-                    identified.setdefault(str(desc), str(seq))
+        for ident in _analysis(j).get("series") or []:
+            if isinstance(ident, dict) and ident.get("series"):
+                by_tag.setdefault(str(ident["series"]), ident)
     series = []
     for s in service.store.series_summary(study_uid):
-        desc = str(s.get("series_desc") or "")
-        series.append({**s, "sequence": identified.get(desc, "-")})
+        found = by_tag.get(uid_tag(str(s.get("series_uid"))), {})
+        confidence = found.get("confidence")
+        series.append({**s, "sequence": found.get("label", "-"),
+                       "confidence": f"{float(confidence):.2f}" if isinstance(confidence, int | float) else "-"})
     return {"study": row, "series": series, "jobs": jobs, "first": local_time(row.first_at),
             "last": local_time(row.last_at), "completed": local_time(row.completed_at)}
+
+
+def _analysis(job: Job) -> dict[str, Any]:
+    """The analysis stage's record in a job's ``result.json`` (identification per series), or ``{}``."""
+    if not job.result_dir:
+        return {}
+    try:
+        data = json.loads((Path(job.result_dir) / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    analysis = data.get("analysis") if isinstance(data, dict) else None
+    return analysis if isinstance(analysis, dict) else {}
 
 
 @dataclass

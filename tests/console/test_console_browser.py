@@ -78,8 +78,11 @@ def _row_state(page: Any, node: NodeProcess, job_id: int, wanted: str, timeout: 
 
 
 def test_operator_signs_in_reviews_approves_and_retries(tmp_path: Path, pacs: StorageSCP) -> None:
+    # optional sequences make the worker identify every series (headers only), which the study page shows
+    identify = {**TEST_PIPELINE, "optional_sequences": ["T1", "T2", "FLAIR", "PD"],
+                "options": {**TEST_PIPELINE["options"], "use_pixels": False}}
     node = NodeProcess(
-        tmp_path / "node", pipelines=[TEST_PIPELINE],
+        tmp_path / "node", pipelines=[identify],
         destinations=[{"name": "pacs", "kind": "dicom", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
         extra={"routing": {"default_destinations": ["pacs"]},
                "export": {"require_approval": True, "max_attempts": 2, "backoff_initial_s": 0.2,
@@ -124,6 +127,12 @@ def test_operator_signs_in_reviews_approves_and_retries(tmp_path: Path, pacs: St
         assert re.search(r"pipelines finished\s+[\d.]+ s, 1 result object", timeline), timeline
         assert timeline.index("study received") < timeline.index("study complete") < timeline.index("awaiting review")
         _shot(page, "02-awaiting-review")
+        page.goto(f"{node.url}/console/studies/{study_uid}")
+        sequence = page.locator("td.sequence").first.inner_text()
+        confidence = page.locator("td.sequence + td").first.inner_text()
+        assert sequence in ("T1", "T1C", "T2", "FLAIR", "PD", "DWI", "ADC", "SWI", "OTHER", "UNKNOWN"), sequence
+        assert re.fullmatch(r"[01]\.\d\d", confidence), confidence
+        _shot(page, "02b-study")
         page.goto(f"{node.url}/console/")
         assert page.locator("#held").inner_text() == "1"
         _shot(page, "03-dashboard")
