@@ -90,13 +90,13 @@ def _run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([job_view(j) for j in jobs], indent=2, default=str))
                 return 0
-            print(f"{'ID':>5}  {'STATE':<15}  {'RUNS':>4}  {'SENDS':>5}  {'STUDY':<14}  {'UPDATED':<25}  LAST ERROR "
-                  "(its last line; `jobs show ID` prints it all)")
+            print(f"{'ID':>5}  {'STATE':<15}  {'RUNS':>4}  {'SENDS':>5}  {'STUDY':<14}  {'WORKER':<16}  {'UPDATED':<25}  "
+                  "LAST ERROR (its last line; `jobs show ID` prints it all)")
             for j in jobs:
                 err = _last_line(j.last_error)
                 err = err if len(err) <= 130 else err[:64] + " … " + err[-63:]  # both ends of a long line
                 print(f"{j.id:>5}  {j.state:<15}  {j.attempts:>4}  {j.export_attempts:>5}  {uid_tag(j.study_uid):<14}  "
-                      f"{iso_time(j.updated_at) or '-':<25}  {err}")
+                      f"{(j.worker or '-')[:16]:<16}  {iso_time(j.updated_at) or '-':<25}  {err}")
             return 0
         job = queue.get(args.id)
         if job is None:

@@ -64,6 +64,9 @@ def _check(cfg: object, args: argparse.Namespace) -> tuple[str, str]:
     s = cfg.scale
     if s.engine != "celery" or not s.broker_url:
         raise ConfigError("config key 'scale.engine': a worker needs engine = 'celery' and scale.broker_url.")
+    from dicom_node.scale.app import check_broker_client
+
+    check_broker_client(cfg)
     if not s.node_url:
         raise ConfigError("config key 'scale.node_url': a worker needs the node's API URL (http://node:8000) to "
                           "fetch studies and send results.")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from dicom_node.config import NodeConfig
 
-__all__ = ["QUEUES", "TASK_NAME", "device_queue", "job_queue", "make_app"]
+__all__ = ["QUEUES", "TASK_NAME", "check_broker_client", "device_queue", "job_queue", "make_app"]
 
 #: The device kinds, one queue each.
 QUEUES: tuple[str, ...] = ("gpu", "cpu")
@@ -48,6 +48,25 @@ def job_queue(cfg: NodeConfig) -> str:
     """The queue of this node's jobs: ``gpu`` when an enabled pipeline is in ``scale.gpu_pipelines``."""
     gpu = set(cfg.scale.gpu_pipelines)
     return "gpu" if any(p.enabled and p.name in gpu for p in cfg.pipelines) else "cpu"
+
+
+def check_broker_client(cfg: NodeConfig) -> None:
+    """Check that the client library of ``scale.broker_url``'s and ``result_backend``'s scheme is installed.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key: a Redis URL without the ``redis`` package.
+    """
+    import importlib.util
+
+    from dicom_node.config_models import ConfigError
+
+    for key in ("broker_url", "result_backend"):
+        url = getattr(cfg.scale, key) or ""
+        if url.startswith(("redis://", "rediss://")) and importlib.util.find_spec("redis") is None:
+            raise ConfigError(f"config key 'scale.{key}': a Redis URL needs the redis client "
+                              "(pip install 'celery[redis]'); RabbitMQ (amqp://) needs nothing more.")
 
 
 def _queues(cfg: NodeConfig) -> list[Any]:

@@ -26,7 +26,14 @@ from prometheus_client import Counter
 from dicom_node.claim_loop import claim_loop
 from dicom_node.config_models import ConfigError
 from dicom_node.logs import uid_tag
-from dicom_node.scale.app import QUEUES, TASK_NAME, dead_letter_queue, job_queue, make_app
+from dicom_node.scale.app import (
+    QUEUES,
+    TASK_NAME,
+    check_broker_client,
+    dead_letter_queue,
+    job_queue,
+    make_app,
+)
 from dicom_node.scale.tasks_table import TaskTable
 
 if TYPE_CHECKING:
@@ -62,6 +69,7 @@ def check_node_config(cfg: NodeConfig) -> None:
         raise ConfigError(f"config key 'scale.consumer_timeout_s': {cfg.scale.consumer_timeout_s:g} s must be above "
                           f"workers.timeout_s = {cfg.workers.timeout_s:g} s, the longest job (else the broker "
                           "takes a long job back from the worker running it).")
+    check_broker_client(cfg)
     names = {p.name for p in cfg.pipelines}
     for i, n in enumerate(cfg.scale.gpu_pipelines):
         if n not in names:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -167,6 +168,11 @@ def test_a_worker_started_after_the_studies_arrived_takes_the_queued_jobs(tmp_pa
     jobs = _wait(node, "all 4 done", _all_done(4), 120, late)
     assert {j["worker"] for j in jobs} == {"late"}
     assert sorted(_orthanc_objects(orthanc)) == sorted(uids)
+    # `mrinode jobs` shows the worker of each job
+    listing = subprocess.run([sys.executable, "-m", "dicom_node", "jobs", "list", "--config", str(node.config_path)],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.splitlines()
+    assert "WORKER" in listing[0]
+    assert len([line for line in listing[1:] if " done " in line and " late " in line]) == 4, listing
 
 
 def test_broker_stopped_for_30_s_jobs_wait_then_complete(tmp_path: Path, broker: RabbitBroker,

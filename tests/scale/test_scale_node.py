@@ -7,6 +7,7 @@ sentence naming the key.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
 import subprocess
@@ -57,6 +58,15 @@ def test_serve_with_celery_refuses_no_token_and_a_short_consumer_timeout(tmp_pat
     (tmp_path / "b.toml").write_text(to_toml(short))
     r = _cli("serve", "--config", "b.toml", cwd=tmp_path)
     assert r.returncode == 2 and "config key 'scale.consumer_timeout_s'" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("redis") is not None, reason="the redis client is installed here")
+def test_a_redis_broker_without_its_client_names_the_key(tmp_path: Path) -> None:
+    cfg = {"node": {"data_dir": str(tmp_path / "var")}, "api": {"port": free_port(), "token": "t"},
+           "dicom": {"port": free_port()}, "scale": {"engine": "celery", "broker_url": "redis://127.0.0.1:1/0"}}
+    (tmp_path / "r.toml").write_text(to_toml(cfg))
+    r = _cli("serve", "--config", "r.toml", cwd=tmp_path)
+    assert r.returncode == 2 and "config key 'scale.broker_url'" in r.stderr and "celery[redis]" in r.stderr, r.stderr
 
 
 def test_worker_without_node_url_names_the_key(tmp_path: Path) -> None:
