@@ -222,3 +222,30 @@ def test_threads_left_running_are_ours_only() -> None:
     before = {t.ident for t in threading.enumerate()}
     run_checks(parse_config({}), reach=True)
     assert {t.ident for t in threading.enumerate()} <= before
+
+
+def test_a_failed_pipeline_keeps_its_last_lines_in_jobs_show(tmp_path: Path) -> None:
+    """A real worker's traceback: ``jobs show`` prints its last lines whole, ``jobs list`` its last line."""
+    import os
+
+    from tests.support.mrfiles import write_mr_series
+    from tests.support.node import TEST_PIPELINE, NodeProcess
+
+    failing = {**TEST_PIPELINE, "options": {"fail": "exception"}}
+    with NodeProcess(tmp_path / "node", pipelines=[failing], extra={"workers": {"max_attempts": 1}}) as node:
+        study_uid, _ = write_mr_series(tmp_path / "in", 3)
+        env = dict(os.environ, TCP_NODELAY="1")
+        subprocess.run(["storescu", "-aec", "MRINODE", "+sd", "127.0.0.1", str(node.dicom_port), str(tmp_path / "in")],
+                       check=True, capture_output=True, env=env, timeout=60)
+        node.api("POST", f"/studies/{study_uid}/complete")
+        job = node.wait_job(study_uid, states=("failed",), timeout=120)
+        shown = _mrinode("jobs", "show", str(job["id"]), "--config", str(node.config_path)).stdout
+        listed = _mrinode("jobs", "list", "--config", str(node.config_path)).stdout
+    last = "RuntimeError: test pipeline asked to fail (options.fail = 'exception')"
+    lines = [line.strip().removeprefix("| ").strip() for line in shown.splitlines()]  # worker.log continuation lines
+    assert last in lines  # the traceback's last lines, each whole on its own line
+    assert any(line.startswith('raise RuntimeError("test pipeline asked to fail') for line in lines)
+    assert any(line.startswith("File ") and "testing.py" in line for line in lines)
+    assert last in listed
+    audit = (node.data_dir / "audit.jsonl").read_text()
+    assert '"event": "job_run_failed"' in audit and '"event": "job_failed"' in audit
