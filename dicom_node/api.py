@@ -198,6 +198,21 @@ def create_app(service: NodeService) -> FastAPI:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         return dict(j.as_dict())
 
+    @app.post("/jobs/{job_id}/{decision}", dependencies=[Depends(auth)])
+    def review(job_id: JobId, decision: Annotated[str, Path(pattern="^(approve|reject)$")],
+               by: Annotated[str, Query(min_length=1, max_length=64, description="who decides (audit log)")] = "api",
+               reason: Annotated[str, Query(max_length=500)] = "") -> dict[str, Any]:
+        # Review before export (export.require_approval) for tools other than the console.
+        try:
+            from dicom_node.console.auth import clean_name
+
+            j = service.review_job(job_id, f"api:{clean_name(by)}", approve=decision == "approve", reason=reason)
+        except KeyError:
+            raise HTTPException(status_code=404, detail=f"there is no job {job_id}") from None
+        except ValueError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return dict(j.as_dict())
+
     @app.get("/metrics", dependencies=[Depends(auth)])
     def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST

@@ -109,7 +109,9 @@ def test_results_wait_for_review_then_reach_orthanc(tmp_path: Path, hooks: tuple
 
         listing = _jobs(node, "list", "--state", "awaiting_review")
         assert listing.returncode == 0 and listing.stdout.count("awaiting_review") == 2
-        assert _jobs(node, "approve", str(held[0]["id"])).returncode == 0
+        assert node.api("POST", f"/jobs/{held[0]['id']}/approve", token=None).status_code == 401
+        approved = node.api("POST", f"/jobs/{held[0]['id']}/approve", params={"by": "pacs-admin"})
+        assert approved.status_code == 200 and approved.json()["state"] == "exporting"
         rejected = _jobs(node, "reject", str(held[1]["id"]), "--reason", "wrong side")
         assert rejected.returncode == 0, rejected.stderr
         node.wait_job(uids[0], timeout=60)
@@ -119,6 +121,7 @@ def test_results_wait_for_review_then_reach_orthanc(tmp_path: Path, hooks: tuple
         assert "SEG" not in orthanc.study_modalities(uids[1])
         again = _jobs(node, "approve", str(held[1]["id"]))
         assert again.returncode == 1 and "not awaiting_review" in again.stderr
+        assert node.api("POST", f"/jobs/{held[1]['id']}/approve").status_code == 409
 
         oid = orthanc.find_study(uids[0])
         seg = next(s for s in orthanc.get(f"/studies/{oid}/series") if s["MainDicomTags"]["Modality"] == "SEG")
@@ -137,4 +140,5 @@ def test_results_wait_for_review_then_reach_orthanc(tmp_path: Path, hooks: tuple
     audit = [json.loads(x) for x in (node.data_dir / "audit.jsonl").read_text().splitlines()]
     review = {(e["event"], e["job"]) for e in audit if e["event"] in ("job_approved", "job_rejected")}
     assert review == {("job_approved", held[0]["id"]), ("job_rejected", held[1]["id"])}
-    assert all(e["by"].startswith("cli:") for e in audit if e["event"] in ("job_approved", "job_rejected"))
+    by = {e["event"]: e["by"] for e in audit if e["event"] in ("job_approved", "job_rejected")}
+    assert by["job_approved"] == "api:pacs-admin" and by["job_rejected"].startswith("cli:")
