@@ -244,7 +244,8 @@ class ScaleConfig(_Section):
     max_attempts: int = Field(default=3, ge=1)
     backoff_initial_s: float = Field(default=5.0, ge=0)
     backoff_max_s: float = Field(default=300.0, ge=0)
-    #: The queue that keeps the messages of jobs given up (RabbitMQ dead-letter exchange of the same name).
+    #: The queue that keeps the messages of jobs given up (RabbitMQ dead-letter exchange of the same name);
+    #: the same on the node and every worker (it is an argument of the gpu/cpu queues).
     dead_letter_queue: str = Field(default="mrinode.dead", min_length=1)
     # ---- worker side (``mrinode worker``)
     #: How a worker gets a study: ``dicomweb`` (WADO-RS from the node's API) or ``shared`` (read the

@@ -174,7 +174,9 @@ class CeleryDispatcher:
             try:
                 self._declare()
             except Exception as exc:  # kombu/amqp raise many kinds while the broker is down
-                log.warning("broker unreachable (%s); trying again in %.0f s", type(exc).__name__, _BROKER_PAUSE_S)
+                # (a PRECONDITION_FAILED here: the queues exist with another scale.dead_letter_queue)
+                log.warning("cannot declare the queues on the broker (%s: %s); trying again in %.0f s",
+                            type(exc).__name__, exc, _BROKER_PAUSE_S)
                 self._broker_ok_at = time.monotonic() + _BROKER_PAUSE_S
                 return None
         return self.queue.claim_next()

@@ -200,3 +200,38 @@ def test_broker_stopped_for_30_s_jobs_wait_then_complete(tmp_path: Path, broker:
     assert sorted(objects) == sorted(first + later)
     assert set(objects.values()) == {1}, objects
     assert all(j["attempts"] >= 1 for j in jobs)
+
+
+def test_a_job_that_keeps_failing_is_retried_with_backoff_then_dead_lettered(tmp_path: Path, broker: RabbitBroker,
+                                                                            stack: ExitStack) -> None:
+    from kombu import Connection
+
+    crash = {**TEST_PIPELINE, "options": {"fail": "crash"}}  # the warm child exits mid-job, every time
+    orthanc = stack.enter_context(OrthancServer(tmp_path / "orthanc"))
+    node = NodeProcess(
+        tmp_path / "node", token=TOKEN, pipelines=[crash],
+        destinations=[{"name": "pacs", "kind": "dicom", "ae_title": "ORTHANC", "host": "127.0.0.1",
+                       "port": orthanc.dicom_port}],
+        extra={"routing": {"default_destinations": ["pacs"]},
+               "scale": scale_section(broker.url)},
+    )
+    stack.enter_context(node)
+    w = WorkerProcess(tmp_path / "wf", "wf", broker_url=broker.url, node_url=node.url, token=TOKEN, pipelines=[crash])
+    stack.callback(w.kill9)
+    w.start()
+    _send(node, tmp_path / "in", 1)
+    jobs = _wait(node, "the job failed", lambda js: len(js) == 1 and js[0]["state"] == "failed", 120, w)
+    job = jobs[0]
+    assert job["attempts"] == 3, job  # scale.max_attempts runs
+    assert "pipeline process failed (exit code 70)" in job["last_error"], job["last_error"]
+    assert "dead-letter queue mrinode.dead" in job["last_error"], job["last_error"]
+    (task,) = [t for t in _tasks(node) if t["job_id"] == job["id"]]
+    assert task["deliveries"] == 3 and task["state"] == "failed"
+    # the backoff: 1 s then 2 s between the runs (scale.backoff_initial_s = 1)
+    log = w.log_path.read_text()
+    assert "run 1 failed" in log and "retried in 1 s" in log and "retried in 2 s" in log, w.log_tail()
+    # the message itself is kept in the dead-letter queue
+    with Connection(broker.url) as conn:
+        _, count, _ = conn.default_channel.queue_declare("mrinode.dead", passive=True)
+    assert count == 1
+    assert _orthanc_objects(orthanc) == {}

@@ -155,6 +155,7 @@ def test_the_deploy_files_agree() -> None:
     worker = load_config(DEPLOY / "compose" / "worker.toml")
     assert node.scale.engine == worker.scale.engine == "celery"
     assert node.scale.broker_url == worker.scale.broker_url
+    assert node.scale.dead_letter_queue == worker.scale.dead_letter_queue  # the queues' arguments must agree
     assert node.scale.consumer_timeout_s == worker.scale.consumer_timeout_s > node.workers.timeout_s
     rabbit = dict(line.split(" = ") for line in (DEPLOY / "compose" / "rabbitmq.conf").read_text().splitlines()
                   if line and not line.startswith("#"))
