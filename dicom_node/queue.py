@@ -68,7 +68,7 @@ class Job:
             created_at=r["created_at"], updated_at=r["updated_at"], started_at=r["started_at"],
             finished_at=r["finished_at"], next_attempt_at=r["next_attempt_at"], result_dir=r["result_dir"],
             outputs=json.loads(r["outputs"]), summary=json.loads(r["summary"]), durations=json.loads(r["durations"]),
-            worker=r["worker"] if "worker" in r.keys() else None,
+            worker=r["worker"] if "worker" in r.keys() else None,  # noqa: SIM118 (a Row's `in` looks at values)
         )
 
     def as_dict(self) -> dict[str, Any]:
