@@ -218,7 +218,12 @@ class CeleryDispatcher:
                  self.queue_name)
 
     def run(self, stop: threading.Event) -> None:
-        """The dispatcher thread: claim and send until ``stop``."""
+        """The dispatcher thread: claim and send until ``stop``.
+
+        Uploads left half-done by a previous run of the node are removed first (their jobs were
+        re-queued at the start and sent again, so their results would be refused anyway).
+        """
+        shutil.rmtree(self.cfg.results_dir / ".incoming", ignore_errors=True)
         claim_loop(stop, self.wake, lambda: self._claim(stop), self.dispatch,
                    lambda job, exc: self.queue.requeue_job(job.id), "dispatch")
 

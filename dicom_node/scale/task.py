@@ -154,6 +154,9 @@ class WorkerRuntime:
             t0 = time.monotonic()
             paths = self._instances(message, in_dir)
             fetch_s = time.monotonic() - t0
+            log.info("job %s: %d instance(s) %s in %.2f s", message["job_id"], len(paths),
+                     "read from the shared spool" if self.cfg.scale.data_access == "shared"
+                     else "fetched over WADO-RS", fetch_s)
             spec = {"job_id": int(message["job_id"]), "study_uid": message["study_uid"],
                     "instance_paths": [str(p) for p in paths], "out_dir": str(out_dir),
                     "device": self.processes[0].job_device, "pipelines": message["pipelines"]}
