@@ -34,6 +34,7 @@ __all__ = [
     "DicomConfig",
     "DicomDestination",
     "DicomWebDestination",
+    "EmailConfig",
     "ExportConfig",
     "KeyedValueError",
     "LoggingConfig",
@@ -310,10 +311,28 @@ class WebhookConfig(_Section):
     events: list[JobEvent] = Field(default_factory=lambda: list(JOB_EVENTS))
 
 
+_MAIL_EVENTS: tuple[JobEvent, ...] = ("failed", "awaiting_review")
+
+
+class EmailConfig(_Section):
+    """``[notifications.email]``: a plain-text e-mail through SMTP on job events (optional)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=25, ge=1, le=65535)
+    #: Upgrade the connection with STARTTLS before logging in (port 587).
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    from_addr: str = Field(min_length=3)
+    to: list[str] = Field(min_length=1)
+    events: list[JobEvent] = Field(default_factory=lambda: list(_MAIL_EVENTS))
+
+
 class NotificationsConfig(_Section):
     """``[notifications]``: who hears about finished, failed and held jobs (issue 21)."""
 
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    email: EmailConfig | None = None
     #: Attempts per event and webhook before it is given up (logged and audited).
     max_attempts: int = Field(default=4, ge=1, le=20)
     #: Delay before the second attempt, doubled each time.

@@ -1,4 +1,4 @@
-"""Notifications: webhooks on job events (``done``, ``failed``, ``awaiting_review``).
+"""Notifications: webhooks (and optionally e-mail) on job events (``done``, ``failed``, ``awaiting_review``).
 
 Each ``[[notifications.webhooks]]`` entry gets a JSON POST per event it subscribes to::
 
@@ -14,7 +14,11 @@ each time, up to ``max_attempts``; one given up is logged and written to the aud
 (``webhook_failed``). The study appears as its :func:`~dicom_node.logs.uid_tag` only: a
 webhook may end in a chat room.
 
-One sender thread serves every webhook (:meth:`Notifier.run`); events are queued by
+``[notifications.email]`` sends the same facts as a plain-text e-mail through SMTP
+(``smtplib``; STARTTLS and login when configured), with the same retries; it is audited as
+``email_delivered``, ``email_retry`` and ``email_failed``.
+
+One sender thread serves every webhook and the e-mail (:meth:`Notifier.run`); events are queued by
 :meth:`Notifier.job_event`, a :data:`dicom_node.queue.JobListener`, so the job queue never
 waits on a receiver.
 """
@@ -34,11 +38,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from dicom_node.config_models import EmailConfig, WebhookConfig
 from dicom_node.logs import scrub, uid_tag
 
 if TYPE_CHECKING:
     from dicom_node.audit import AuditLog
-    from dicom_node.config_models import NotificationsConfig, WebhookConfig
+    from dicom_node.config_models import NotificationsConfig
     from dicom_node.queue import Job
 
 __all__ = ["SIGNATURE_HEADER", "Notifier", "sign", "verify"]
@@ -76,13 +81,23 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
 
 @dataclass
 class _Delivery:
-    hook: WebhookConfig
+    hook: WebhookConfig | EmailConfig
     index: int
     event: str
     body: bytes
     delivery: str
     job_id: int
     attempt: int = 0
+
+    @property
+    def email(self) -> bool:
+        """Whether this is the e-mail (not a webhook)."""
+        return isinstance(self.hook, EmailConfig)
+
+    @property
+    def where(self) -> str:
+        """The configuration key of its target."""
+        return "notifications.email" if self.email else f"notifications.webhooks[{self.index}]"
 
 
 class Notifier:
@@ -109,11 +124,12 @@ class Notifier:
         self._heap: list[tuple[float, int, _Delivery]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
+        self._inflight = 0
 
     @property
     def enabled(self) -> bool:
-        """Whether any webhook is configured."""
-        return bool(self.cfg.webhooks)
+        """Whether any webhook or the e-mail is configured."""
+        return bool(self.cfg.webhooks) or self.cfg.email is not None
 
     def payload(self, event: str, job: Job, facts: dict[str, Any]) -> dict[str, Any]:
         """The JSON object sent for one event (no raw UID, no patient data)."""
@@ -140,6 +156,11 @@ class Notifier:
             delivery = uuid.uuid4().hex
             body = json.dumps({**self.payload(event, job, facts), "delivery": delivery}, sort_keys=True).encode()
             self._push(time.monotonic(), _Delivery(hook, i, event, body, delivery, job.id))
+        email = self.cfg.email
+        if email is not None and event in email.events:
+            delivery = uuid.uuid4().hex
+            body = json.dumps({**self.payload(event, job, facts), "delivery": delivery}, sort_keys=True).encode()
+            self._push(time.monotonic(), _Delivery(email, 0, event, body, delivery, job.id))
 
     def _push(self, due: float, d: _Delivery) -> None:
         with self._cond:
@@ -147,12 +168,14 @@ class Notifier:
             self._cond.notify()
 
     def pending(self) -> int:
-        """Deliveries queued or waiting for a retry."""
+        """Deliveries queued, being attempted or waiting for a retry."""
         with self._cond:
-            return len(self._heap)
+            return len(self._heap) + self._inflight
 
     def post(self, d: _Delivery) -> str | None:
-        """Make one attempt; ``None`` on a 2xx answer, else why not."""
+        """Make one attempt; ``None`` on a 2xx answer (an accepted e-mail), else why not."""
+        if isinstance(d.hook, EmailConfig):
+            return self._mail(d.hook, d)
         import httpx
 
         headers = {"Content-Type": "application/json", "User-Agent": "mrinode-webhook",
@@ -165,25 +188,47 @@ class Notifier:
             return f"{type(exc).__name__}: {exc}"
         return None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
 
+    def _mail(self, cfg: EmailConfig, d: _Delivery) -> str | None:
+        import smtplib
+        from email.message import EmailMessage
+
+        facts = json.loads(d.body)
+        msg = EmailMessage()
+        msg["Subject"] = f"[mrinode {facts.get('node', '')}] job {facts['job_id']} {facts['event'].replace('_', ' ')}"
+        msg["From"] = cfg.from_addr
+        msg["To"] = ", ".join(cfg.to)
+        msg["X-Mrinode-Delivery"] = d.delivery
+        msg.set_content("\n".join(f"{k}: {v}" for k, v in facts.items()) + "\n")
+        try:
+            with smtplib.SMTP(cfg.host, cfg.port, timeout=self.cfg.timeout_s) as smtp:
+                if cfg.starttls:
+                    smtp.starttls()
+                if cfg.username:
+                    smtp.login(cfg.username, cfg.password or "")
+                smtp.send_message(msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     def _attempt(self, d: _Delivery) -> None:
         d.attempt += 1
         why = self.post(d)
-        where = f"notifications.webhooks[{d.index}]"
+        where, kind = d.where, "email" if d.email else "webhook"
         if why is None:
             if self.audit is not None:
-                self.audit.record("webhook_delivered", job=d.job_id, notify=d.event, webhook=where, attempt=d.attempt)
+                self.audit.record(f"{kind}_delivered", job=d.job_id, notify=d.event, target=where, attempt=d.attempt)
             return
         if d.attempt >= self.cfg.max_attempts:
             log.error("%s: %s of job %d given up after %d attempts: %s", where, d.event, d.job_id, d.attempt, why)
             if self.audit is not None:
-                self.audit.record("webhook_failed", job=d.job_id, notify=d.event, webhook=where, attempts=d.attempt,
+                self.audit.record(f"{kind}_failed", job=d.job_id, notify=d.event, target=where, attempts=d.attempt,
                                   error=scrub(why))
             return
         delay = self.cfg.backoff_initial_s * 2 ** (d.attempt - 1)
         log.warning("%s: %s of job %d, attempt %d/%d failed (%s); retrying in %.1f s", where, d.event, d.job_id,
                     d.attempt, self.cfg.max_attempts, why, delay)
         if self.audit is not None:
-            self.audit.record("webhook_retry", job=d.job_id, notify=d.event, webhook=where, attempt=d.attempt,
+            self.audit.record(f"{kind}_retry", job=d.job_id, notify=d.event, target=where, attempt=d.attempt,
                               error=scrub(why), retry_in_s=delay)
         self._push(time.monotonic() + delay, d)
 
@@ -197,10 +242,14 @@ class Notifier:
                     self._cond.wait(timeout=wait)
                     continue
                 _, _, d = heapq.heappop(self._heap)
+                self._inflight += 1
             try:
                 self._attempt(d)
             except Exception:  # never let one delivery end the thread
-                log.exception("webhook delivery of job %d failed unexpectedly", d.job_id)
+                log.exception("notification of job %d failed unexpectedly", d.job_id)
+            finally:
+                with self._cond:
+                    self._inflight -= 1
         left = self.pending()
         if left:
             log.warning("stopping with %d webhook deliveries not sent", left)

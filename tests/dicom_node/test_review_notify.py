@@ -203,7 +203,7 @@ def test_webhook_given_up_is_audited(tmp_path: Path) -> None:
     notifier.wake()
     t.join(10)
     [failed] = [e for e in audit.read() if e["event"] == "webhook_failed"]
-    assert failed["attempts"] == 2 and failed["notify"] == "failed" and failed["webhook"] == "notifications.webhooks[0]"
+    assert failed["attempts"] == 2 and failed["notify"] == "failed" and failed["target"] == "notifications.webhooks[0]"
 
 
 def test_jobs_show_prints_iso_times_and_the_whole_error(tmp_path: Path) -> None:
@@ -248,3 +248,94 @@ def test_jobs_show_prints_iso_times_and_the_whole_error(tmp_path: Path) -> None:
     assert re.fullmatch(iso, view["created_at"]) and re.fullmatch(iso, view["finished_at"])
     listing = mrinode("list")
     assert "models.bundle.BundleError: bundle 'brain-tumour-demo': weights SHA-256 differs" in listing
+
+
+class _Smtp:
+    """A minimal SMTP server on loopback (enough for smtplib: EHLO, MAIL, RCPT, DATA, QUIT) keeping messages."""
+
+    def __init__(self, refuse_first: int = 0) -> None:
+        import socketserver
+
+        outer = self
+        self.messages: list[tuple[str, list[str], str]] = []
+        self.refuse = refuse_first
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                def say(line: str) -> None:
+                    self.wfile.write(line.encode() + b"\r\n")
+
+                if outer.refuse > 0:
+                    outer.refuse -= 1
+                    say("421 try later")
+                    return
+                say("220 localhost test SMTP")
+                sender, rcpts = "", []
+                while True:
+                    raw = self.rfile.readline()
+                    if not raw:
+                        return
+                    cmd = raw.decode().strip()
+                    verb = cmd.split(" ", 1)[0].upper()
+                    if verb in ("EHLO", "HELO"):
+                        say("250 localhost")
+                    elif verb == "MAIL":
+                        sender = cmd.split(":", 1)[1].strip(" <>")
+                        say("250 OK")
+                    elif verb == "RCPT":
+                        rcpts.append(cmd.split(":", 1)[1].strip(" <>"))
+                        say("250 OK")
+                    elif verb == "DATA":
+                        say("354 go on")
+                        lines = []
+                        while (line := self.rfile.readline().decode()) not in (".\r\n", ""):
+                            lines.append(line)
+                        outer.messages.append((sender, rcpts, "".join(lines)))
+                        say("250 queued")
+                    elif verb == "QUIT":
+                        say("221 bye")
+                        return
+                    else:
+                        say("250 OK")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_email_is_sent_through_smtp_with_retries(tmp_path: Path) -> None:
+    smtp = _Smtp(refuse_first=1)
+    try:
+        cfg = parse_config({"notifications": {"backoff_initial_s": 0.05, "email": {
+            "host": "127.0.0.1", "port": smtp.port, "from_addr": "mrinode@example.org",
+            "to": ["pacs-admin@example.org", "ai@example.org"]}}})
+        store, queue, audit = _queue(tmp_path, require_approval=True)
+        notifier = Notifier(cfg.notifications, audit, node="MRINODE", console_url="http://127.0.0.1:8000/console")
+        queue.listeners.append(notifier.job_event)
+        assert notifier.enabled
+        stop = threading.Event()
+        t = threading.Thread(target=notifier.run, args=(stop,), daemon=True)
+        t.start()
+        job_id = _processed_job(store, queue, tmp_path)  # awaiting_review: one of the default e-mail events
+        queue.approve(job_id, "console:alice")
+        queue.claim_export()
+        queue.set_done(job_id)  # "done" is not among the e-mail's default events
+        deadline = time.monotonic() + 20
+        while not any(e["event"] == "email_delivered" for e in audit.read()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        stop.set()
+        notifier.wake()
+        t.join(10)
+    finally:
+        smtp.close()
+    [(sender, rcpts, text)] = smtp.messages
+    assert sender == "mrinode@example.org" and rcpts == ["pacs-admin@example.org", "ai@example.org"]
+    assert f"Subject: [mrinode MRINODE] job {job_id} awaiting review" in text
+    assert f"console_url: http://127.0.0.1:8000/console/jobs/{job_id}" in text and STUDY not in text
+    kinds = [e["event"] for e in audit.read() if e["event"].startswith("email")]
+    assert kinds == ["email_retry", "email_delivered"]
