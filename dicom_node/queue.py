@@ -202,7 +202,7 @@ class JobQueue:
         if retry:
             self._update(job_id, state="queued", last_error=error, next_attempt_at=time.time() + delay_s)
         else:
-            self._update(job_id, state="failed", last_error=error, finished_at=time.time())
+            self._update(job_id, state="failed", last_error=error, finished_at=time.time(), next_attempt_at=0.0)
         self._emit("run_failed", job_id, error=error, retried=retry)
         if not retry:
             self._emit("failed", job_id, error=error, stage="pipeline")
@@ -212,7 +212,8 @@ class JobQueue:
         job = self.get(job_id)
         attempts = (job.export_attempts if job else 0) + 1
         if next_attempt_at is None:
-            self._update(job_id, state="failed", last_error=error, export_attempts=attempts, finished_at=time.time())
+            self._update(job_id, state="failed", last_error=error, export_attempts=attempts, finished_at=time.time(),
+                         next_attempt_at=0.0)
         else:
             self._update(job_id, last_error=error, export_attempts=attempts, next_attempt_at=next_attempt_at)
         self._emit("export_failed", job_id, error=error, attempt=attempts, retried=next_attempt_at is not None,
@@ -227,7 +228,8 @@ class JobQueue:
             extra["durations"] = json.dumps(durations)
         job = self.get(job_id)
         attempts = (job.export_attempts if job else 0) + 1
-        self._update(job_id, state="done", finished_at=time.time(), export_attempts=attempts, last_error=None, **extra)
+        self._update(job_id, state="done", finished_at=time.time(), export_attempts=attempts, last_error=None,
+                     next_attempt_at=0.0, **extra)  # nothing is due any more (the exporter parked it an hour ahead)
         self._emit("done", job_id, outputs=len(job.outputs) if job else 0)
 
     def approve(self, job_id: int, by: str) -> Job:

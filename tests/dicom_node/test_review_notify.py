@@ -232,6 +232,8 @@ def test_jobs_show_prints_iso_times_and_the_whole_error(tmp_path: Path) -> None:
     queue.set_processed(done, tmp_path, [out], {}, {})
     queue.set_export_failed(done, "destination 'pacs': association failed", time.time() + 100)
     queue.set_done(done)
+    finished = queue.get(done)
+    assert finished is not None and finished.next_attempt_at == 0.0  # the REST API shows nothing due either
     store.close()
 
     def mrinode(*args: str) -> str:
