@@ -78,7 +78,7 @@ def create_router(service: NodeService) -> APIRouter:
             session=session, csrf=signer.csrf_value(cookie), node=service.cfg.node.ae_title, prefix=PREFIX, here=template,
             flash=request.query_params.get("msg", ""), **ctx)
         return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                           "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"})
+                                           "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"})
 
     def need(request: Request) -> Session:
         s = session_of(request)
@@ -204,10 +204,11 @@ def create_router(service: NodeService) -> APIRouter:
 
     @router.get("/models", response_class=HTMLResponse)
     def models(request: Request) -> HTMLResponse:
-        from dicom_node.console.views import models_view
+        from dicom_node.console.views import models_view, registry_view
 
         s = need(request)
-        return page(request, "models.html", s, models=models_view(service), pipelines=service.cfg.pipelines)
+        return page(request, "models.html", s, models=models_view(service), pipelines=service.cfg.pipelines,
+                    registries=registry_view(service))
 
     @router.get("/destinations", response_class=HTMLResponse)
     def destinations(request: Request) -> HTMLResponse:

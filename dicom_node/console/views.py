@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from dicom_node.queue import Job
     from dicom_node.service import NodeService
 
-__all__ = ["TimelineEvent", "audit_tail", "dashboard", "job_timeline", "local_time", "models_view", "study_view"]
+__all__ = ["TimelineEvent", "audit_tail", "dashboard", "job_timeline", "local_time", "models_view", "registry_view",
+           "study_view"]
 
 #: The most audit-log bytes one page reads (its end).
 AUDIT_TAIL_BYTES = 4 << 20
@@ -216,6 +217,29 @@ _ORDER = ("study received", "study complete", "queued", "pipelines started", "st
 
 def _rank(what: str) -> int:
     return next((i for i, w in enumerate(_ORDER) if what.startswith(w)), len(_ORDER))
+
+
+def registry_view(service: NodeService) -> list[dict[str, Any]]:
+    """For each enabled pipeline served from a model registry: every version, which is promoted, the promotions."""
+    from models.versions import ModelRegistry, registry_root
+
+    out = []
+    for p in service.cfg.pipelines:
+        model = p.options.get("model")
+        root = registry_root(str(model)) if model and p.enabled else None
+        if root is None:
+            continue
+        registry, name = ModelRegistry(root), Path(str(model)).name
+        promoted = registry.promoted(name)
+        out.append({"pipeline": p.name, "name": name, "root": str(root),
+                    "promoted": promoted.version if promoted else None,
+                    "versions": [{"version": e.version, "registered": local_time(e.registered_at), "note": e.note,
+                                  "metrics": ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                       for k, v in list(e.metrics.items())[:4]),
+                                  "promoted": promoted is not None and e.version == promoted.version}
+                                 for e in reversed(registry.versions(name))],
+                    "history": [{**h, "at": local_time(h.get("at"))} for h in reversed(registry.history(name))]})
+    return out
 
 
 def models_view(service: NodeService) -> list[dict[str, Any]]:
