@@ -94,6 +94,10 @@ _SR_JS = r"""async (uid) => {
 }"""
 
 
+#: Console lines that say OHIF failed, whatever their level.
+_OHIF_FAILURE = re.compile(r"Error Boundary|TypeError|went wrong|skipping annotation|not currently supported")
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
@@ -170,8 +174,14 @@ class OhifPage:
     def __init__(self, context: Any) -> None:
         self.page = context.new_page()
         self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("console", self._console)
         self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+    def _console(self, message: Any) -> None:
+        # OHIF's error boundary reports a crash at debug level ("Route viewer Error Boundary
+        # TypeError ...", then "Something went wrong"); a skipped SR annotation is a warning
+        if message.type == "error" or _OHIF_FAILURE.search(message.text):
+            self.errors.append(f"{message.type}: {message.text[:500]}")
 
     def open_study(self, url: str, display_sets: int, timeout_ms: int = 60000) -> None:
         """Open the study URL and wait until OHIF lists ``display_sets`` series."""
@@ -208,12 +218,19 @@ class OhifPage:
             out[sop] = (index, cap)
         return out
 
-    def load_sr(self, description: str, annotations: int, timeout_ms: int = 60000) -> list[dict[str, Any]]:
+    def load_sr(self, description: str, annotations: int, timeout_ms: int = 30000) -> list[dict[str, Any]]:
         """Double-click the SR's thumbnail; wait for ``annotations`` drawn SR annotations."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         self.page.get_by_text(description, exact=True).dblclick()
-        self.page.wait_for_function(
-            "(n) => cornerstoneTools.annotation.state.getAllAnnotations()"
-            ".filter(a => a.metadata.toolName === 'DICOMSRDisplay').length >= n", arg=annotations, timeout=timeout_ms)
+        try:
+            self.page.wait_for_function(
+                "(n) => cornerstoneTools.annotation.state.getAllAnnotations()"
+                ".filter(a => a.metadata.toolName === 'DICOMSRDisplay').length >= n", arg=annotations,
+                timeout=timeout_ms)
+        except PlaywrightTimeout:
+            raise AssertionError(f"OHIF drew fewer than {annotations} SR measurements; console errors: "
+                                 f"{self.errors}") from None
         result: list[dict[str, Any]] = self.page.evaluate(_SR_JS, None)
         return result
 

@@ -109,6 +109,7 @@ def test_seg_and_sr_are_drawn_on_target(tmp_path: Path, pacs: OrthancServer, vie
         page.open_study(study_url(viewer.url, series.study_uid), display_sets=3)
         page.load_seg("mrinode segmentation")
         verdict, captured = _overlay(page, series)
+        (ARTEFACTS / f"{name}-verdict.txt").write_text(f"{verdict}\n")
         assert verdict.ok, verdict.problems
         et_k = int(np.argmax((series.labels == ET).sum(axis=(0, 1))))
         page.capture(captured[series.sop_uids_by_k[et_k]][0])
@@ -146,6 +147,7 @@ def test_a_misplaced_seg_is_caught(tmp_path: Path, pacs: OrthancServer, viewer: 
         page.load_seg("mrinode segmentation")
         verdict, _ = _overlay(page, series)
         page.screenshot(ARTEFACTS / f"{defect}-seg.png")
+        (ARTEFACTS / f"{defect}-verdict.txt").write_text(f"{verdict}\n")
         assert not verdict.ok, f"a {defect} SEG passed the overlay check: {verdict}"
         assert page.errors == [], page.errors
     finally:
