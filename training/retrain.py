@@ -18,7 +18,8 @@ A retraining config is a small TOML file (paths relative to the file)::
     retrain_without_new_data = false   # false: skip a run when the training set has not changed
     device = "cpu"
 
-    [harvest]      url, user, password, node_manufacturers, out_dir  (training.harvest.HarvestConfig)
+    [harvest]      url, user, password, node_manufacturers, out_dir, unlabelled, unlabelled_out_dir
+                   (training.harvest.HarvestConfig)
     [validation]   synth = {subjects = 2, seed = 97000, ...}, dirs = [...], manifest = "" (locked real
                    cases), subsets = {all = [...]}: the fixed held-out set both bundles are scored on
 
@@ -138,8 +139,11 @@ def load_retrain_config(path: str | Path) -> RetrainConfig:
         value: Path | None = getattr(cfg, key)
         if value is not None and not value.is_absolute():
             setattr(cfg, key, (base / value).resolve())
-    if cfg.harvest is not None and not cfg.harvest.out_dir.is_absolute():
-        cfg.harvest.out_dir = (base / cfg.harvest.out_dir).resolve()
+    if cfg.harvest is not None:
+        h = cfg.harvest
+        h.out_dir = h.out_dir if h.out_dir.is_absolute() else (base / h.out_dir).resolve()
+        if h.unlabelled_out_dir is not None and not h.unlabelled_out_dir.is_absolute():
+            h.unlabelled_out_dir = (base / h.unlabelled_out_dir).resolve()
     if cfg.validation is not None:
         v = cfg.validation
         if v.manifest and not Path(v.manifest).is_absolute():

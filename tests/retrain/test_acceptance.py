@@ -166,12 +166,13 @@ finetune_config = "{tiny_finetune_toml(tmp_path / 'good.toml', name=NAME, out=tm
 registry_dir = "{registry_dir}"
 metric = "all/dice_WT"
 min_improvement = 0.01
-region_tolerance = 0.0
+region_tolerance = 0.02
 [harvest]
 url = "{orthanc.url}"
 user = "{orthanc.user}"
 password = "{orthanc.password}"
 out_dir = "{tmp_path / 'training-set'}"
+unlabelled = true
 [validation]
 synth = {{ subjects = 2, seed = {val_seeds}, voxel_mm = 4.0, tumour = true }}
 out_dir = "{tmp_path / 'validation'}"
@@ -182,7 +183,7 @@ out_dir = "{tmp_path / 'validation'}"
     assert record["decision"] == "promoted", json.dumps(record, indent=1)[:3000]
     new, old = record["candidate_metrics"], record["previous_metrics"]
     assert new["all/dice_WT"] >= old["all/dice_WT"] + 0.01
-    assert all(new[k] >= old[k] for k in ("all/dice_WT", "all/dice_TC", "all/dice_ET"))
+    assert all(new[k] >= old[k] - 0.02 for k in ("all/dice_WT", "all/dice_TC", "all/dice_ET"))
     v2 = registry.promoted(NAME)
     assert v2 is not None and v2.version == record["candidate_version"] != v1.version
     assert load_bundle(served).card.version == v2.version
@@ -202,7 +203,17 @@ out_dir = "{tmp_path / 'validation'}"
     assert record["data"]["harvested_cases"] == 2 and record["data"]["new_cases"] == 2
     planted = {v for s in studies.values() for v in s.identifiers.values()} | {u for s in studies.values()
                                                                                  for u in s.uids}
+    # Studies without a correction (C) went, de-identified, into the unlabelled set that pretraining reads.
+    from training.pretrain.sources import collect_subjects
+
+    unlabelled = tmp_path / "training-set-unlabelled"
+    pretrain = collect_subjects([unlabelled / "current" / "manifest.json"])
+    key_u = (unlabelled / ".pseudonym-key").read_bytes()
+    c_id = "case-" + hmac.new(key_u, f"case:{orthanc.find_study(studies['C'].study_uid)}".encode(),
+                              hashlib.sha256).hexdigest()[:16]
+    assert [s.subject_id for s in pretrain] == [c_id] and set(pretrain[0].images) == {"T1", "T1C", "T2", "FLAIR"}
     hits = find_identifiers(tset, planted) + find_identifiers(registry_dir, planted)
+    hits += find_identifiers(unlabelled, planted)
     hits += [f"run-once output: {n}" for n in planted if n in good.stdout + good.stderr]
     assert hits == []
 
@@ -216,7 +227,8 @@ out_dir = "{tmp_path / 'validation'}"
                                 sequence_dropout=0.0, extra_train='silent_subsets = ["T1+T1C+T2+FLAIR"]')
     worse = tmp_path / "worse.toml"
     worse.write_text(retrain.read_text().replace(str(tmp_path / "good.toml"), str(bad_ft))
-                     .replace("min_improvement", "retrain_without_new_data = true\nmin_improvement"))
+                     .replace("min_improvement", "retrain_without_new_data = true\nmin_improvement")
+                     .replace("unlabelled = true", "unlabelled = false"))
     bad = _mrinode("retrain", "run-once", "--config", str(worse), "--json")
     assert bad.returncode == 0, bad.stderr[-3000:]
     refused = json.loads(bad.stdout)

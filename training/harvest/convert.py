@@ -23,7 +23,7 @@ from training.harvest.deid import Deidentifier
 from training.harvest.pacs import OrthancPacs
 from training.harvest.select import Correction
 
-__all__ = ["CaseArrays", "ConversionError", "convert_correction", "segment_label_values"]
+__all__ = ["CaseArrays", "ConversionError", "convert_correction", "convert_unlabelled", "segment_label_values"]
 
 
 class ConversionError(ValueError):
@@ -35,7 +35,7 @@ class CaseArrays:
     """A converted case: images and labels on the grid of the corrected series (RAS+ affine)."""
 
     images: dict[str, np.ndarray]
-    labels: np.ndarray
+    labels: np.ndarray | None
     affine: np.ndarray
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     correction: dict[str, Any] = field(default_factory=dict)
@@ -43,7 +43,8 @@ class CaseArrays:
     def content_key(self) -> str:
         """SHA-256 of the arrays (labels, then images by name) and the grid: the de-duplication key."""
         h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.labels, dtype=np.int16).tobytes())
+        if self.labels is not None:
+            h.update(np.ascontiguousarray(self.labels, dtype=np.int16).tobytes())
         h.update(np.ascontiguousarray(self.affine, dtype=np.float64).round(4).tobytes())
         for name in sorted(self.images):
             h.update(name.encode())
@@ -85,6 +86,55 @@ def _identify(datasets: dict[str, list[Dataset]]) -> dict[str, str]:
     return {row.series_uid: label for label, row in select_series(rows).items()}
 
 
+def _read_deidentified(originals: dict[str, list[Dataset]], chosen: dict[str, str], deid: Deidentifier,
+                       tmp: Path) -> dict[str, Any]:
+    """De-identify the chosen series, write them to ``tmp`` and read them back as volumes (by label)."""
+    from dicom_node.io.reader import read_series
+
+    volumes = {}
+    for label, uid in chosen.items():
+        folder = tmp / label
+        folder.mkdir()
+        paths = []
+        for i, ds in enumerate(originals[uid]):
+            deid(ds)
+            path = folder / f"{i:05d}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            paths.append(path)
+        volumes[label] = read_series(paths)[0]
+    return volumes
+
+
+def _on_grid(volumes: dict[str, Any], reference: Any, channels: list[str]) -> tuple[dict[str, np.ndarray],
+                                                                                    dict[str, dict[str, Any]]]:
+    """The volumes resampled onto ``reference``'s grid, and their acquisition parameters (no identifiers)."""
+    from dicom_node.io.resample import resample_to
+
+    images: dict[str, np.ndarray] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    for label in channels:
+        if label not in volumes:
+            continue
+        vol = volumes[label]
+        if vol.data.shape != reference.data.shape or not np.allclose(vol.affine, reference.affine, atol=1e-3):
+            vol = resample_to(vol, reference, order=1)
+        images[label] = np.asarray(vol.data, dtype=np.float32)
+        m = volumes[label].meta
+        meta[label] = {k: m.get(k) for k in ("tr", "te", "ti", "flip_angle", "field_strength", "manufacturer")
+                       if m.get(k) is not None}
+    return images, meta
+
+
+def _study_series(pacs: OrthancPacs, study_id: str, channels: list[str]) -> tuple[dict[str, list[Dataset]],
+                                                                                  dict[str, str], dict[str, str]]:
+    """(series UID → datasets in memory, series UID → sequence label, label → chosen series UID)."""
+    mr = [s for s in pacs.series(study_id) if s.modality == "MR" and s.instances]
+    originals = {s.series_uid: list(pacs.series_datasets(s)) for s in mr}
+    labels_by_uid = _identify(originals) if originals else {}
+    chosen = {label: uid for uid, label in labels_by_uid.items() if label in channels}
+    return originals, labels_by_uid, chosen
+
+
 def convert_correction(pacs: OrthancPacs, corr: Correction, channels: list[str],
                        label_codes: dict[str, int], label_names: dict[str, int]) -> CaseArrays:
     """Download, de-identify and convert one correction.
@@ -109,22 +159,16 @@ def convert_correction(pacs: OrthancPacs, corr: Correction, channels: list[str],
     ConversionError
         A sequence the model needs is missing, or the SEG does not fit its source series.
     """
-    from dicom_node.io.reader import read_series
-    from dicom_node.io.resample import resample_to
     from dicom_node.io.seg import read_seg_labels
 
-    mr = [s for s in pacs.series(corr.study_id) if s.modality == "MR" and s.instances]
-    originals = {s.series_uid: list(pacs.series_datasets(s)) for s in mr}
-    labels_by_uid = _identify(originals)
+    originals, labels_by_uid, chosen = _study_series(pacs, corr.study_id, channels)
     if corr.source_series_uid not in originals:
         raise ConversionError("the corrected SEG references a series that is not in the study (or is not MR).")
-    chosen: dict[str, str] = {}
-    for uid, label in labels_by_uid.items():
-        if label in channels:
-            chosen[label] = uid
     source_label = labels_by_uid.get(corr.source_series_uid)
-    if source_label in channels:
-        chosen[source_label] = corr.source_series_uid  # the corrected series itself wins its label
+    if source_label not in channels:
+        raise ConversionError("the corrected series could not be identified as one of the model's sequences "
+                              f"({', '.join(channels)}).")
+    chosen[str(source_label)] = corr.source_series_uid  # the corrected series itself wins its label
     missing = [c for c in channels if c not in chosen]
     if missing:
         raise ConversionError(f"the study lacks {', '.join(missing)} (the model takes {', '.join(channels)}).")
@@ -137,21 +181,8 @@ def convert_correction(pacs: OrthancPacs, corr: Correction, channels: list[str],
         "segments": {str(k): v for k, v in sorted(numbers.items())},
         "algorithm_types": sorted({str(i.get("SegmentAlgorithmType", "")) for i in seg.get("SegmentSequence", [])}),
     }
-    if source_label not in channels:
-        raise ConversionError("the corrected series could not be identified as one of the model's sequences "
-                              f"({', '.join(channels)}).")
     with tempfile.TemporaryDirectory(prefix="mrinode-harvest-") as tmp:
-        volumes = {}
-        for label, uid in chosen.items():
-            folder = Path(tmp) / label
-            folder.mkdir()
-            paths = []
-            for i, ds in enumerate(originals[uid]):
-                deid(ds)
-                path = folder / f"{i:05d}.dcm"
-                ds.save_as(path, enforce_file_format=True)
-                paths.append(path)
-            volumes[label] = read_series(paths)[0]
+        volumes = _read_deidentified(originals, chosen, deid, Path(tmp))
         reference = volumes[str(source_label)]
         deid(seg)
         try:
@@ -162,15 +193,27 @@ def convert_correction(pacs: OrthancPacs, corr: Correction, channels: list[str],
     for number, value in numbers.items():
         lut[number] = value
     labels = lut[np.clip(seg_numbers, 0, len(lut) - 1)]
-    images: dict[str, np.ndarray] = {}
-    meta: dict[str, dict[str, Any]] = {}
-    for label in channels:
-        vol = volumes[label]
-        if vol.data.shape != reference.data.shape or not np.allclose(vol.affine, reference.affine, atol=1e-3):
-            vol = resample_to(vol, reference, order=1)
-        images[label] = np.asarray(vol.data, dtype=np.float32)
-        m = volumes[label].meta
-        meta[label] = {k: m.get(k) for k in ("tr", "te", "ti", "flip_angle", "field_strength", "manufacturer")
-                       if m.get(k) is not None}
+    images, meta = _on_grid(volumes, reference, channels)
     return CaseArrays(images=images, labels=labels, affine=np.asarray(reference.affine), meta=meta,
                       correction=correction_info)
+
+
+def convert_unlabelled(pacs: OrthancPacs, study_id: str, channels: list[str]) -> CaseArrays:
+    """Download, de-identify and convert the sequences of a study without labels (for pretraining).
+
+    The sequences among ``channels`` that the study has are resampled onto the grid of the
+    first of them (in ``channels`` order).
+
+    Raises
+    ------
+    ConversionError
+        The study has none of ``channels``.
+    """
+    originals, _, chosen = _study_series(pacs, study_id, channels)
+    if not chosen:
+        raise ConversionError(f"the study has none of {', '.join(channels)}.")
+    with tempfile.TemporaryDirectory(prefix="mrinode-harvest-") as tmp:
+        volumes = _read_deidentified(originals, chosen, Deidentifier(), Path(tmp))
+    reference = volumes[next(c for c in channels if c in volumes)]
+    images, meta = _on_grid(volumes, reference, channels)
+    return CaseArrays(images=images, labels=None, affine=np.asarray(reference.affine), meta=meta)

@@ -120,14 +120,18 @@ class TrainingSet:
         path = self.manifest_path(version)
         return list(json.loads(path.read_text())["subjects"]) if path else []
 
-    def _write_case(self, case_id: str, arrays: CaseArrays, key: str) -> tuple[dict[str, str], str, dict[str, str]]:
+    def _write_case(self, case_id: str, arrays: CaseArrays, key: str) -> tuple[dict[str, str], str | None,
+                                                                              dict[str, str]]:
         import nibabel as nib
 
         folder = self.root / "cases" / case_id / key[:16]
         folder.mkdir(parents=True, exist_ok=True)
         paths: dict[str, str] = {}
         hashes: dict[str, str] = {}
-        for name, data in [*sorted(arrays.images.items()), ("labels", arrays.labels)]:
+        arrays_out = sorted(arrays.images.items())
+        if arrays.labels is not None:
+            arrays_out.append(("labels", arrays.labels))
+        for name, data in arrays_out:
             path = folder / f"{name}.nii.gz"
             if not path.is_file():
                 dtype = np.int16 if name == "labels" else np.float32
@@ -138,7 +142,7 @@ class TrainingSet:
                 os.replace(tmp, path)
             paths[name] = str(path.resolve())
             hashes[f"{name}.nii.gz"] = _sha256(path)
-        labels = paths.pop("labels")
+        labels = paths.pop("labels", None)
         return paths, labels, hashes
 
     def commit(self, cases: list[tuple[str, CaseArrays, dict[str, Any]]], source: str) -> AddResult:

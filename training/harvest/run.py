@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from dicom_node.typed_config import StrictModel
-from training.harvest.convert import ConversionError, convert_correction
+from training.harvest.convert import ConversionError, convert_correction, convert_unlabelled
 from training.harvest.dataset import AddResult, TrainingSet
 from training.harvest.pacs import OrthancPacs
 from training.harvest.select import find_corrections
@@ -27,7 +27,10 @@ class HarvestConfig(StrictModel):
 
     Keys: ``url`` (Orthanc's REST root), ``user``, ``password``, ``node_manufacturers``
     (Manufacturer of the node's own SEGs, default ``["mrinode"]``), ``out_dir`` (the
-    training set's folder), ``channels`` (the sequences a case needs; default the model's).
+    training set's folder), ``channels`` (the sequences a case needs; default the model's),
+    ``unlabelled`` (also harvest the studies without a correction, de-identified the same way,
+    into a set of their own for pretraining: ``mrinode train pretrain`` reads its manifest),
+    ``unlabelled_out_dir`` (default ``<out_dir>-unlabelled``).
     """
 
     url: str
@@ -36,6 +39,12 @@ class HarvestConfig(StrictModel):
     node_manufacturers: list[str] = Field(default_factory=lambda: ["mrinode"], min_length=1)
     out_dir: Path = Path("var/training-set")
     channels: list[str] = Field(default_factory=list)
+    unlabelled: bool = False
+    unlabelled_out_dir: Path | None = None
+
+    def unlabelled_dir(self) -> Path:
+        """Where unlabelled studies go (default ``<out_dir>-unlabelled``)."""
+        return self.unlabelled_out_dir or self.out_dir.with_name(self.out_dir.name + "-unlabelled")
 
 
 @dataclass
@@ -53,6 +62,9 @@ class HarvestReport:
     manifest: str | None = None
     seconds: float = 0.0
     seconds_per_study: list[float] = field(default_factory=list)
+    unlabelled_added: int = 0
+    unlabelled_version: int = 0
+    unlabelled_manifest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -97,7 +109,9 @@ def harvest(cfg: HarvestConfig, card: Any, channels: list[str] | None = None) ->
     known = tset.harvested()
     taken: set[str] = set()
     cases = []
+    corrected_studies: set[str] = set()
     for corr in find_corrections(pacs, cfg.node_manufacturers):
+        corrected_studies.add(corr.study_id)
         report.found += 1
         ts = time.perf_counter()
         correction_id = tset.pseudonym("seg", str(corr.correction_header.get("SOPInstanceUID", "")))
@@ -126,12 +140,44 @@ def harvest(cfg: HarvestConfig, card: Any, channels: list[str] | None = None) ->
     report.added, report.replaced, report.duplicates = result.added, result.replaced, result.duplicates
     report.dataset_version = result.version
     report.manifest = str(result.manifest) if result.manifest else None
+    if cfg.unlabelled:
+        _harvest_unlabelled(pacs, cfg, need, corrected_studies, report)
     report.seconds = time.perf_counter() - t0
     log.info("harvest: %d corrections found (%d taken before), %d converted, %d new, %d replaced, %d duplicates, "
              "%d refused; training set version %d", report.found, report.skipped_known, report.converted,
              len(report.added), len(report.replaced), len(report.duplicates), len(report.refused),
              report.dataset_version)
     return report
+
+
+def _harvest_unlabelled(pacs: OrthancPacs, cfg: HarvestConfig, channels: list[str], corrected: set[str],
+                        report: HarvestReport) -> None:
+    """Studies without a correction → a de-identified unlabelled set (for pretraining)."""
+    uset = TrainingSet(cfg.unlabelled_dir(), name="harvested-unlabelled")
+    known = uset.harvested()
+    taken: set[str] = set()
+    cases = []
+    for study_id in pacs.studies():
+        if study_id in corrected:
+            continue
+        study_id_pseudonym = uset.pseudonym("study", study_id)
+        if study_id_pseudonym in known:
+            continue
+        try:
+            arrays = convert_unlabelled(pacs, study_id, channels)
+        except ConversionError as exc:
+            log.info("harvest: unlabelled %s left out: %s", study_id_pseudonym, exc)
+            taken.add(study_id_pseudonym)
+            continue
+        provenance = {"source": f"orthanc:{pacs.url}", "harvested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                      "labels": "none (pretraining)"}
+        cases.append((uset.pseudonym("case", study_id), arrays, provenance))
+        taken.add(study_id_pseudonym)
+    result = uset.commit(cases, source=f"orthanc:{pacs.url}")
+    uset.mark_harvested(taken)
+    report.unlabelled_added = len(result.added) + len(result.replaced)
+    report.unlabelled_version = result.version
+    report.unlabelled_manifest = str(result.manifest) if result.manifest else None
 
 
 def resolve(cfg: HarvestConfig, base: Path) -> HarvestConfig:
