@@ -196,8 +196,9 @@ class CeleryDispatcher:
         task_id = str(uuid.uuid4())
         self.tasks.add(task_id, job.id, self.queue_name)
         try:
+            # kwargsrepr: what events, Flower and Celery's logs show of the task (no study UID, no paths)
             self.app.send_task(TASK_NAME, kwargs=message, task_id=task_id, queue=self.queue_name,
-                               routing_key=self.queue_name, retry=True,
+                               routing_key=self.queue_name, kwargsrepr=repr({"job_id": job.id}), retry=True,
                                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
                                              "interval_max": 1.0})
         except Exception as exc:  # the broker is down: keep the job queued, try again shortly

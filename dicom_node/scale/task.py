@@ -199,12 +199,13 @@ def register_task(app: Celery, runtime: WorkerRuntime) -> None:
     def run_job(self: Any, **message: Any) -> dict[str, Any]:
         task_id = str(self.request.id)
         client = runtime.client
+        shown = repr({"job_id": message.get("job_id")})  # what events and Flower show of a retry (no UID)
         try:
             status, answer = client.start(task_id, runtime.name)
         except NodeUnreachableError as exc:
             # Not started: back to the broker after a pause (not a run of the job).
             log.warning("task %s: %s; retried", task_id[:8], exc)
-            raise self.retry(countdown=runtime.backoff_s(1), exc=exc) from None
+            raise self.retry(countdown=runtime.backoff_s(1), exc=exc, kwargsrepr=shown) from None
         if status == 409:
             log.info("task %s dropped: %s", task_id[:8], answer.get("reason"))
             return {"job_id": message.get("job_id"), "state": "dropped"}
@@ -227,4 +228,4 @@ def register_task(app: Celery, runtime: WorkerRuntime) -> None:
             raise Reject(error, requeue=False)
         delay = runtime.backoff_s(delivery)
         log.warning("job %s: run %d failed (%s); retried in %.0f s", message.get("job_id"), delivery, error, delay)
-        raise self.retry(countdown=delay, exc=_RunFailedError(error))
+        raise self.retry(countdown=delay, exc=_RunFailedError(error), kwargsrepr=shown)
