@@ -225,8 +225,12 @@ class CeleryDispatcher:
         re-queued at the start and sent again, so their results would be refused anyway).
         """
         shutil.rmtree(self.cfg.results_dir / ".incoming", ignore_errors=True)
-        claim_loop(stop, self.wake, lambda: self._claim(stop), self.dispatch,
-                   lambda job, exc: self.queue.requeue_job(job.id), "dispatch")
+        claim_loop(stop, self.wake, lambda: self._claim(stop), self.dispatch, self._dispatch_failed, "dispatch")
+
+    def _dispatch_failed(self, job: Job, exc: Exception) -> None:
+        """An unexpected error while sending a job: it stays queued; sending pauses (no busy loop)."""
+        self.queue.requeue_job(job.id)
+        self._broker_ok_at = time.monotonic() + _BROKER_PAUSE_S
 
     def kill_all(self) -> None:
         """Nothing runs here (the workers are elsewhere); the broker keeps the tasks."""
@@ -243,6 +247,11 @@ class CeleryDispatcher:
         if job.state != "running":
             return Verdict(409, run=False, reason=f"the job is {job.state}; nothing to run")
         return task, job
+
+    def accepts_upload(self, task_id: str, delivery: int) -> bool:
+        """Whether files of this delivery are expected: the task is started and has had that many deliveries."""
+        task = self.tasks.get(task_id)
+        return task is not None and task.state == "started" and 1 <= delivery <= task.deliveries
 
     def stage_dir(self, task_id: str, delivery: int) -> Path:
         """Where a delivery's uploaded result files are kept until its result is accepted."""

@@ -75,15 +75,18 @@ class NodeClient:
         """Report a failed run (``final``: the job's attempts are spent)."""
         self._post(f"/scale/tasks/{task_id}/failed", {"error": error, "final": final}, ok=(200, 409))
 
-    def upload(self, task_id: str, delivery: int, out_dir: Path, outputs: list[str]) -> None:
-        """Upload each result file (paths relative to ``out_dir``)."""
+    def upload(self, task_id: str, delivery: int, out_dir: Path, outputs: list[str]) -> bool:
+        """Upload each result file (paths relative to ``out_dir``); ``False`` when the node no longer wants them."""
         for rel in outputs:
             data = (out_dir / rel).read_bytes()
             path = f"/scale/tasks/{task_id}/{delivery}/files/{rel}"
             r = self._retry("upload", lambda p=path, d=data: self.http.put(  # type: ignore[misc]
                 p, content=d, headers={"Content-Type": "application/octet-stream"}))
+            if r.status_code == 409:  # the job was sent again or processed meanwhile (a node restart)
+                return False
             if r.status_code != 200:
                 raise NodeUnreachableError(f"the node answered {r.status_code} to a result upload: {r.text[:300]}")
+        return True
 
     def result(self, task_id: str, delivery: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Send the run's result; 200 accepted, 409 no longer wanted (another run's result came first)."""

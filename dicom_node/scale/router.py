@@ -145,7 +145,10 @@ def scale_router(service: NodeService) -> APIRouter:
     async def upload(task_id: TaskId, delivery: Delivery, path: str, request: Request) -> dict[str, Any]:
         d = dispatcher()
         rel = _safe_relpath(path)
-        target = d.stage_dir(task_id_ok(task_id), delivery) / rel
+        task_id = task_id_ok(task_id)
+        if not d.accepts_upload(task_id, delivery):
+            raise HTTPException(status_code=409, detail="no started task of this id and delivery")
+        target = d.stage_dir(task_id, delivery) / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + f".part-{uuid.uuid4().hex[:8]}")
         size = 0

@@ -168,7 +168,10 @@ class WorkerRuntime:
             run_done_at = time.time()
             outputs = [str(Path(o).resolve().relative_to(out_dir.resolve())) for o in result["outputs"]]
             t1 = time.monotonic()
-            self.client.upload(task_id, delivery, out_dir, outputs)
+            if not self.client.upload(task_id, delivery, out_dir, outputs):
+                log.info("job %s: results not needed any more (the job was sent again or processed)",
+                         message["job_id"])
+                return {"job_id": message["job_id"], "state": "superseded"}
             durations = {**_durations(seconds, result), "fetch_s": round(fetch_s, 3),
                          "upload_s": round(time.monotonic() - t1, 3)}
             body = {"worker": self.name, "outputs": outputs, "summary": result["summary"], "durations": durations,

@@ -73,7 +73,7 @@ def test_twenty_studies_on_two_workers_one_killed_mid_job(tmp_path: Path, broker
     assert not any((tmp_path / "w2" / "scratch").iterdir())
 
 
-def test_a_worker_started_after_the_studies_arrived_takes_the_queuedjobs_of(tmp_path: Path, broker: RabbitBroker,
+def test_a_worker_started_after_the_studies_arrived_takes_the_queued_jobs(tmp_path: Path, broker: RabbitBroker,
                                                                          stack: ExitStack) -> None:
     orthanc = stack.enter_context(OrthancServer(tmp_path / "orthanc"))
     node = node_for(stack, tmp_path, broker, orthanc)
