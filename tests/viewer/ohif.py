@@ -31,9 +31,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Read the stack viewport's canvas: coloured pixels and the canvas → patient mapping.
+#: Read the stack viewport's canvas (waiting for the viewport: OHIF replaces it when a
+#: display set is dropped in): coloured pixels and the canvas → patient mapping.
 _CAPTURE_JS = """async (k) => {
-  const vp = cornerstone.getRenderingEngines()[0].getViewports()[0];
+  let vp = null;
+  for (let t = 0; t < 200 && !(vp && vp.getCurrentImageId && vp.getCurrentImageId()); t++) {
+    if (t) await new Promise(r => setTimeout(r, 50));
+    const re = cornerstone.getRenderingEngines()[0];
+    vp = re && re.getViewports()[0];
+  }
   if (k !== null) { await vp.setImageIdIndex(k); vp.render(); }
   const canvas = vp.canvas;
   const ctx = canvas.getContext('2d', {willReadFrequently: true});
@@ -58,7 +64,12 @@ _CAPTURE_JS = """async (k) => {
 
 #: The SR annotations: tool, image, labels, and the SVG lines drawn for each (canvas points).
 _SR_JS = r"""async (uid) => {
-  const vp = cornerstone.getRenderingEngines()[0].getViewports()[0];
+  let vp = null;
+  for (let t = 0; t < 200 && !(vp && vp.getCurrentImageId && vp.getCurrentImageId()); t++) {
+    if (t) await new Promise(r => setTimeout(r, 50));
+    const re = cornerstone.getRenderingEngines()[0];
+    vp = re && re.getViewports()[0];
+  }
   const anns = cornerstoneTools.annotation.state.getAllAnnotations().filter(a => a.metadata.toolName === 'DICOMSRDisplay');
   const result = [];
   for (const a of anns) {
@@ -68,19 +79,21 @@ _SR_JS = r"""async (uid) => {
     if (uid !== null) {
       const index = vp.getImageIds().indexOf(a.metadata.referencedImageId);
       await vp.setImageIdIndex(index); vp.render();
-      await new Promise(r => setTimeout(r, 400));
       // cornerstone draws an annotation's lines just before the <g> holding its text
       entry.svg = [];
-      let pending = [];
-      for (const svg of vp.element.querySelectorAll('svg')) {
-        for (const e of svg.children) {
-          if (e.tagName === 'line' && e.getAttribute('stroke-dasharray') === '4,4') {
-            pending.push([[+e.getAttribute('x1'), +e.getAttribute('y1')], [+e.getAttribute('x2'), +e.getAttribute('y2')]]);
-          } else if (e.tagName === 'polyline') {
-            pending.push(e.getAttribute('points').trim().split(/\s+/).map(p => p.split(',').map(Number)));
-          } else if (e.tagName === 'g' && e.getAttribute('data-annotation-uid')) {
-            if (e.getAttribute('data-annotation-uid') === a.annotationUID) entry.svg = pending;
-            pending = [];
+      for (let t = 0; t < 50 && entry.svg.length === 0; t++) {
+        await new Promise(r => setTimeout(r, 100));
+        let pending = [];
+        for (const svg of vp.element.querySelectorAll('svg')) {
+          for (const e of svg.children) {
+            if (e.tagName === 'line' && e.getAttribute('stroke-dasharray') === '4,4') {
+              pending.push([[+e.getAttribute('x1'), +e.getAttribute('y1')], [+e.getAttribute('x2'), +e.getAttribute('y2')]]);
+            } else if (e.tagName === 'polyline') {
+              pending.push(e.getAttribute('points').trim().split(/\s+/).map(p => p.split(',').map(Number)));
+            } else if (e.tagName === 'g' && e.getAttribute('data-annotation-uid')) {
+              if (e.getAttribute('data-annotation-uid') === a.annotationUID) entry.svg = pending;
+              pending = [];
+            }
           }
         }
       }

@@ -21,6 +21,9 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
         yield server
 
 
+pytestmark = pytest.mark.e2e
+
+
 def _settings(tmp_path: Path, pacs_url: str) -> ViewerSettings:
     dist = tmp_path / "dist"
     (dist / "assets").mkdir(parents=True)

@@ -29,6 +29,8 @@ from tests.viewer.ohif import OhifPage, ViewerProcess, chromium_context
 from tests.viewer.overlay import SliceCapture, judge_lines, judge_overlay
 from tests.viewer.phantom import PhantomSeries, write_phantom_series
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts" / "viewer"
 ALGORITHM = AlgorithmSpec(name="brain-tumour-demo", version="0.1.0")
 SEGMENTS = [(s.label_value, s.rgb) for s in BRATS_SEGMENTS]
