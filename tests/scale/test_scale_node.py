@@ -167,3 +167,19 @@ def test_the_deploy_files_agree() -> None:
     unit = (DEPLOY / "systemd" / "mrinode-worker@.service").read_text()
     assert "mrinode worker --config /etc/mrinode/worker.toml" in unit
     tomllib.loads((DEPLOY / "compose" / "node-scale.toml").read_text())
+
+
+def test_start_up_checks_of_scale(tmp_path: Path) -> None:
+    from dicom_node.scale.checks import check_scale
+    from dicom_node.startup import CheckReport
+
+    base = {"scale": {"engine": "celery", "broker_url": f"amqp://g:g@127.0.0.1:{free_port()}//"}}
+    report = CheckReport()
+    check_scale(parse_config(base), report)
+    assert any("config key 'api.token'" in e for e in report.errors), report
+    report = CheckReport()
+    check_scale(parse_config({**base, "api": {"token": "t"}}), report)
+    assert report.errors == [] and any("scale.broker_url" in w and "does not answer" in w for w in report.warnings)
+    report = CheckReport()
+    check_scale(parse_config({}), report)  # local: nothing to check
+    assert (report.errors, report.warnings, report.passed) == ([], [], [])
