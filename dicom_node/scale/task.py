@@ -32,7 +32,7 @@ from dicom_node.logs import uid_tag
 from dicom_node.scale.app import TASK_NAME
 from dicom_node.scale.remote import NodeClient, NodeUnreachableError, shared_paths
 from dicom_node.workers.pool import _durations, _tail
-from dicom_node.workers.process import WarmProcess
+from dicom_node.workers.process import WarmProcess, memory_mb
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -118,7 +118,12 @@ class WorkerRuntime:
             seconds = time.monotonic() - t0
             if answer is not None and answer.how == "done":
                 worker.jobs += 1
-                if worker.jobs >= self.cfg.workers.max_jobs_per_worker:
+                w = self.cfg.workers
+                rss = memory_mb(worker.pid) if worker.pid is not None else 0.0
+                if worker.jobs >= w.max_jobs_per_worker or (w.max_rss_mb and rss > w.max_rss_mb):
+                    # between jobs, as the local pool does (workers.max_jobs_per_worker, workers.max_rss_mb)
+                    log.info("worker %s: replacing its warm process after %d job(s), %.0f MiB", self.name,
+                             worker.jobs, rss)
                     worker.close()
                     worker.start()
                 return answer.message, seconds

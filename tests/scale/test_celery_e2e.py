@@ -82,8 +82,13 @@ def test_a_worker_started_after_the_studies_arrived_takes_the_queued_jobs(tmp_pa
     wait_jobs(node, "all 4 sent", lambda js: len(js) == 4 and all(j["state"] == "running" for j in js), 60)
     time.sleep(2.0)
     assert all(j["state"] == "running" and j["worker"] is None for j in jobs_of(node))
-    late = worker_for(stack, tmp_path, "late", broker, node)
+    late = WorkerProcess(tmp_path / "late", "late", broker_url=broker.url, node_url=node.url, token=TOKEN,
+                         pipelines=[PIPELINE], workers={"max_jobs_per_worker": 2})
+    stack.callback(late.kill9)
+    late.start()
     jobs = wait_jobs(node, "all 4 done", all_done(4), 120, late)
+    # its warm process is replaced between jobs, as the local pool's is (workers.max_jobs_per_worker = 2)
+    assert late.log_path.read_text().count("replacing its warm process after 2 job(s)") == 2, late.log_tail()
     assert {j["worker"] for j in jobs} == {"late"}
     assert sorted(orthanc_objects(orthanc)) == sorted(uids)
     # `mrinode jobs` shows the worker of each job

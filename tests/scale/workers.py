@@ -42,14 +42,14 @@ class WorkerProcess:
 
     def __init__(self, workdir: Path, name: str, *, broker_url: str, node_url: str, token: str,
                  pipelines: list[dict[str, Any]], device: str = "cpu", concurrency: int = 1,
-                 scale: dict[str, Any] | None = None) -> None:
+                 scale: dict[str, Any] | None = None, workers: dict[str, Any] | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.device = device
         self.concurrency = concurrency
         cfg = {
-            "workers": {"timeout_s": 300.0},
+            "workers": {"timeout_s": 300.0, **(workers or {})},
             "scale": {**scale_section(broker_url, node_url=node_url, node_token=token, work_dir="scratch"),
                       **(scale or {})},
             "pipelines": pipelines,
