@@ -196,3 +196,19 @@ def test_console_refuses_without_a_session(tmp_path: Path) -> None:
                                     "Content-Type": "application/x-www-form-urlencoded"})
         assert stale.status_code == 403
         threading.Event().wait(0)
+
+
+def test_console_without_a_token_asks_only_a_name(tmp_path: Path) -> None:
+    import httpx
+
+    with NodeProcess(tmp_path / "node", token=None) as node:
+        page = httpx.get(f"{node.url}/console/login")
+        assert page.status_code == 200 and 'name="token"' not in page.text and "no API token" in page.text
+        assert httpx.get(f"{node.url}/console/", follow_redirects=False).status_code == 303  # still a sign-in
+        login = httpx.post(f"{node.url}/console/login", content="name=erin",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"}, follow_redirects=False)
+        value = re.search(r"mrinode_console=([^;]+)", login.headers["set-cookie"])
+        assert login.status_code == 303 and value is not None
+        ok = httpx.get(f"{node.url}/console/", headers={"Cookie": f"mrinode_console={value.group(1)}"})
+        assert ok.status_code == 200 and "erin" in ok.text
+    assert '"by": "console:erin"' in (node.data_dir / "audit.jsonl").read_text()
