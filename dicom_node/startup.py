@@ -12,7 +12,9 @@ are logged and the node starts anyway.
   request for ``dicomweb`` ones (a warning when it does not, never a refusal: the PACS may
   come up after the node, and export retries);
 - routing can deliver somewhere: results of enabled pipelines have at least one
-  destination (a warning otherwise, naming the callers whose results would have none).
+  destination (a warning otherwise, naming the callers whose results would have none);
+- the files the configuration names can be read: TLS certificate, key and CA when TLS is
+  on (and parse as PEM), the API token file.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
     from dicom_node.config import NodeConfig
     from dicom_node.config_models import DicomDestination, DicomWebDestination
 
-__all__ = ["CheckReport", "check_bundles", "check_destinations", "check_imports", "check_routing", "echo_destination",
-           "run_checks"]
+__all__ = ["CheckReport", "check_bundles", "check_destinations", "check_files", "check_imports", "check_routing",
+           "echo_destination", "run_checks"]
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +259,50 @@ def check_routing(cfg: NodeConfig, report: CheckReport) -> None:
         report.passed.append("routing: every allowed caller's results have a destination")
 
 
+def check_files(cfg: NodeConfig, report: CheckReport) -> None:
+    """Check that the TLS files (when TLS is on) and the API token file can be read.
+
+    Parameters
+    ----------
+    cfg : NodeConfig
+        The configuration (paths already resolved against the configuration file's folder).
+    report : CheckReport
+        Receives errors naming ``dicom.tls.cert``, ``dicom.tls.key``, ``dicom.tls.ca`` or ``api.token_file``.
+    """
+    from dicom_node.config import ConfigError
+
+    tls = cfg.dicom.tls
+    if tls.enabled:
+        for key in ("cert", "key", "ca"):
+            path = getattr(tls, key)
+            if path is None:
+                continue
+            try:
+                text = path.read_text(errors="replace")
+            except OSError as exc:
+                report.errors.append(f"config key 'dicom.tls.{key}': cannot read {str(path)!r} "
+                                     f"({exc.strerror or exc}).")
+                continue
+            if "-----BEGIN " not in text:
+                report.errors.append(f"config key 'dicom.tls.{key}': {str(path)!r} is not a PEM file.")
+        if not any(e.startswith("config key 'dicom.tls.") for e in report.errors):
+            import ssl
+
+            try:
+                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                assert tls.cert is not None and tls.key is not None  # the schema requires both with TLS on
+                ctx.load_cert_chain(str(tls.cert), str(tls.key))
+            except (ssl.SSLError, OSError) as exc:
+                report.errors.append(f"config key 'dicom.tls.cert': the certificate and key do not load together "
+                                     f"({exc}).")
+            else:
+                report.passed.append("DICOM TLS: certificate and key load")
+    try:
+        cfg.api.resolve_token()
+    except ConfigError as exc:
+        report.errors.append(str(exc))
+
+
 def run_checks(cfg: NodeConfig, *, reach: bool = True) -> CheckReport:
     """Run every start-up check.
 
@@ -273,6 +319,7 @@ def run_checks(cfg: NodeConfig, *, reach: bool = True) -> CheckReport:
         Errors (the node must not start), warnings and passes.
     """
     report = CheckReport()
+    check_files(cfg, report)
     check_imports(cfg, report)
     check_bundles(cfg, report)
     check_routing(cfg, report)

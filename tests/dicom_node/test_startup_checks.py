@@ -249,3 +249,34 @@ def test_a_failed_pipeline_keeps_its_last_lines_in_jobs_show(tmp_path: Path) -> 
     assert last in listed
     audit = (node.data_dir / "audit.jsonl").read_text()
     assert '"event": "job_run_failed"' in audit and '"event": "job_failed"' in audit
+
+
+def test_tls_and_token_files_are_checked_before_listening(tmp_path: Path) -> None:
+    import shutil as sh
+
+    if sh.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    for name in ("a", "b"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                        f"{name}.crt", "-days", "2", "-subj", f"/CN={name}"], cwd=tmp_path, check=True,
+                       capture_output=True)
+    (tmp_path / "notpem.crt").write_text("hello")
+
+    def errors(tls: dict[str, object], api: dict[str, object] | None = None) -> list[str]:
+        cfg = parse_config({"dicom": {"tls": {"enabled": True, **tls}}, "api": api or {}}, base_dir=tmp_path)
+        return run_checks(cfg, reach=False).errors
+
+    assert errors({"cert": "a.crt", "key": "a.key"}) == []
+    [missing] = errors({"cert": "nope.crt", "key": "a.key"})
+    assert missing.startswith("config key 'dicom.tls.cert': cannot read") and "nope.crt" in missing
+    [notpem] = errors({"cert": "notpem.crt", "key": "a.key"})
+    assert notpem.startswith("config key 'dicom.tls.cert':") and "is not a PEM file" in notpem
+    [mismatch] = errors({"cert": "a.crt", "key": "b.key"})
+    assert mismatch.startswith("config key 'dicom.tls.cert': the certificate and key do not load together")
+    (tmp_path / "empty.token").write_text("")
+    [token] = errors({"cert": "a.crt", "key": "a.key"}, {"token_file": "empty.token"})
+    assert token.startswith("config key 'api.token_file':") and "is empty" in token
+    cfg_file = tmp_path / "node.toml"
+    cfg_file.write_text('[dicom.tls]\nenabled = true\ncert = "a.crt"\nkey = "b.key"\n')
+    r = _mrinode("serve", "--config", str(cfg_file))
+    assert r.returncode == 2 and "config key 'dicom.tls.cert'" in r.stderr and "Traceback" not in r.stderr
