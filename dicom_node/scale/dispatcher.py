@@ -346,6 +346,12 @@ class CeleryDispatcher:
                  len(outputs), worker)
         return Verdict(200, accepted=True)
 
+    def count_restarts(self, restarts: dict[str, int]) -> None:
+        """Add a worker's warm-process restarts to ``mrinode_worker_restarts_total{reason}``."""
+        for reason, n in restarts.items():
+            if n > 0 and reason in ("crash", "timeout", "recycle_jobs", "recycle_rss"):
+                self.metrics.worker_restarts.labels(reason=reason).inc(n)
+
     def on_failed(self, task_id: str, error: str, final: bool) -> Verdict:
         """A worker's run failed: record the error; ``final`` fails the job (its message is dead-lettered)."""
         with self._lock:

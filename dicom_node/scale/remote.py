@@ -71,9 +71,10 @@ class NodeClient:
         """Say a task starts; returns the status (200 run, 409 drop, 410 dead-letter) and the answer."""
         return self._post(f"/scale/tasks/{task_id}/start", {"worker": worker}, ok=(200, 409, 410))
 
-    def failed(self, task_id: str, error: str, final: bool) -> None:
-        """Report a failed run (``final``: the job's attempts are spent)."""
-        self._post(f"/scale/tasks/{task_id}/failed", {"error": error, "final": final}, ok=(200, 409))
+    def failed(self, task_id: str, error: str, final: bool, restarts: dict[str, int] | None = None) -> None:
+        """Report a failed run (``final``: the job's attempts are spent; ``restarts``: of warm processes, by reason)."""
+        self._post(f"/scale/tasks/{task_id}/failed", {"error": error, "final": final, "restarts": restarts or {}},
+                   ok=(200, 409))
 
     def upload(self, task_id: str, delivery: int, out_dir: Path, outputs: list[str]) -> bool:
         """Upload each result file (paths relative to ``out_dir``); ``False`` when the node no longer wants them."""

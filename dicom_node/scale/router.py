@@ -58,6 +58,7 @@ class ResultReport(BaseModel):
     durations: dict[str, float] = Field(default_factory=dict)
     loads: list[tuple[str, str]] = Field(default_factory=list)
     run_done_at: float | None = None
+    restarts: dict[str, int] = Field(default_factory=dict, max_length=16)
 
 
 class FailedReport(BaseModel):
@@ -65,6 +66,7 @@ class FailedReport(BaseModel):
 
     error: str = Field(max_length=20_000)
     final: bool = False
+    restarts: dict[str, int] = Field(default_factory=dict, max_length=16)
 
 
 def _safe_relpath(path: str) -> Path:
@@ -168,13 +170,17 @@ def scale_router(service: NodeService) -> APIRouter:
     def result(task_id: TaskId, delivery: Delivery, report: ResultReport) -> JSONResponse:
         for o in report.outputs:
             _safe_relpath(o)
-        verdict = dispatcher().on_result(task_id_ok(task_id), delivery, report.model_dump())
+        d = dispatcher()
+        d.count_restarts(report.restarts)
+        verdict = d.on_result(task_id_ok(task_id), delivery, report.model_dump())
         if verdict.status == 200:
             service.exporter.wake.set()
         return _answer(verdict)
 
     @router.post("/scale/tasks/{task_id}/failed")
     def failed(task_id: TaskId, report: FailedReport) -> JSONResponse:
-        return _answer(dispatcher().on_failed(task_id_ok(task_id), report.error, report.final))
+        d = dispatcher()
+        d.count_restarts(report.restarts)
+        return _answer(d.on_failed(task_id_ok(task_id), report.error, report.final))
 
     return router

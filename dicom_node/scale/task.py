@@ -75,6 +75,8 @@ class WorkerRuntime:
         self.processes = [WarmProcess(device, warm, cfg.workers.model_cache_mb) for _ in range(concurrency)]
         self._free: queue.Queue[WarmProcess] = queue.Queue()
         self.work_dir = cfg.scale.work_dir.expanduser().absolute()
+        self._restarts: dict[str, int] = {}
+        self._restarts_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the warm children (they load their models in the background)."""
@@ -89,6 +91,16 @@ class WorkerRuntime:
         self.stop.set()
         for p in self.processes:
             p.kill()
+
+    def _restarted(self, reason: str) -> None:
+        with self._restarts_lock:
+            self._restarts[reason] = self._restarts.get(reason, 0) + 1
+
+    def take_restarts(self) -> dict[str, int]:
+        """Warm-process restarts by reason since the last call (sent to the node with each report)."""
+        with self._restarts_lock:
+            out, self._restarts = self._restarts, {}
+        return out
 
     def backoff_s(self, runs: int) -> float:
         """Seconds before the retry after ``runs`` failed runs (doubling, capped)."""
@@ -112,6 +124,7 @@ class WorkerRuntime:
                 log.warning("worker %s: warm process ended while idle (%s); restarting it", self.name, how)
                 worker.kill()
                 worker.start()
+                self._restarted("crash")
             t0 = time.monotonic()
             answer = worker.wait_answer(spec["job_id"], self.cfg.workers.timeout_s, self.stop) \
                 if worker.send(spec) else None
@@ -124,8 +137,10 @@ class WorkerRuntime:
                     # between jobs, as the local pool does (workers.max_jobs_per_worker, workers.max_rss_mb)
                     log.info("worker %s: replacing its warm process after %d job(s), %.0f MiB", self.name,
                              worker.jobs, rss)
+                    reason = "recycle_jobs" if worker.jobs >= w.max_jobs_per_worker else "recycle_rss"
                     worker.close()
-                    worker.start()
+                    worker.start()  # (resets worker.jobs)
+                    self._restarted(reason)
                 return answer.message, seconds
             if answer is not None and answer.how == "stopped":
                 worker.kill()
@@ -134,6 +149,7 @@ class WorkerRuntime:
                    else worker.how_it_ended() if worker.proc is not None else "crash")
             worker.kill()
             worker.start()
+            self._restarted("timeout" if how == "timeout" else "crash")
             if how == "timeout":
                 raise _RunFailedError(f"the pipelines took longer than workers.timeout_s={self.cfg.workers.timeout_s:g} s "
                                  "and were stopped")
@@ -180,7 +196,8 @@ class WorkerRuntime:
             durations = {**_durations(seconds, result), "fetch_s": round(fetch_s, 3),
                          "upload_s": round(time.monotonic() - t1, 3)}
             body = {"worker": self.name, "outputs": outputs, "summary": result["summary"], "durations": durations,
-                    "loads": answer.get("loads") or [], "run_done_at": run_done_at}
+                    "loads": answer.get("loads") or [], "run_done_at": run_done_at,
+                    "restarts": self.take_restarts()}
             status, _ = self.client.result(task_id, delivery, body)
             log.info("job %s (study %s): %d output(s) in %.1f s (fetch %.2f s) %s", message["job_id"],
                      uid_tag(str(message["study_uid"])), len(outputs), seconds, fetch_s,
@@ -229,7 +246,7 @@ def register_task(app: Celery, runtime: WorkerRuntime) -> None:
             error = str(exc) or type(exc).__name__
         final = delivery >= runtime.cfg.scale.max_attempts
         try:
-            client.failed(task_id, error, final)
+            client.failed(task_id, error, final, runtime.take_restarts())
         except NodeUnreachableError as exc:
             log.warning("task %s: could not report the failure (%s)", task_id[:8], exc)
         if final:

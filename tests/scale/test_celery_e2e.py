@@ -89,6 +89,7 @@ def test_a_worker_started_after_the_studies_arrived_takes_the_queued_jobs(tmp_pa
     jobs = wait_jobs(node, "all 4 done", all_done(4), 120, late)
     # its warm process is replaced between jobs, as the local pool's is (workers.max_jobs_per_worker = 2)
     assert late.log_path.read_text().count("replacing its warm process after 2 job(s)") == 2, late.log_tail()
+    assert 'mrinode_worker_restarts_total{reason="recycle_jobs"} 2.0' in node.api("GET", "/metrics").text
     assert {j["worker"] for j in jobs} == {"late"}
     assert sorted(orthanc_objects(orthanc)) == sorted(uids)
     # `mrinode jobs` shows the worker of each job

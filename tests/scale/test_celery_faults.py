@@ -90,6 +90,8 @@ def test_a_job_that_keeps_failing_is_retried_with_backoff_then_dead_lettered(tmp
         _, count, _ = conn.default_channel.queue_declare("mrinode.dead", passive=True)
     assert count == 1
     assert orthanc_objects(orthanc) == {}
+    # the worker's warm process was restarted after each crash, and the node's /metrics counts it
+    assert 'mrinode_worker_restarts_total{reason="crash"} 3.0' in node.api("GET", "/metrics").text
 
 
 def test_the_node_killed_mid_flight_resumes_from_its_job_table(tmp_path: Path, broker: RabbitBroker,
