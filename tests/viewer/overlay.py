@@ -80,6 +80,9 @@ class OverlayVerdict:
         Segment label value → share of its overlay pixels within one voxel of that label.
     recall : dict
         Segment label value → share of its voxels within one voxel of its overlay.
+    exact_colour : dict
+        Segment label value → share of its overlay pixels drawn in exactly its colour
+        (± 8 per channel; the outline is opaque, the fill blends with the image).
     empty_slices_drawn : list of int
         Slices without any label where the viewer drew a segment colour.
     unknown_pixels : int
@@ -89,6 +92,7 @@ class OverlayVerdict:
 
     precision: dict[int, float] = field(default_factory=dict)
     recall: dict[int, float] = field(default_factory=dict)
+    exact_colour: dict[int, float] = field(default_factory=dict)
     empty_slices_drawn: list[int] = field(default_factory=list)
     unknown_pixels: int = 0
     problems: list[str] = field(default_factory=list)
@@ -135,6 +139,7 @@ def judge_overlay(captures: dict[int, SliceCapture], labels: np.ndarray, affine_
     values = [v for v, _ in segments]
     verdict = OverlayVerdict()
     hits = {v: [0, 0] for v in values}  # on label, total overlay pixels
+    exact = dict.fromkeys(values, 0)
     covered: dict[int, dict[int, np.ndarray]] = {v: {} for v in values}
     ni, nj, nk = labels.shape
     for k, cap in sorted(captures.items()):
@@ -152,6 +157,7 @@ def judge_overlay(captures: dict[int, SliceCapture], labels: np.ndarray, affine_
             verdict.empty_slices_drawn.append(k)
         for n, v in enumerate(values):
             sel = (cls == n) & inside
+            exact[v] += int(np.sum(np.all(np.abs(cap.pixels[cls == n, 2:] - np.asarray(colours[n])) <= 8, axis=1)))
             out_of_grid = int(np.sum((cls == n) & ~inside))
             on = _near(labels[:, :, k] == v, ij[sel])
             hits[v][0] += int(on.sum())
@@ -172,6 +178,9 @@ def judge_overlay(captures: dict[int, SliceCapture], labels: np.ndarray, affine_
             if len(vox) and k in covered[v]:
                 found += int(_near(covered[v][k], vox).sum())
         verdict.recall[v] = found / total_voxels
+        verdict.exact_colour[v] = exact[v] / hits[v][1] if hits[v][1] else 0.0
+        if verdict.exact_colour[v] < 0.05:
+            verdict.problems.append(f"segment {v}: its colour {colours[values.index(v)]} is not drawn as such")
         if verdict.precision[v] < threshold:
             verdict.problems.append(f"segment {v}: {verdict.precision[v]:.1%} of its overlay pixels on its label")
         if verdict.recall[v] < threshold:

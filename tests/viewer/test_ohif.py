@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
+from highdicom.color import CIELabColor
 
 from dicom_node.io.codes import BRATS_SEGMENTS, AlgorithmSpec
 from dicom_node.io.reader import read_series
@@ -33,7 +35,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts" / "viewer"
 ALGORITHM = AlgorithmSpec(name="brain-tumour-demo", version="0.1.0")
-SEGMENTS = [(s.label_value, s.rgb) for s in BRATS_SEGMENTS]
 ET, NECROSIS = 3, 1
 
 
@@ -91,11 +92,23 @@ def _study(tmp: Path, pacs: OrthancServer, *, orientation: str, order: str, seg_
     return series, sr
 
 
-def _overlay(page: OhifPage, series: PhantomSeries) -> tuple[Any, dict[str, tuple[int, SliceCapture]]]:
+def _seg_colours(seg_path: Path) -> list[tuple[int, tuple[int, int, int]]]:
+    """(label value, RGB) of each segment, the RGB from the SEG's own CIELab value."""
+    seg = pydicom.dcmread(seg_path)
+    by_number = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
+    out = []
+    for number, spec in enumerate(BRATS_SEGMENTS, start=1):
+        lab = by_number[number].RecommendedDisplayCIELabValue
+        rgb = CIELabColor.from_dicom_value([int(x) for x in lab]).to_rgb()
+        out.append((spec.label_value, (int(rgb[0]), int(rgb[1]), int(rgb[2]))))
+    return out
+
+
+def _overlay(page: OhifPage, series: PhantomSeries, seg_path: Path) -> tuple[Any, dict[str, tuple[int, SliceCapture]]]:
     captured = page.capture_all()
     assert set(captured) == set(series.sop_uids_by_k), "the viewer's stack is not the series"
     by_k = {series.sop_uids_by_k.index(sop): cap for sop, (_, cap) in captured.items()}
-    return judge_overlay(by_k, series.labels, series.affine_lps, SEGMENTS), captured
+    return judge_overlay(by_k, series.labels, series.affine_lps, _seg_colours(seg_path)), captured
 
 
 CASES = [("axial", "with"), ("sagittal", "with"), ("oblique", "with"), ("axial", "against")]
@@ -110,14 +123,14 @@ def test_seg_and_sr_are_drawn_on_target(tmp_path: Path, pacs: OrthancServer, vie
     try:
         page.open_study(study_url(viewer.url, series.study_uid), display_sets=3)
         page.load_seg("mrinode segmentation")
-        verdict, captured = _overlay(page, series)
+        verdict, captured = _overlay(page, series, tmp_path / "seg.dcm")
         (ARTEFACTS / f"{name}-verdict.txt").write_text(f"{verdict}\n")
         assert verdict.ok, verdict.problems
         et_k = int(np.argmax((series.labels == ET).sum(axis=(0, 1))))
         page.capture(captured[series.sop_uids_by_k[et_k]][0])
         page.screenshot(ARTEFACTS / f"{name}-seg.png")
 
-        non_empty = [v for v, _ in SEGMENTS if (series.labels == v).any()]
+        non_empty = [s.label_value for s in BRATS_SEGMENTS if (series.labels == s.label_value).any()]
         annotations = page.load_sr("mrinode measurement report", annotations=len(non_empty))
         assert len(annotations) == len(non_empty)
         (et,) = [a for a in annotations if any(lab["label"].startswith("Enhancing tumour") for lab in a["labels"])]
@@ -147,7 +160,7 @@ def test_a_misplaced_seg_is_caught(tmp_path: Path, pacs: OrthancServer, viewer: 
     try:
         page.open_study(study_url(viewer.url, series.study_uid), display_sets=2)
         page.load_seg("mrinode segmentation")
-        verdict, _ = _overlay(page, series)
+        verdict, _ = _overlay(page, series, tmp_path / "seg.dcm")
         page.screenshot(ARTEFACTS / f"{defect}-seg.png")
         (ARTEFACTS / f"{defect}-verdict.txt").write_text(f"{verdict}\n")
         assert not verdict.ok, f"a {defect} SEG passed the overlay check: {verdict}"
