@@ -182,3 +182,15 @@ def test_schedule_survives_a_restart_in_its_job_store(tmp_path: Path) -> None:
     third = open_scheduler(load_retrain_config(path), path)
     assert third.get_job("retrain").next_run_time.hour == 4  # type: ignore[union-attr]
     third.shutdown(wait=False)
+
+
+def test_one_run_at_a_time_across_processes(tmp_path: Path) -> None:
+    from training.retrain import _run_lock, history, run_once
+
+    cfg = _cfg(tmp_path)
+    with _run_lock(cfg.registry_dir), pytest.raises(RuntimeError, match="one run at a time"):
+        run_once(cfg)  # a scheduled run holds the lock: run-once is refused, nothing recorded
+    assert history(cfg) == []
+    with pytest.raises(FileNotFoundError):
+        run_once(cfg)  # the lock is free again; this run fails on its missing config, and says so in the history
+    assert [r["decision"] for r in history(cfg)] == ["failed"]
