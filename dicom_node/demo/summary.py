@@ -15,7 +15,7 @@ __all__ = ["print_summary", "sequences_from_summary"]
 #: SR lines worth printing (the rest repeats algorithm and context).
 _SR_KEYS: tuple[str, ...] = (
     "Device Observer Name", "Finding:", "Volume:", "Identified MR sequence", "Tracking Identifier: Series",
-    "Analysis status", "Comment:",
+    "Analysis status", "Comment:", "Segment summary",
 )
 
 
