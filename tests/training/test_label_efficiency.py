@@ -1,7 +1,9 @@
-"""The label-efficiency evidence through ``mrinode train evaluate``: dispatch, learning-rate groups, a tiny run.
+"""The cross-protocol label-efficiency evidence through ``mrinode train evaluate``, on the ``-tiny`` config.
 
-The tiny run is a few steps of everything on a handful of synthetic subjects: it checks the
-plumbing (pretraining, both arms, report, caches), not the evidence's figures.
+The tiny run (the shipped ``label-efficiency-tiny.toml``: two protocol families, 6 mm
+subjects, a few steps of everything) checks the plumbing and the split, not the figures:
+no test subject reaches pretraining or fine-tuning, every cell has its rows, the report and
+plots are written, repeats are reproducible from their seeds, and caches are kept.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -62,47 +65,110 @@ def test_pretrained_encoder_trains_at_the_scaled_rate_and_lora_at_full_rate() ->
         build_slice_segmenter({"encoder": enc, "num_classes": 4})
 
 
-def test_tiny_label_efficiency_run_through_the_cli(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The shipped tiny config run once through the CLI, in a temporary work folder."""
     from dicom_node.cli import main
 
+    tmp = tmp_path_factory.mktemp("le-tiny")
     raw = tomllib.loads((CONFIGS / "label-efficiency-tiny.toml").read_text())
-    raw["data"]["work_dir"] = str(tmp_path / "work")
-    raw["report"] = {"dir": str(tmp_path / "report")}
-    raw["pretrain"]["objectives"] = ["prism", "dino2d"]
-    raw["pretrain"]["steps"] = 3
-    raw["finetune"]["fractions"] = [0.5, 1.0]
-    raw["finetune"]["steps"] = 2
-    config = write_toml(raw, tmp_path / "le.toml")
+    raw["data"]["work_dir"] = str(tmp / "work")
+    raw["report"]["dir"] = str(tmp / "report")
+    config = write_toml(raw, tmp / "le.toml")
     assert main(["train", "evaluate", "--config", str(config)]) == 0
+    return {"raw": raw, "config": config, "work": tmp / "work", "report": tmp / "report",
+            "rows": json.loads((tmp / "work" / "results.json").read_text())}
 
-    rows = json.loads((tmp_path / "work" / "results.json").read_text())
-    assert sorted((r["init"], r["fraction"]) for r in rows) == sorted(
-        (i, f) for i in ("scratch", "scratch2d", "prism", "dino2d") for f in (0.5, 1.0)
-    )
-    assert {r["labelled"] for r in rows} == {2, 3} and all(r["split"] == "test" for r in rows)
-    text = (tmp_path / "report" / "label-efficiency.md").read_text()
-    assert "mrinode train evaluate --config" in text
-    for init in ("scratch", "scratch2d", "prism", "dino2d"):
-        assert f"| {init} | 100% | 3 |" in text
-    assert "| dino2d | scratch2d |" in text and "| prism | scratch |" in text
-    assert (tmp_path / "report" / "label-efficiency.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "report" / "label-efficiency-results.json").read_text()) == rows
-    for objective in ("prism", "dino2d"):
-        assert (tmp_path / "work" / "encoders" / objective / "encoder" / "encoder.json").is_file()
 
-    # a second run finds everything cached; --report-only redraws from the results
+def _ids(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.is_dir()}
+
+
+def test_tiny_run_writes_every_cell_and_the_report(tiny: dict[str, Any]) -> None:
+    rows, raw = tiny["rows"], tiny["raw"]
+    cells = sorted((r["arm"], r["labelled"], r["test"], r["repeat"]) for r in rows)
+    assert cells == sorted((a, k, t, rep) for a in ("scratch", "prism") for k in (2, 1)
+                           for t in ("same-protocol", "other-protocol") for rep in (0, 1))
+    for r in rows:
+        assert {"arm", "labelled", "test", "repeat", "dice_wt", "dice_tc", "dice_et"} <= set(r)
+        assert all(0.0 <= r[f"dice_{x}"] <= 1.0 for x in ("wt", "tc", "et"))
+        assert len(r["train_ids"]) == r["labelled"] and r["labelled_family"] == "siemens-3T-mprage"
+    report = tiny["report"]
+    text = (report / "label-efficiency.md").read_text()
+    assert "mrinode train evaluate --config training/configs/label-efficiency-tiny.toml" in text
+    assert "| prism − scratch | other-protocol |" in text
+    assert "| scratch | 2 | other-protocol |" in text and "| prism | 1 | same-protocol |" in text
+    for png in ("label-efficiency.png", "label-efficiency-paired.png", "probes.png"):
+        assert (report / png).stat().st_size > 1000
+    public = json.loads((report / "label-efficiency-results.json").read_text())
+    assert public == [{k: v for k, v in r.items() if k != "settings"} for r in rows]
+    probes = json.loads((tiny["work"] / "probe-results.json").read_text())
+    assert {(p["arm"], p["mode"]) for p in probes} == {("scratch", "frozen-linear"), ("scratch", "scratch-trained"),
+                                                        ("prism", "frozen-linear")}
+    assert {p["probe"] for p in probes} == {"sequence", "tr", "te", "flip"}
+    assert {p["test"] for p in probes} == {"same-protocol", "other-protocol"}
+    # every probe series of a test subject: 8 sequences of 1 subject per family
+    assert all(p["n_test"] == 8 for p in probes if p["probe"] == "sequence")
+    assert raw["pretrain"]["objectives"] == ["prism"]
+
+
+def test_no_test_subject_reaches_pretraining_or_fine_tuning(tiny: dict[str, Any]) -> None:
+    work = tiny["work"] / "subjects"
+    tests = _ids(work / "test-same") | _ids(work / "test-other") | _ids(work / "probe-test")
+    labelled, unlabelled = _ids(work / "labelled"), _ids(work / "unlabelled")
+    assert tests and labelled and unlabelled
+    # what pretraining read: the sources recorded with the encoder
+    settings = json.loads((tiny["work"] / "encoders" / "prism" / "settings.json").read_text())
+    read = {Path(s).name for s in settings["data"]["sources"]}
+    assert read == labelled | unlabelled and not read & tests
+    # what fine-tuning read: every row's labelled subset
+    for r in tiny["rows"]:
+        assert set(r["train_ids"]) <= labelled and not set(r["train_ids"]) & tests
+    # the families are the planned ones: labels and same-protocol tests from one, other-protocol from the other
+    def family(role: str) -> set[str]:
+        return {json.loads(p.read_text())["protocol_family"] for p in (work / role).glob("*/params.json")}
+
+    assert family("labelled") == family("test-same") == {"siemens-3T-mprage"}
+    assert family("test-other") == {"ge-1.5T-se"}
+    assert family("unlabelled") == {"siemens-3T-mprage", "ge-1.5T-se"}
+    kinds = {json.loads(p.read_text())["t1_kind"] for p in (work / "test-other").glob("*/params.json")}
+    assert kinds == {"se"}
+
+
+def test_a_repeat_is_reproducible_from_its_seed(tiny: dict[str, Any]) -> None:
+    from training.pretrain.downstream import load_items
+    from training.pretrain.label_efficiency import run_cell
+
+    cfg = tomllib.loads(Path(tiny["config"]).read_text())
+    seq = cfg["data"]["sequences"]
+    sub = tiny["work"] / "subjects"
+    train = load_items(json.loads((sub / "labelled" / "subjects.json").read_text())["paths"], seq)
+    tests = {"other-protocol": load_items(json.loads((sub / "test-other" / "subjects.json").read_text())["paths"], seq)}
+    enc = tiny["work"] / "encoders" / "prism" / "encoder"
+    torch.set_num_threads(1)
+    first = run_cell("prism", enc, cfg, train, tests, labelled=1, repeat=1)
+    again = run_cell("prism", enc, cfg, train, tests, labelled=1, repeat=1)
+    keep = ("train_ids", "seed", "dice_wt", "dice_tc", "dice_et", "final_loss")
+    assert [{k: r[k] for k in keep} for r in first] == [{k: r[k] for k in keep} for r in again]
+    recorded = next(r for r in tiny["rows"] if (r["arm"], r["labelled"], r["repeat"], r["test"]) == ("prism", 1, 1, "other-protocol"))
+    assert {k: recorded[k] for k in keep} == {k: first[0][k] for k in keep}, "the run's row is the one its seed gives"
+
+
+def test_caches_more_repeats_and_changed_settings(tiny: dict[str, Any]) -> None:
+    from dicom_node.cli import main
+
+    config, raw, rows = tiny["config"], json.loads(json.dumps(tiny["raw"])), tiny["rows"]
+    # a second run finds everything cached; --report-only redraws from the rows
     assert main(["train", "evaluate", "--config", str(config), "--report-only"]) == 0
-    assert json.loads((tmp_path / "work" / "results.json").read_text()) == rows
-
-    # more repeats keep the rows made so far and add the new repeat's
-    raw["finetune"]["repeats"] = 2
+    assert json.loads((tiny["work"] / "results.json").read_text()) == rows
+    # one more repeat keeps the rows made so far and adds the new repeat's (here for 1 labelled subject only)
+    raw["finetune"]["repeats"] = 3
+    raw["finetune"]["labelled"] = [1]
     write_toml(raw, config)
     assert main(["train", "evaluate", "--config", str(config)]) == 0
-    more = json.loads((tmp_path / "work" / "results.json").read_text())
-    assert more[: len(rows)] == rows and len(more) == 2 * len(rows)
-    assert all(r["repeat"] == 1 for r in more[len(rows):])
-    assert "| 2 |" in (tmp_path / "report" / "label-efficiency.md").read_text()
-
+    more = json.loads((tiny["work"] / "results.json").read_text())
+    assert more[: len(rows)] == rows and len(more) == len(rows) + 4
+    assert {(r["repeat"], r["labelled"]) for r in more[len(rows):]} == {(2, 1)}
     # other pretraining settings with the same encoder folder: a sentence, not a silent reuse
     raw["pretrain"]["steps"] = 4
     write_toml(raw, config)
@@ -116,5 +182,8 @@ def test_label_efficiency_bad_config_is_a_sentence(tmp_path: Path, capsys: pytes
     bad.write_text('[label_efficiency]\nsplit = "train"\n[data]\nwork_dir = "x"\n[finetune]\n[pretrain]\nobjectives = []\n')
     assert main(["--config", str(bad)]) == 2
     assert "split must be 'test' or 'validation'" in capsys.readouterr().err
+    bad.write_text('[label_efficiency]\n[data]\nwork_dir = "x"\n[finetune]\nfractions = [0.1]\n[pretrain]\nobjectives = []\n')
+    assert main(["--config", str(bad)]) == 2
+    assert "config key 'finetune.labelled'" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err

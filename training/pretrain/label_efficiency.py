@@ -1,39 +1,44 @@
-"""The label-efficiency evidence: does pretraining help when labels are scarce?
+"""Cross-protocol label-efficiency evidence: labels from one protocol family, unlabelled data from all.
 
 ``mrinode train evaluate --config training/configs/label-efficiency.toml [--report-only]``
 (the CLI sends a config with a ``[label_efficiency]`` table here; bundle configs go to
 :mod:`training.evaluate`). Also ``python -m training.pretrain.label_efficiency --config FILE``.
 
-1. Writes synthetic subjects with the project's engine (``training.synth``): a labelled
-   training pool, held-out test subjects and validation subjects (seeds never used for
-   training), and extra unlabelled subjects (healthy and tumour) that only pretraining sees.
-2. Pretrains one encoder per objective on the unlabelled images (training pool images +
-   extra subjects; ``swin_ssl`` in BrainSegFounder's two stages: extra subjects first, then
-   the target pool). 3D objectives train the ``[encoder]``, 2D ones (``dino2d``) the
-   ``[encoder2d]``.
-3. Fine-tunes the same segmenter (same architecture, same steps) from each pretrained encoder
-   and from scratch (``scratch``: the 3D Swin segmenter; ``scratch2d``: the 2D slice
-   segmenter) on 1 %, 10 % and 100 % of the labelled pool, and scores Dice WT/TC/ET and HD95
-   on the test subjects, or on the validation subjects with ``split = "validation"`` (for
-   choosing settings without looking at the test subjects).
-4. Writes ``label-efficiency.md``, PNG plots and the result rows under the report folder.
+The design is a hospital's: unlabelled studies from every scanner, labels from one.
 
-Every stage is cached under ``work_dir`` (subjects, encoders with the settings they were
-made with, result rows keyed by a digest of the settings), so a run that was stopped
-continues where it was, and ``--report-only`` redraws the report from the results so far.
+1. Plans and writes synthetic subjects (:mod:`training.pretrain.families`): an unlabelled
+   pool from every protocol family, a labelled pool from **one** family, held-out test
+   subjects of the other families (``other-protocol``) and of the labelled family
+   (``same-protocol``), validation subjects (for choosing settings) and probe subjects. The
+   seeds of the roles are disjoint, so no test subject reaches pretraining or fine-tuning.
+2. Pretrains one encoder per objective on the unlabelled pool plus the labelled pool's
+   images (``swin_ssl`` in BrainSegFounder's two stages: unlabelled pool first, then the
+   labelled family's images).
+3. For each number of labelled subjects (``[finetune] labelled``, in the order given) and
+   each repeat, draws the labelled subset from the repeat's seed and fine-tunes every arm
+   (``scratch`` and each objective; the same architecture, subset, crops, steps and seed),
+   then scores Dice WT/TC/ET and HD95 on both test sets (one row per arm, count, repeat and
+   test set, written as it completes).
+4. After the first count, frozen-encoder probes (:mod:`training.pretrain.probes`):
+   sequence classification and TR/TE/flip regression with a linear head, against the same
+   network trained from scratch on the same labels.
+5. Writes ``label-efficiency.md``, PNG plots with error bars and the raw rows
+   (``label-efficiency-results.json``, ``probe-results.json``) under the report folder.
 
-Config tables: ``[label_efficiency]`` (``split``: ``"test"`` or ``"validation"``),
-``[data]`` (``work_dir``, ``sequences``, ``voxel_mm``, ``train_subjects``,
-``test_subjects``, ``val_subjects``, ``unlabelled_subjects``, ``seed``), ``[encoder]`` and
-``[encoder2d]`` (registry configs), ``[pretrain]`` (``objectives``, ``steps``,
-``batch_size``, ``patch``, ``steps_2d``, ``batch_size_2d``, ``patch_2d``, ``lr``,
-``threads``, ``options.<objective>``), ``[finetune]`` (``fractions``, ``steps``, ``lr``,
-``batch_size``, ``roi``, ``repeats``, ``sequence_dropout``, ``encoder_lr_scale`` — the
-pretrained encoder's learning rate relative to ``lr``; ``norm`` — the decoder's; ``batch``
-when the crop is so small that the deepest map is one voxel), ``[finetune2d]`` (overrides
-for the 2D arm: ``roi`` (2 values), ``batch_size``, ``mode`` — ``full``, ``frozen`` or
-``lora`` for a pretrained encoder, ``width``, ``lora_rank``), ``[report]`` (``dir``;
-``notes``: markdown appended to the report).
+Every stage is cached under ``work_dir`` (subjects, encoders with their settings, rows keyed
+by a digest of the settings), so a stopped run continues where it was and ``--report-only``
+redraws the report from the rows so far. ``split = "validation"`` scores the validation
+subjects instead (for choosing settings) and writes its rows and report under ``work_dir``.
+
+Config tables: ``[label_efficiency]`` (``split``), ``[families]`` (``labelled``, ``define``),
+``[data]`` (``work_dir``, ``sequences``, ``voxel_mm``, ``seed`` and the subject counts of
+:func:`training.pretrain.families.plan_split`), ``[encoder]``/``[encoder2d]`` (registry
+configs), ``[pretrain]`` (``objectives``, ``steps``, ``batch_size``, ``patch``, ``steps_2d``,
+``batch_size_2d``, ``patch_2d``, ``lr``, ``threads``, ``options.<objective>``),
+``[finetune]`` (``labelled``, ``steps``, ``lr``, ``batch_size``, ``roi``, ``repeats``,
+``sequence_dropout``, ``encoder_lr_scale``, ``norm``), ``[finetune2d]``,
+``[probe]`` (see :mod:`training.pretrain.probes`), ``[report]`` (``dir``, ``notes``,
+``command``).
 """
 
 from __future__ import annotations
@@ -48,57 +53,44 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["baselines", "label_counts", "main", "run"]
+__all__ = ["TESTS", "baselines", "labelled_subset", "main", "run", "run_cell"]
 
 log = logging.getLogger(__name__)
 
+#: The two test sets: the labelled family's held-out subjects and every other family's.
+TESTS: tuple[str, str] = ("same-protocol", "other-protocol")
 
-def label_counts(pool: int, fractions: list[float]) -> dict[float, int]:
-    """Number of labelled subjects per fraction: ``max(1, round(f * pool))``.
+
+def labelled_subset(pool: int, k: int, seed: int) -> list[int]:
+    """Indices of the ``k`` labelled subjects of one repeat: the first ``k`` of a seeded shuffle.
+
+    The same for every arm; nested over ``k`` within a repeat (the 2 subjects are among the 5).
 
     Parameters
     ----------
     pool : int
-        Size of the labelled training pool.
-    fractions : list of float
-        Label fractions in ``(0, 1]``.
+        Size of the labelled pool.
+    k : int
+        Labelled subjects wanted, ``1 <= k <= pool``.
+    seed : int
+        The repeat's seed.
 
     Returns
     -------
-    dict
-        Fraction -> subject count.
+    list of int
+        Indices into the pool.
 
     Raises
     ------
     ValueError
-        If a fraction is outside ``(0, 1]``.
+        If ``k`` is outside ``[1, pool]``.
     """
-    out = {}
-    for f in fractions:
-        if not 0.0 < f <= 1.0:
-            raise ValueError(f"label fraction {f} is outside (0, 1].")
-        out[f] = max(1, min(pool, round(f * pool)))
-    return out
+    import torch
 
-
-def _write_subjects(folder: Path, seeds: range, voxel_mm: float, sequences: list[str], tumour: bool | None) -> list[str]:
-    import importlib
-
-    synth = importlib.import_module("training.synth")
-    from dicom_node.sequences import parse_sequence_label
-
-    folder.mkdir(parents=True, exist_ok=True)
-    done = folder / "subjects.json"
-    if done.is_file():
-        listed: list[str] = json.loads(done.read_text())
-        return listed
-    labels = [parse_sequence_label(s) for s in sequences]
-    paths = []
-    for seed in seeds:
-        subject = synth.generate_subject(seed, voxel_mm=voxel_mm, sequences=labels, tumour=tumour)
-        paths.append(str(synth.write_subject(subject, folder)))
-    done.write_text(json.dumps(paths, indent=1) + "\n")
-    return paths
+    if not 1 <= k <= pool:
+        raise ValueError(f"config key 'finetune.labelled': {k} labelled subjects asked, the pool holds {pool}.")
+    order: list[int] = torch.randperm(pool, generator=torch.Generator().manual_seed(int(seed))).tolist()
+    return order[:k]
 
 
 def _fingerprint(obj: Any) -> str:
@@ -112,7 +104,8 @@ def _spatial_dims(objective: str) -> int:
     return int(getattr(objective_class(objective), "spatial_dims", 3))
 
 
-def _pretrain(objective: str, cfg: dict[str, Any], work: Path, train_dirs: list[str], extra_dirs: list[str]) -> Path:
+def _pretrain(objective: str, cfg: dict[str, Any], work: Path, target_dirs: list[str], pool_dirs: list[str]) -> Path:
+    """Pretrain (or find) the encoder of ``objective`` on ``pool_dirs`` + ``target_dirs``."""
     from training.pretrain.config import parse_config
     from training.pretrain.run import train
 
@@ -122,7 +115,7 @@ def _pretrain(objective: str, cfg: dict[str, Any], work: Path, train_dirs: list[
     steps = int(pre.get("steps_2d", pre["steps"])) if two_d else int(pre["steps"])
     patch = [*pre.get("patch_2d", [48, 48]), 1] if two_d else pre.get("patch", [32, 32, 32])
     data_table = {
-        "sources": train_dirs + extra_dirs,
+        "sources": target_dirs + pool_dirs,
         "sequences": data["sequences"],
         "voxel_mm": float(data["voxel_mm"]),
         "patch": patch,
@@ -135,20 +128,18 @@ def _pretrain(objective: str, cfg: dict[str, Any], work: Path, train_dirs: list[
         "options": dict(pre.get("options", {}).get(objective, {})),
         "data": data_table,
         "optim": {"lr": float(pre.get("lr", 1e-3)), "warmup_steps": max(1, steps // 20), "max_steps": steps},
-        "run": {"out_dir": str(out), "threads": int(pre.get("threads", 2)), "log_every": 10, "checkpoint_every": 100},
+        "run": {"out_dir": str(out), "threads": int(pre.get("threads", 2)), "log_every": 10,
+                "checkpoint_every": max(10, steps // 10)},
     }
     if objective == "swin_ssl":  # BrainSegFounder: general data first, then the target data
         raw["stages"] = [
-            {"name": "general", "steps": steps // 2, "data": {"sources": extra_dirs}},
-            {"name": "target", "steps": steps - steps // 2, "data": {"sources": train_dirs}},
+            {"name": "general", "steps": steps // 2, "data": {"sources": pool_dirs}},
+            {"name": "target", "steps": steps - steps // 2, "data": {"sources": target_dirs}},
         ]
     settings = {k: v for k, v in raw.items() if k != "run"}
     marker = out / "settings.json"
-    if (out / "encoder" / "encoder.json").is_file():
-        if not marker.is_file():  # made before settings were recorded, by this same code path
-            log.info("adopting the pretrained %s encoder in %s (no settings recorded)", objective, out)
-            marker.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
-        elif _fingerprint(json.loads(marker.read_text())) != _fingerprint(settings):
+    if (out / "encoder" / "encoder.json").is_file() and marker.is_file():
+        if _fingerprint(json.loads(marker.read_text())) != _fingerprint(settings):
             raise ValueError(
                 f"the {objective} encoder in {out} was pretrained with other settings than the config's; "
                 "use another [data] work_dir or remove that folder."
@@ -159,10 +150,10 @@ def _pretrain(objective: str, cfg: dict[str, Any], work: Path, train_dirs: list[
     return Path(result["encoder"])
 
 
-def _arm_config(init: str, objective: str | None, enc: Path | None, cfg: dict[str, Any], n_seq: int) -> dict[str, Any]:
+def _arm_config(arm: str, enc: Path | None, cfg: dict[str, Any], n_seq: int) -> dict[str, Any]:
     """Segmenter config, crop, batch, steps and learning rates of one fine-tuning arm."""
     ft = cfg["finetune"]
-    two_d = init == "scratch2d" or (objective is not None and _spatial_dims(objective) == 2)
+    two_d = arm == "scratch2d" or (arm not in ("scratch",) and _spatial_dims(arm) == 2)
     if two_d:
         ft2 = {**ft, **cfg.get("finetune2d", {})}
         seg: dict[str, Any] = {
@@ -202,6 +193,89 @@ def baselines(objectives: list[str]) -> dict[str, str]:
     return {o: "scratch2d" if _spatial_dims(o) == 2 else "scratch" for o in objectives}
 
 
+def run_cell(arm: str, enc: Path | None, cfg: dict[str, Any], train_items: list[dict[str, Any]],
+             tests: dict[str, list[dict[str, Any]]], *, labelled: int, repeat: int) -> list[dict[str, Any]]:
+    """Fine-tune one arm on one repeat's labelled subset and score it on every test set.
+
+    Parameters
+    ----------
+    arm : str
+        ``scratch``, ``scratch2d`` or an objective's name.
+    enc : Path or None
+        The pretrained encoder (None from scratch).
+    cfg : dict
+        The evidence config.
+    train_items : list of dict
+        The labelled pool (:func:`training.pretrain.downstream.load_items`).
+    tests : dict
+        Test set name -> items.
+    labelled : int
+        Labelled subjects.
+    repeat : int
+        Repeat index; the subset and every random draw of the fine-tuning follow
+        ``[data] seed + repeat``.
+
+    Returns
+    -------
+    list of dict
+        One row per test set.
+    """
+    from training.pretrain.downstream import evaluate_segmenter, finetune_segmenter
+
+    seq = list(cfg["data"]["sequences"])
+    vox = float(cfg["data"]["voxel_mm"])
+    seed = int(cfg["data"].get("seed", 0)) + repeat
+    chosen = [train_items[i] for i in labelled_subset(len(train_items), labelled, seed)]
+    spec = _arm_config(arm, enc, cfg, len(seq))
+    net, info = finetune_segmenter(
+        spec["seg"], chosen, seq, spacing_mm=vox, roi=spec["roi"], steps=spec["steps"], lr=spec["lr"],
+        batch_size=spec["batch_size"], sequence_dropout=spec["sequence_dropout"], seed=seed,
+        encoder_lr_scale=spec["encoder_lr_scale"],
+    )
+    rows = []
+    for test, items in tests.items():
+        m = evaluate_segmenter(net, items, seq, spacing_mm=vox, roi=spec["roi"])
+        rows.append({
+            "arm": arm, "labelled": labelled, "test": test, "repeat": repeat, "seed": seed,
+            "dice_wt": m["dice_WT"], "dice_tc": m["dice_TC"], "dice_et": m["dice_ET"],
+            "hd95_wt": m["hd95_WT"], "hd95_tc": m["hd95_TC"], "hd95_et": m["hd95_ET"],
+            "test_subjects": int(m["subjects"]), "train_ids": [it["id"] for it in chosen],
+            "finetune_seconds": round(float(info["seconds"]), 1), "final_loss": float(info["losses"][-1]),
+        })
+    return rows
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"label-efficiency config {path} does not exist.")
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"label-efficiency config {path} is not valid TOML ({exc}).") from exc
+    split = str(cfg.get("label_efficiency", {}).get("split", "test"))
+    if split not in ("test", "validation"):
+        raise ValueError(f"label-efficiency config {path}: [label_efficiency] split must be 'test' or 'validation', not {split!r}.")
+    labelled = cfg["finetune"].get("labelled")
+    if not isinstance(labelled, list) or not labelled or not all(isinstance(k, int) and k >= 1 for k in labelled):
+        raise ValueError(f"label-efficiency config {path}: config key 'finetune.labelled' must be a list of "
+                         "labelled-subject counts (integers >= 1), e.g. [5, 2, 20].")
+    if int(cfg["finetune"].get("repeats", 1)) < 1:
+        raise ValueError(f"label-efficiency config {path}: config key 'finetune.repeats' must be >= 1.")
+    return cfg
+
+
+def _write_roles(cfg: dict[str, Any], work: Path, roles: list[str], sequences: list[str] | None = None) -> dict[str, list[str]]:
+    """Write (or find) the subjects of ``roles``; role -> subject folders."""
+    from training.pretrain.families import parse_families, plan_split, write_family_subjects
+
+    families, labelled = parse_families(cfg.get("families"))
+    plan = plan_split(cfg["data"], families, labelled)
+    seq = list(sequences or cfg["data"]["sequences"])
+    vox = float(cfg["data"]["voxel_mm"])
+    return {r: write_family_subjects(work / "subjects" / r, plan[r], families, vox, seq) if plan[r] else []
+            for r in roles}
+
+
 def run(config_path: str | Path, *, report_only: bool = False) -> Path:
     """Run (or continue) the evidence and write the report.
 
@@ -210,7 +284,7 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
     config_path : str or Path
         The TOML config.
     report_only : bool
-        Only redraw the report from the results file.
+        Only redraw the report from the rows so far.
 
     Returns
     -------
@@ -224,20 +298,15 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
     """
     import torch
 
-    from training.pretrain.downstream import evaluate_segmenter, finetune_segmenter, load_items
+    from training.pretrain.downstream import load_items
+    from training.pretrain.families import parse_families
     from training.pretrain.report import write_report
 
     path = Path(config_path)
-    if not path.is_file():
-        raise ValueError(f"label-efficiency config {path} does not exist.")
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"label-efficiency config {path} is not valid TOML ({exc}).") from exc
+    cfg = _read_config(path)
     data, ft = cfg["data"], cfg["finetune"]
     split = str(cfg.get("label_efficiency", {}).get("split", "test"))
-    if split not in ("test", "validation"):
-        raise ValueError(f"label-efficiency config {path}: [label_efficiency] split must be 'test' or 'validation', not {split!r}.")
+    _, labelled_family = parse_families(cfg.get("families"))
     work = Path(data["work_dir"])
     objectives = [str(o) for o in cfg["pretrain"]["objectives"]]
     base_of = baselines(objectives)
@@ -245,66 +314,72 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
         raise ValueError(f"label-efficiency config {path}: a 2D objective needs an [encoder2d] table.")
     if split == "test":
         report_dir = Path(cfg.get("report", {}).get("dir", "docs/pretraining"))
-        results_path = work / "results.json"
+        results_path, probes_path = work / "results.json", work / "probe-results.json"
     else:
-        report_dir, results_path = work / "validation-report", work / "results-validation.json"
-    # the digest leaves out the repeat count (rows carry their repeat): raising it adds rows, keeps the others
-    keyed = {k: cfg.get(k) for k in ("data", "encoder", "encoder2d", "pretrain", "finetune2d")}
-    keyed["finetune"] = {k: v for k, v in ft.items() if k != "repeats"}
+        report_dir = work / "validation-report"
+        results_path, probes_path = work / "results-validation.json", work / "probe-results-validation.json"
+    # the digest leaves out the repeat count and the labelled counts (rows carry both): more adds rows
+    keyed = {k: cfg.get(k) for k in ("data", "encoder", "encoder2d", "pretrain", "finetune2d", "families")}
+    keyed["finetune"] = {k: v for k, v in ft.items() if k not in ("repeats", "labelled")}
     settings = _fingerprint(keyed | {"split": split})
-    # rows made with other settings stay in the file (another config may share the work folder) but are not used
     every_row: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
     results = [r for r in every_row if r.get("settings") == settings]
+    probe_rows: list[dict[str, Any]] = json.loads(probes_path.read_text()) if probes_path.is_file() else []
+    probe_rows = [r for r in probe_rows if r.get("settings") == settings]
     if report_only:
-        return write_report(results, cfg, report_dir, work, base_of)
+        return write_report(results, probe_rows, cfg, report_dir, work, base_of)
     torch.set_num_threads(int(cfg["pretrain"].get("threads", 2)))
     seq = list(data["sequences"])
-    vox = float(data["voxel_mm"])
-    base = int(data.get("seed", 0))
-    n_train, n_test, n_extra = int(data["train_subjects"]), int(data["test_subjects"]), int(data["unlabelled_subjects"])
-    train_dirs = _write_subjects(work / "subjects" / "train", range(base, base + n_train), vox, seq, True)
-    extra_dirs = _write_subjects(work / "subjects" / "unlabelled", range(base + 20_000, base + 20_000 + n_extra), vox, seq, None)
+    dirs = _write_roles(cfg, work, ["labelled", "unlabelled", "test-same", "test-other", "validation"])
+    train_items = load_items(dirs["labelled"], seq)
     if split == "test":
-        eval_dirs = _write_subjects(work / "subjects" / "test", range(base + 10_000, base + 10_000 + n_test), vox, seq, True)
+        tests = {"same-protocol": load_items(dirs["test-same"], seq), "other-protocol": load_items(dirs["test-other"], seq)}
     else:
-        n_val = int(data.get("val_subjects", 0))
-        if n_val < 1:
+        if not dirs["validation"]:
             raise ValueError(f"label-efficiency config {path}: split 'validation' needs [data] val_subjects >= 1.")
-        eval_dirs = _write_subjects(work / "subjects" / "validation", range(base + 30_000, base + 30_000 + n_val), vox, seq, True)
-    train_items, eval_items = load_items(train_dirs, seq), load_items(eval_dirs, seq)
+        val = [(d, json.loads((Path(d) / "params.json").read_text()).get("protocol_family")) for d in dirs["validation"]]
+        tests = {"same-protocol": load_items([d for d, f in val if f == labelled_family], seq),
+                 "other-protocol": load_items([d for d, f in val if f != labelled_family], seq)}
 
-    encoders: dict[str, tuple[str | None, Path | None]] = {}
+    encoders: dict[str, Path | None] = {}
     for objective in objectives:
-        if base_of[objective] not in encoders:
-            encoders[base_of[objective]] = (None, None)
+        encoders.setdefault(base_of[objective], None)
         started = time.perf_counter()
-        encoders[objective] = (objective, _pretrain(objective, cfg, work, train_dirs, extra_dirs))
+        encoders[objective] = _pretrain(objective, cfg, work, dirs["labelled"], dirs["unlabelled"])
         log.info("pretrained %s in %.0f s", objective, time.perf_counter() - started)
     encoders = dict(sorted(encoders.items(), key=lambda kv: (kv[0] != "scratch", kv[0] != "scratch2d")))
 
-    counts = label_counts(len(train_items), [float(f) for f in ft["fractions"]])
-    for repeat in range(int(ft.get("repeats", 1))):
-        # the labelled subset is the same for every init: the first k of a per-repeat shuffle
-        order = torch.randperm(len(train_items), generator=torch.Generator().manual_seed(base + repeat)).tolist()
-        for fraction, k in counts.items():
-            for init, (pretrained_by, enc) in encoders.items():
-                if any(r["init"] == init and r["fraction"] == fraction and r["repeat"] == repeat for r in results):
+    def save() -> None:
+        results_path.write_text(json.dumps(every_row, indent=1) + "\n")
+        write_report(results, probe_rows, cfg, report_dir, work, base_of)
+
+    for index, k in enumerate(int(x) for x in ft["labelled"]):
+        for repeat in range(int(ft.get("repeats", 1))):
+            for arm, enc in encoders.items():
+                if any(r["arm"] == arm and r["labelled"] == k and r["repeat"] == repeat for r in results):
                     continue
-                arm = _arm_config(init, pretrained_by, enc, cfg, len(seq))
-                net, info = finetune_segmenter(
-                    arm["seg"], [train_items[i] for i in order[:k]], seq, spacing_mm=vox, roi=arm["roi"],
-                    steps=arm["steps"], lr=arm["lr"], batch_size=arm["batch_size"],
-                    sequence_dropout=arm["sequence_dropout"], seed=base + repeat, encoder_lr_scale=arm["encoder_lr_scale"],
-                )
-                metrics = evaluate_segmenter(net, eval_items, seq, spacing_mm=vox, roi=arm["roi"])
-                row = {"init": init, "fraction": fraction, "labelled": k, "repeat": repeat, "split": split, **metrics,
-                       "finetune_seconds": info["seconds"], "final_loss": info["losses"][-1], "settings": settings}
-                results.append(row)
-                every_row.append(row)
-                results_path.write_text(json.dumps(every_row, indent=1) + "\n")
-                log.info("label efficiency %s @ %s (%d subjects, %s): Dice WT %.3f", init, fraction, k, split,
-                         metrics["dice_WT"])
-    return write_report(results, cfg, report_dir, work, base_of)
+                rows = [r | {"split": split, "labelled_family": labelled_family, "settings": settings}
+                        for r in run_cell(arm, enc, cfg, train_items, tests, labelled=k, repeat=repeat)]
+                results.extend(rows)
+                every_row.extend(rows)
+                save()
+                log.info("label efficiency %s, %d labelled, repeat %d: Dice WT %s", arm, k, repeat,
+                         ", ".join(f"{r['test']} {r['dice_wt']:.3f}" for r in rows))
+        if index == 0 and cfg.get("probe") and not probe_rows:
+            probe_rows.extend(_probes(cfg, work, encoders, split, settings))
+            probes_path.write_text(json.dumps(probe_rows, indent=1) + "\n")
+            save()
+    return write_report(results, probe_rows, cfg, report_dir, work, base_of)
+
+
+def _probes(cfg: dict[str, Any], work: Path, encoders: dict[str, Path | None], split: str, settings: str) -> list[dict[str, Any]]:
+    """Frozen-encoder probes of every 3D encoder and the from-scratch network, as rows."""
+    from training.pretrain.probes import PROBE_SEQUENCES, run_probes
+
+    dirs = _write_roles(cfg, work, ["probe-train", "probe-test"], PROBE_SEQUENCES)
+    three_d = {arm: enc for arm, enc in encoders.items() if arm != "scratch2d" and (arm == "scratch" or _spatial_dims(arm) == 3)}
+    rows = run_probes(cfg, three_d, dirs["probe-train"], dirs["probe-test"])
+    return [r | {"split": split, "settings": settings} for r in rows]
 
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:

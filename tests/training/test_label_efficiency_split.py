@@ -1,0 +1,70 @@
+"""The cross-protocol split: roles, families and seeds of every subject, before anything is generated."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from tests.training.pretrain_support import CONFIGS
+
+_TEST_ROLES = ("test-same", "test-other", "probe-test", "validation")
+_TRAIN_ROLES = ("labelled", "unlabelled", "probe-train")
+
+
+@pytest.mark.parametrize("name", ["label-efficiency.toml", "label-efficiency-tiny.toml"])
+def test_shipped_configs_never_share_a_test_subject_with_training(name: str) -> None:
+    from training.pretrain.families import parse_families, plan_split
+
+    cfg = tomllib.loads((CONFIGS / name).read_text())
+    families, labelled = parse_families(cfg.get("families"))
+    plan = plan_split(cfg["data"], families, labelled)
+    seeds = {role: [s.seed for s in subjects] for role, subjects in plan.items()}
+    for role, found in seeds.items():
+        assert len(found) == len(set(found)), f"{role} repeats a subject"
+    trained = {s for r in _TRAIN_ROLES for s in seeds[r]}
+    for role in _TEST_ROLES:
+        assert not set(seeds[role]) & trained, f"a {role} subject is also a pretraining or fine-tuning subject"
+    assert not set(seeds["test-same"]) & set(seeds["test-other"])
+    # labels from one family, other-protocol tests from the others, the unlabelled pool from all
+    assert {s.family for s in plan["labelled"]} == {s.family for s in plan["test-same"]} == {labelled}
+    assert {s.family for s in plan["probe-train"]} == {labelled}
+    assert {s.family for s in plan["test-other"]} == {f.name for f in families} - {labelled}
+    assert {s.family for s in plan["unlabelled"]} == {f.name for f in families}
+    assert len(plan["labelled"]) >= max(cfg["finetune"]["labelled"])
+
+
+def test_plan_is_deterministic_and_follows_the_engines_t1_draw() -> None:
+    from training.pretrain.families import DEFAULT_FAMILIES, _predicted_t1_kind, plan_split
+    from training.synth import generate_subject
+
+    data = {"seed": 123000, "labelled_subjects": 2, "test_other_subjects": 1}
+    one = plan_split(data, DEFAULT_FAMILIES, DEFAULT_FAMILIES[0].name)
+    assert one == plan_split(data, DEFAULT_FAMILIES, DEFAULT_FAMILIES[0].name)
+    s = one["test-other"][0]
+    fam = next(f for f in DEFAULT_FAMILIES if f.name == s.family)
+    drawn = generate_subject(s.seed, voxel_mm=8.0, sequences=["T1"], tumour=s.tumour, **fam.synth_kwargs())
+    assert drawn.params["t1_kind"] == fam.t1_kind == _predicted_t1_kind(s.seed, s.tumour)
+    assert drawn.params["vendor"] == fam.vendor and drawn.params["field_strength"] == fam.field_strength
+
+
+def test_labelled_subsets_are_seeded_nested_and_bounded() -> None:
+    from training.pretrain.label_efficiency import labelled_subset
+
+    assert labelled_subset(24, 5, 7) == labelled_subset(24, 5, 7)
+    assert labelled_subset(24, 2, 7) == labelled_subset(24, 5, 7)[:2]
+    assert labelled_subset(24, 5, 7) != labelled_subset(24, 5, 8)
+    with pytest.raises(ValueError, match=r"finetune\.labelled"):
+        labelled_subset(4, 5, 0)
+
+
+def test_bad_family_tables_are_sentences() -> None:
+    from training.pretrain.families import parse_families
+
+    with pytest.raises(ValueError, match=r"families\.labelled"):
+        parse_families({"labelled": "nope"})
+    with pytest.raises(ValueError, match="t1_kind"):
+        parse_families({"define": [{"name": "a", "vendor": "ge", "field_strength": 3.0, "t1_kind": "flash"},
+                                   {"name": "b", "vendor": "ge", "field_strength": 1.5, "t1_kind": "se"}]})
+    with pytest.raises(ValueError, match="two or more"):
+        parse_families({"define": [{"name": "a", "vendor": "ge", "field_strength": 3.0, "t1_kind": "se"}]})
