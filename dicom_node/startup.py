@@ -325,4 +325,8 @@ def run_checks(cfg: NodeConfig, *, reach: bool = True) -> CheckReport:
     check_routing(cfg, report)
     if reach:
         check_destinations(cfg, report)
+    if cfg.scale.engine == "celery":
+        from dicom_node.scale.checks import check_scale
+
+        check_scale(cfg, report, reach=reach)
     return report

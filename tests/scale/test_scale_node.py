@@ -183,3 +183,13 @@ def test_start_up_checks_of_scale(tmp_path: Path) -> None:
     report = CheckReport()
     check_scale(parse_config({}), report)  # local: nothing to check
     assert (report.errors, report.warnings, report.passed) == ([], [], [])
+
+
+def test_mrinode_check_runs_the_scale_checks(tmp_path: Path) -> None:
+    """``run_checks`` (what ``mrinode check`` and ``serve`` run before listening) includes ``[scale]``'s."""
+    from dicom_node.startup import run_checks
+
+    cfg = parse_config({"node": {"data_dir": str(tmp_path)},
+                        "scale": {"engine": "celery", "broker_url": f"amqp://g:g@127.0.0.1:{free_port()}//"}})
+    report = run_checks(cfg, reach=False)
+    assert any("config key 'api.token'" in e for e in report.errors), report
