@@ -140,8 +140,9 @@ def test_corrections_retrain_gate_promote_rollback(tmp_path: Path, stack: ExitSt
 
     subject_a = synth_subject(tmp_path / "synth-a", 96101)
     subject_b = synth_subject(tmp_path / "synth-b", 96102)
-    studies = {"A": Study(subject_a, tmp_path / "A", "A"), "B": Study(subject_b, tmp_path / "B", "B"),
-               "C": Study(subject_a, tmp_path / "C", "C")}
+    studies = {"A": Study(subject_a, tmp_path / "A", "A", coarse=True),
+               "B": Study(subject_b, tmp_path / "B", "B", coarse=True),
+               "C": Study(subject_a, tmp_path / "C", "C", coarse=True)}
 
     orthanc = stack.enter_context(OrthancServer(tmp_path / "orthanc"))
     node = stack.enter_context(NodeProcess(
@@ -218,7 +219,7 @@ out_dir = "{tmp_path / 'validation'}"
     assert hits == []
 
     # The node runs the promoted version on the next study, without a restart.
-    study_d = Study(subject_b, tmp_path / "D", "D")
+    study_d = Study(subject_b, tmp_path / "D", "D", coarse=True)
     _, sr = _run_study(node, orthanc, study_d)
     assert v2.version in _algorithm_version(sr)
 

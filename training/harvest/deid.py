@@ -56,7 +56,7 @@ class Deidentifier:
         sda.dictionary.clear()
         sda.dictionary.update(self.uids)
         try:
-            self._apply(ds, top=True)
+            self._apply(ds)
             self.uids = dict(sda.dictionary)
         finally:
             sda.dictionary.clear()
@@ -67,9 +67,9 @@ class Deidentifier:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         return ds
 
-    def _apply(self, ds: Dataset, *, top: bool) -> None:
+    def _apply(self, ds: Dataset) -> None:
         self._sda.anonymize_dataset(ds, extra_anonymization_rules=self._rules, delete_private_tags=True)
         for elem in list(ds):
             if elem.VR == "SQ" and elem.value is not None:
                 for item in elem.value:
-                    self._apply(item, top=False)
+                    self._apply(item)

@@ -76,6 +76,17 @@ class OrthancPacs:
                            str(r["MainDicomTags"].get("SeriesInstanceUID", "")), tuple(r.get("Instances", [])))
                 for r in rows]
 
+    def seg_series(self) -> list[PacsSeries]:
+        """Every SEG series in the PACS, found by one ``/tools/find`` (no study is listed one by one)."""
+        return self._find_series("SEG")
+
+    def _find_series(self, modality: str) -> list[PacsSeries]:
+        query = {"Level": "Series", "Query": {"Modality": modality}, "Expand": True}
+        response = self._call(f"find its {modality} series", lambda: self.api.post("tools/find", json=query))
+        return [PacsSeries(r["ID"], str(r.get("ParentStudy", "")), modality,
+                           str(r["MainDicomTags"].get("SeriesInstanceUID", "")), tuple(r.get("Instances", [])))
+                for r in response.json()]
+
     def dataset(self, instance_id: str, *, headers_only: bool = False) -> Dataset:
         """One instance read into memory."""
         raw: bytes = self._call("download an instance", self.api.instances.get_file, instance_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 class HarvestConfig(StrictModel):
     """``[harvest]`` of a retraining config (paths relative to that file).
 
-    Keys: ``url`` (Orthanc's REST root), ``user``, ``password``, ``node_manufacturers``
+    Keys: ``url`` (Orthanc's REST root), ``user``, ``password`` (or ``password_env``: the name of
+    an environment variable holding it), ``node_manufacturers``
     (Manufacturer of the node's own SEGs, default ``["mrinode"]``), ``out_dir`` (the
     training set's folder), ``channels`` (the sequences a case needs; default the model's),
     ``unlabelled`` (also harvest the studies without a correction, de-identified the same way,
@@ -36,6 +38,7 @@ class HarvestConfig(StrictModel):
     url: str
     user: str = ""
     password: str = ""
+    password_env: str = ""
     node_manufacturers: list[str] = Field(default_factory=lambda: ["mrinode"], min_length=1)
     out_dir: Path = Path("var/training-set")
     channels: list[str] = Field(default_factory=list)
@@ -100,7 +103,10 @@ def harvest(cfg: HarvestConfig, card: Any, channels: list[str] | None = None) ->
         The PACS does not answer.
     """
     t0 = time.perf_counter()
-    pacs = OrthancPacs(cfg.url, cfg.user, cfg.password)
+    password = os.environ.get(cfg.password_env, "") if cfg.password_env else cfg.password
+    if cfg.password_env and not password:
+        raise ValueError(f"config key 'harvest.password_env': the environment variable {cfg.password_env} is not set.")
+    pacs = OrthancPacs(cfg.url, cfg.user, password)
     pacs.check()
     tset = TrainingSet(cfg.out_dir)
     need = list(channels or cfg.channels or card.channels)

@@ -68,8 +68,11 @@ def find_corrections(pacs: OrthancPacs, node_manufacturers: list[str], study_ids
     """
     own = {m.strip().lower() for m in node_manufacturers}
     found: list[Correction] = []
-    for study_id in study_ids if study_ids is not None else pacs.studies():
-        segs = [s for s in pacs.series(study_id) if s.modality == "SEG" and s.instances]
+    by_study: dict[str, list[PacsSeries]] = {}
+    for s in pacs.seg_series():
+        if s.instances and (study_ids is None or s.study_id in study_ids):
+            by_study.setdefault(s.study_id, []).append(s)
+    for study_id, segs in sorted(by_study.items()):
         if len(segs) < 2:
             continue
         node: dict[str, Dataset] = {}
