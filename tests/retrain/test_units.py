@@ -70,7 +70,7 @@ def test_promotion_serves_through_a_link_and_rollback_restores_the_previous(tmp_
     assert main(["models", "rollback", "m", "--registry", str(tmp_path / "nowhere")]) == 2
 
 
-def _seg_and_series(tmp_path: Path) -> tuple[list[pydicom.Dataset], pydicom.Dataset, set[str]]:
+def _seg_and_series(tmp_path: Path) -> tuple[list[pydicom.FileDataset], pydicom.FileDataset, set[str]]:
     from dicom_node.io.codes import AlgorithmSpec, SegmentSpec
     from dicom_node.io.reader import read_series
     from dicom_node.io.seg import write_seg
