@@ -161,6 +161,12 @@ def test_caches_more_repeats_and_changed_settings(tiny: dict[str, Any]) -> None:
     # a second run finds everything cached; --report-only redraws from the rows
     assert main(["train", "evaluate", "--config", str(config), "--report-only"]) == 0
     assert json.loads((tiny["work"] / "results.json").read_text()) == rows
+    # a second worker of a finished run finds everything made; a bad worker spec is a sentence
+    from training.pretrain.label_efficiency import main as le_main
+
+    assert le_main(["--config", str(config), "--worker", "1/2"]) == 0
+    assert json.loads((tiny["work"] / "results.json").read_text()) == rows
+    assert le_main(["--config", str(config), "--worker", "2/2"]) == 2
     # one more repeat keeps the rows made so far and adds the new repeat's (here for 1 labelled subject only)
     raw["finetune"]["repeats"] = 3
     raw["finetune"]["labelled"] = [1]

@@ -120,9 +120,10 @@ def finetune_segmenter(
     set_determinism(seed=seed)
     torch.manual_seed(seed)
     net: torch.nn.Module = build_slice_segmenter(seg_cfg) if seg_cfg.get("slice") else build_segmenter(seg_cfg)
-    augment = train_transforms(roi, sequence_dropout, num_samples=batch_size)
+    # crop centres are drawn from tumour and head voxel indices cached once per subject (not per crop)
+    augment = train_transforms(roi, sequence_dropout, num_samples=batch_size, cached_indices=True)
     augment.set_random_state(seed=seed)  # MONAI random transforms keep their own generators
-    data = make_dataset(items, channels, [spacing_mm] * 3, augment)
+    data = make_dataset(items, channels, [spacing_mm] * 3, augment, crop_indices_roi=roi)
     from monai.data import list_data_collate
 
     loader = torch.utils.data.DataLoader(

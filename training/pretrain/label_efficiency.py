@@ -276,7 +276,29 @@ def _write_roles(cfg: dict[str, Any], work: Path, roles: list[str], sequences: l
             for r in roles}
 
 
-def run(config_path: str | Path, *, report_only: bool = False) -> Path:
+def _append_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append ``rows`` to the JSON list at ``path`` under a file lock (workers share it); return the list."""
+    import fcntl
+    import os
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current: list[dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else []
+        current.extend(rows)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, indent=1) + "\n")
+        os.replace(tmp, path)
+        return current
+
+
+def _wait(ready: Any, what: str, poll_s: float = 5.0) -> None:
+    """Block until ``ready()`` is true (another worker is making ``what``)."""
+    while not ready():
+        log.info("waiting for %s (another worker makes it)", what)
+        time.sleep(poll_s)
+
+
+def run(config_path: str | Path, *, report_only: bool = False, worker: tuple[int, int] = (0, 1)) -> Path:
     """Run (or continue) the evidence and write the report.
 
     Parameters
@@ -285,6 +307,11 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
         The TOML config.
     report_only : bool
         Only redraw the report from the rows so far.
+    worker : tuple of int
+        ``(i, n)``: this process is worker ``i`` of ``n`` sharing the work folder (one CPU core
+        each). Worker 0 writes the subjects and runs the probes; objective ``j`` is pretrained by
+        worker ``j % n`` and cell ``j`` (in the order labelled count, repeat, arm) fine-tuned by
+        worker ``j % n``; rows go to the shared results file under a lock.
 
     Returns
     -------
@@ -304,6 +331,9 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
 
     path = Path(config_path)
     cfg = _read_config(path)
+    me, workers = worker
+    if not 0 <= me < workers:
+        raise ValueError(f"--worker {me}/{workers}: the worker index must lie in [0, {workers}).")
     data, ft = cfg["data"], cfg["finetune"]
     split = str(cfg.get("label_efficiency", {}).get("split", "test"))
     _, labelled_family = parse_families(cfg.get("families"))
@@ -322,15 +352,22 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
     keyed = {k: cfg.get(k) for k in ("data", "encoder", "encoder2d", "pretrain", "finetune2d", "families")}
     keyed["finetune"] = {k: v for k, v in ft.items() if k not in ("repeats", "labelled")}
     settings = _fingerprint(keyed | {"split": split})
-    every_row: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
-    results = [r for r in every_row if r.get("settings") == settings]
-    probe_rows: list[dict[str, Any]] = json.loads(probes_path.read_text()) if probes_path.is_file() else []
-    probe_rows = [r for r in probe_rows if r.get("settings") == settings]
+
+    def mine(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r.get("settings") == settings]
+
+    results = mine(json.loads(results_path.read_text()) if results_path.is_file() else [])
+    probe_rows = mine(json.loads(probes_path.read_text()) if probes_path.is_file() else [])
     if report_only:
         return write_report(results, probe_rows, cfg, report_dir, work, base_of)
     torch.set_num_threads(int(cfg["pretrain"].get("threads", 2)))
     seq = list(data["sequences"])
-    dirs = _write_roles(cfg, work, ["labelled", "unlabelled", "test-same", "test-other", "validation"])
+    roles = ["labelled", "unlabelled", "test-same", "test-other", "validation"]
+    ready = work / "subjects" / "ready"  # worker 0 writes the subjects; the others wait for this marker
+    if me != 0:
+        _wait(lambda: ready.is_file() and ready.read_text().strip() == settings, "the subjects")
+    dirs = _write_roles(cfg, work, roles)
+    ready.write_text(settings + "\n")
     train_items = load_items(dirs["labelled"], seq)
     if split == "test":
         tests = {"same-protocol": load_items(dirs["test-same"], seq), "other-protocol": load_items(dirs["test-other"], seq)}
@@ -342,33 +379,38 @@ def run(config_path: str | Path, *, report_only: bool = False) -> Path:
                  "other-protocol": load_items([d for d, f in val if f != labelled_family], seq)}
 
     encoders: dict[str, Path | None] = {}
-    for objective in objectives:
+    for j, objective in enumerate(objectives):
         encoders.setdefault(base_of[objective], None)
+        if j % workers != me:
+            continue
         started = time.perf_counter()
         encoders[objective] = _pretrain(objective, cfg, work, dirs["labelled"], dirs["unlabelled"])
         log.info("pretrained %s in %.0f s", objective, time.perf_counter() - started)
+    for objective in objectives:
+        if objective not in encoders:
+            folder = work / "encoders" / objective
+            _wait(lambda f=folder: (f / "settings.json").is_file(), f"the {objective} encoder")  # type: ignore[misc]
+            encoders[objective] = _pretrain(objective, cfg, work, dirs["labelled"], dirs["unlabelled"])
     encoders = dict(sorted(encoders.items(), key=lambda kv: (kv[0] != "scratch", kv[0] != "scratch2d")))
 
-    def save() -> None:
-        results_path.write_text(json.dumps(every_row, indent=1) + "\n")
-        write_report(results, probe_rows, cfg, report_dir, work, base_of)
-
+    cell = 0
     for index, k in enumerate(int(x) for x in ft["labelled"]):
         for repeat in range(int(ft.get("repeats", 1))):
             for arm, enc in encoders.items():
-                if any(r["arm"] == arm and r["labelled"] == k and r["repeat"] == repeat for r in results):
+                cell += 1
+                if (cell - 1) % workers != me or any(
+                        r["arm"] == arm and r["labelled"] == k and r["repeat"] == repeat for r in results):
                     continue
                 rows = [r | {"split": split, "labelled_family": labelled_family, "settings": settings}
                         for r in run_cell(arm, enc, cfg, train_items, tests, labelled=k, repeat=repeat)]
-                results.extend(rows)
-                every_row.extend(rows)
-                save()
+                results = mine(_append_rows(results_path, rows))
+                write_report(results, probe_rows, cfg, report_dir, work, base_of)
                 log.info("label efficiency %s, %d labelled, repeat %d: Dice WT %s", arm, k, repeat,
                          ", ".join(f"{r['test']} {r['dice_wt']:.3f}" for r in rows))
-        if index == 0 and cfg.get("probe") and not probe_rows:
-            probe_rows.extend(_probes(cfg, work, encoders, split, settings))
-            probes_path.write_text(json.dumps(probe_rows, indent=1) + "\n")
-            save()
+        if index == 0 and me == 0 and cfg.get("probe") and not probe_rows:
+            probe_rows = mine(_append_rows(probes_path, _probes(cfg, work, encoders, split, settings)))
+            write_report(results, probe_rows, cfg, report_dir, work, base_of)
+    results = mine(json.loads(results_path.read_text()))
     return write_report(results, probe_rows, cfg, report_dir, work, base_of)
 
 
@@ -395,10 +437,17 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(description="Label-efficiency evidence for the pretraining objectives.")
         parser.add_argument("--config", required=True, help="label-efficiency TOML config")
         parser.add_argument("--report-only", action="store_true", help="redraw the report from the results so far")
+        parser.add_argument("--worker", default="0/1",
+                            help="I/N: this process is worker I of N sharing the work folder (one core each)")
         args = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        report = run(args.config, report_only=bool(getattr(args, "report_only", False)))
+        i, _, n = str(getattr(args, "worker", "0/1")).partition("/")
+        try:
+            worker = (int(i), int(n))
+        except ValueError:
+            raise ValueError(f"--worker {args.worker!r}: write I/N, e.g. 0/2.") from None
+        report = run(args.config, report_only=bool(getattr(args, "report_only", False)), worker=worker)
     except KeyError as exc:
         print(f"label efficiency: the config {args.config} lacks the key {exc}.", file=sys.stderr)
         return 2
