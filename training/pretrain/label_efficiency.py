@@ -367,6 +367,10 @@ def run(config_path: str | Path, *, report_only: bool = False, worker: tuple[int
     if me != 0:
         _wait(lambda: ready.is_file() and ready.read_text().strip() == settings, "the subjects")
     dirs = _write_roles(cfg, work, roles)
+    if me == 0 and cfg.get("probe"):  # the probe subjects too, before the long part
+        from training.pretrain.probes import PROBE_SEQUENCES
+
+        _write_roles(cfg, work, ["probe-train", "probe-test"], PROBE_SEQUENCES)
     ready.write_text(settings + "\n")
     train_items = load_items(dirs["labelled"], seq)
     if split == "test":
