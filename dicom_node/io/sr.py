@@ -11,7 +11,13 @@ Imaging measurements, for each SEG segment that holds voxels:
   a SCOORD POLYLINE on the referenced source image (TID 1501 with TID 300, as OHIF and most
   PACS viewers draw them); for enhancing tumour, RANO measurability. The largest lesion's
   group shares the segment's TrackingUID, so a viewer that merges groups by TrackingUID
-  (OHIF) shows the volume beside the diameters, drawn on the right image.
+  (OHIF) shows the volume beside the diameters, drawn on the right image. Its Tracking
+  Identifier names the bidirectional tool of OHIF's SR adapters before the segment's name
+  (``Cornerstone3DTools@^0.1.0:Bidirectional:Enhancing tumour``), its NUMs are "Long Axis"
+  and "Short Axis" (CID 7470's meanings) and its Comment is the segment's name, so OHIF
+  lists it in its Measurements panel under the SEG's SegmentLabel, with the SEG's finding
+  code; these groups precede the volume group (OHIF takes the first Tracking Identifier of
+  groups it merges).
 
 A segment without voxels gets no measurement group (there is nothing to measure or draw);
 the report's text says "none found" for it.
@@ -71,6 +77,14 @@ SR_RANO_MEASURABILITY = Code("RANO-MEAS", PRIVATE_SCHEME, "RANO measurability")
 SR_RANO_MEASURABLE = Code("RANO-YES", PRIVATE_SCHEME, "Measurable (both diameters >= 10 mm)")
 SR_RANO_NON_MEASURABLE = Code("RANO-NO", PRIVATE_SCHEME, "Non-measurable (a diameter < 10 mm)")
 SR_SEGMENT_SUMMARY = Code("SEG-SUMMARY", PRIVATE_SCHEME, "Segment summary")
+#: SNOMED CT long and short axis, with the meanings of DICOM's CID 7470 (Linear Measurement):
+#: OHIF's bidirectional tool finds the two NUMs by these exact meanings.
+LONG_AXIS = ("103339001", "SCT", "Long Axis")
+SHORT_AXIS = ("103340004", "SCT", "Short Axis")
+#: Tracking Identifier prefix of a bidimensional group: the tool OHIF's SR adapters
+#: (@cornerstonejs/adapters) recreate from it, so OHIF lists the group in its Measurements
+#: panel as an editable bidirectional measurement; the segment's name follows the prefix.
+BIDIRECTIONAL_TRACKING_PREFIX = "Cornerstone3DTools@^0.1.0:Bidirectional"
 
 
 class SeriesIdentificationLike(Protocol):
@@ -266,6 +280,12 @@ def _segment_groups(
         tracking_uid = str(item.get("TrackingUID", "") or "") or _tracking_uid(uid_seed, "segment", str(number))
         regions = item.get("AnatomicRegionSequence", None)
         sites = [hd.sr.FindingSite(hd.sr.CodedConcept.from_dataset(r)) for r in regions] if regions else None
+        # the lesions' bidimensional groups come before the volume group: a viewer that
+        # merges groups by TrackingUID (OHIF) takes the first group's Tracking Identifier,
+        # and only the bidimensional one names a tool it can turn into a listed measurement
+        for lesion in bidimensional.get(number, ()):
+            groups.append(_bidimensional_group(lesion, reference, label, tracking_uid, prop, category, sites,
+                                               number in enhancing, algorithm_id, uid_seed))
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 # the SEG's words: its SegmentLabel as the tracking identifier, its coded
@@ -290,9 +310,6 @@ def _segment_groups(
                 ],
             )
         )
-        for lesion in bidimensional.get(number, ()):
-            groups.append(_bidimensional_group(lesion, reference, label, tracking_uid, prop, category, sites,
-                                               number in enhancing, algorithm_id, uid_seed))
     return groups
 
 
@@ -323,12 +340,15 @@ def _bidimensional_group(
 
     mm = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
     name = label if lesion.lesion == 1 else f"{label} lesion {lesion.lesion}"
+    # the tool a viewer recreates from the group (OHIF lists it as a measurement), then the
+    # segment's name; the name a viewer shows is the group's Comment (below)
+    identifier = f"{BIDIRECTIONAL_TRACKING_PREFIX}:{name}"
     if lesion.lesion == 1:  # the segment's own tracking: a viewer shows the volume beside the diameters
-        tracking = hd.sr.TrackingIdentifier(uid=segment_tracking_uid, identifier=name[:64])
+        tracking = hd.sr.TrackingIdentifier(uid=segment_tracking_uid, identifier=identifier)
     else:
         tracking = hd.sr.TrackingIdentifier(
             uid=_tracking_uid(uid_seed or segment_tracking_uid, "lesion", segment_tracking_uid, str(lesion.lesion)),
-            identifier=name[:64],
+            identifier=identifier,
         )
     evaluations = None
     if rano:
@@ -341,9 +361,9 @@ def _bidimensional_group(
         finding_sites=sites,
         algorithm_id=algorithm_id,
         measurements=[
-            hd.sr.Measurement(name=codes.SCT.LongAxis, value=float(lesion.long_mm), unit=mm,
+            hd.sr.Measurement(name=hd.sr.CodedConcept(*LONG_AXIS), value=float(lesion.long_mm), unit=mm,
                               referenced_coordinates=[line(lesion.long_axis)]),
-            hd.sr.Measurement(name=codes.SCT.ShortAxis, value=float(lesion.short_mm), unit=mm,
+            hd.sr.Measurement(name=hd.sr.CodedConcept(*SHORT_AXIS), value=float(lesion.short_mm), unit=mm,
                               referenced_coordinates=[line(lesion.short_axis)]),
         ],
         qualitative_evaluations=evaluations,

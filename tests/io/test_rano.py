@@ -96,7 +96,7 @@ def test_sr_draws_the_diameters_on_the_measured_source_image(tmp_path) -> None:
             with_scoord.add(uid)
     assert set(uid_of.values()) == with_scoord
     long_axis = next(i for g in groups for i in g.ContentSequence
-                     if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeMeaning == "Long axis"
+                     if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeMeaning == "Long Axis"
                      and "Enhancing" in g.ContentSequence[0].TextValue)
     end_points = np.array(long_axis.ContentSequence[0].GraphicData, float).reshape(2, 2) - 0.5  # pixel centres
     k = bidim[3][0].slice_index

@@ -10,6 +10,7 @@ to ``var/test-artifacts/viewer/``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from dicom_node.viewer import default_dist, study_url
 from dicom_node.viewer.bundle import check_dist
 from tests.support.dciodvfy import dciodvfy
 from tests.support.orthanc import DICOMWEB_PLUGIN, OrthancServer
-from tests.viewer.ohif import OhifPage, ViewerProcess, chromium_context
+from tests.viewer.ohif import OhifPage, ViewerProcess, chromium_context, sop_of
 from tests.viewer.overlay import SliceCapture, judge_lines, judge_overlay
 from tests.viewer.phantom import PhantomSeries, write_phantom_series
 
@@ -138,7 +139,7 @@ def test_seg_and_sr_are_drawn_on_target(tmp_path: Path, pacs: OrthancServer, vie
         assert shown["Enhancing tumour (RANO measurable)"] == ""
         volume = float(np.sum(series.labels == ET)) * abs(np.linalg.det(series.affine_lps[:3, :3])) / 1000
         assert shown["Volume"] == f"{volume:.2f} ml"
-        assert {"Long axis", "Short axis"} <= set(shown)
+        assert {"Long Axis", "Short Axis"} <= set(shown)
         drawn = page.sr_annotation(et["uid"])
         k = series.sop_uids_by_k.index(drawn["current"].split("/instances/")[1].split("/")[0])
         assert len(drawn["svg"]) == 2, drawn["svg"]  # the two diameters, drawn on the measured image
@@ -147,9 +148,47 @@ def test_seg_and_sr_are_drawn_on_target(tmp_path: Path, pacs: OrthancServer, vie
         lines = [mapping.to_world(np.asarray(points, float)) for points in drawn["svg"]]
         assert judge_lines(lines, k, series.labels, series.affine_lps, on_value=ET, within_values=(ET, NECROSIS)) == []
         page.screenshot(ARTEFACTS / f"{name}-sr.png")
+
+        # "continue tracking?" — Yes: OHIF's Measurements panel lists the diameters, drawn as
+        # its bidirectional tool on the measured image
+        panel = page.track_sr(measurements=len(non_empty))
+        page.screenshot(ARTEFACTS / f"{name}-panel.png")
+        _check_panel(panel, series)
+        # OHIF skips each TID 1411 volume group (no coordinate) with one warning while hydrating
+        assert page.skipped_volume_groups == len(non_empty), page.skipped_volume_groups
         assert page.errors == [], page.errors
     finally:
         page.close()
+
+
+def _check_panel(panel: dict[str, Any], series: PhantomSeries) -> None:
+    """One panel row per measured segment, with the SEG's name and code, the SR's diameters,
+    and the enhancing tumour's drawn on its measured image, on the enhancing tumour."""
+    vol = read_series(series.paths)[0]
+    bidim = segment_bidimensional(series.labels, vol, BRATS_SEGMENTS)
+    rows, measurements = panel["rows"], panel["measurements"]
+    (ARTEFACTS / "panel.txt").write_text(f"{rows}\n")
+    expected = {n: BRATS_SEGMENTS[n - 1] for n, lesions in bidim.items() if lesions}
+    assert len(rows) == len(measurements) == len(expected), (rows, measurements)
+    for number, spec in expected.items():
+        (lesion,) = bidim[number]
+        # the row: its number, the segment's name, L and W, the finding site and finding
+        name = spec.label + (" (RANO measurable)" if spec.label_value == ET else "")
+        (row,) = [r for r in rows if name in r.split("\n")]
+        assert spec.type.meaning in row.split("\n"), row  # the SEG's SegmentedPropertyType
+        (m,) = [m for m in measurements if m["label"] == name]
+        assert m["toolName"] == "Bidirectional"
+        assert m["finding"] == {"value": spec.type.value, "scheme": spec.type.scheme_designator}
+        figures = dict(re.findall(r"([LW]):\s*([0-9.]+)\s*mm", row))
+        assert set(figures) == {"L", "W"}, row
+        # OHIF shows three significant digits
+        assert abs(float(figures["L"]) - lesion.long_mm) <= 0.051, (row, lesion)
+        assert abs(float(figures["W"]) - lesion.short_mm) <= 0.051, (row, lesion)
+        assert sop_of(m["imageId"]) == series.sop_uids_by_k[lesion.slice_index]
+        if spec.label_value == ET:
+            points = np.asarray(m["points"], float)
+            assert judge_lines([points[:2], points[2:]], lesion.slice_index, series.labels, series.affine_lps,
+                               on_value=ET, within_values=(ET, NECROSIS)) == []
 
 
 @pytest.mark.parametrize("defect", ["shifted", "flipped"])
