@@ -194,3 +194,29 @@ def test_one_run_at_a_time_across_processes(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         run_once(cfg)  # the lock is free again; this run fails on its missing config, and says so in the history
     assert [r["decision"] for r in history(cfg)] == ["failed"]
+
+
+@pytest.mark.parametrize(("grace", "late_s", "runs"), [(3600, 30, 1), (5, 60, 0)])
+def test_a_fire_time_missed_while_down_runs_within_the_grace_only(tmp_path: Path, grace: int, late_s: int,
+                                                                  runs: int) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from training.retrain import history
+
+    path = tmp_path / "r.toml"
+    path.write_text(f'finetune_config = "missing.toml"\nregistry_dir = "reg"\nschedule = "0 3 * * *"\n'
+                    f"misfire_grace_s = {grace}\n")
+    cfg = load_retrain_config(path)
+    down = open_scheduler(cfg, path)  # paused: it never runs the job; it stands for a process that died
+    down.modify_job("retrain", next_run_time=datetime.now(UTC) - timedelta(seconds=late_s))
+    up = open_scheduler(cfg, path)  # the restart, on the same job store
+    up.resume()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(history(cfg)) < runs:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    up.shutdown(wait=True)
+    down.shutdown(wait=False)
+    # The run that fired failed on its missing fine-tuning config, and says so in the history.
+    assert [r["decision"] for r in history(cfg)] == ["failed"] * runs

@@ -45,7 +45,7 @@ def test_run_once_registers_then_promotes_only_improvements(tmp_path: Path) -> N
     registry = ModelRegistry(cfg.registry_dir)
     assert registry.promoted("finetune-tiny") == first.entry
     # An impossible bar: the second run (warm-started from the first) is registered but the first stays promoted.
-    strict = cfg.model_copy(update={"min_improvement": 2.0})
+    strict = cfg.model_copy(update={"min_improvement": 2.0, "region_tolerance": 1.0})
     second = run_once(strict)
     assert not second.promoted and second.decision == "refused" and "margin" in second.reason
     assert second.previous_metrics and second.candidate_metrics
