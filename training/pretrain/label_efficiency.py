@@ -31,7 +31,7 @@ redraws the report from the rows so far. ``split = "validation"`` scores the val
 subjects instead (for choosing settings) and writes its rows and report under ``work_dir``.
 
 Config tables: ``[label_efficiency]`` (``split``), ``[families]`` (``labelled``, ``define``),
-``[data]`` (``work_dir``, ``sequences``, ``voxel_mm``, ``seed`` and the subject counts of
+``[data]`` (``work_dir``, ``subjects_dir`` (default ``<work_dir>/subjects``), ``sequences``, ``voxel_mm``, ``seed`` and the subject counts of
 :func:`training.pretrain.families.plan_split`), ``[encoder]``/``[encoder2d]`` (registry
 configs), ``[pretrain]`` (``objectives``, ``steps``, ``batch_size``, ``patch``, ``steps_2d``,
 ``batch_size_2d``, ``patch_2d``, ``lr``, ``threads``, ``options.<objective>``),
@@ -272,7 +272,8 @@ def _write_roles(cfg: dict[str, Any], work: Path, roles: list[str], sequences: l
     plan = plan_split(cfg["data"], families, labelled)
     seq = list(sequences or cfg["data"]["sequences"])
     vox = float(cfg["data"]["voxel_mm"])
-    return {r: write_family_subjects(work / "subjects" / r, plan[r], families, vox, seq) if plan[r] else []
+    root = Path(cfg["data"].get("subjects_dir", work / "subjects"))
+    return {r: write_family_subjects(root / r, plan[r], families, vox, seq) if plan[r] else []
             for r in roles}
 
 
@@ -363,7 +364,7 @@ def run(config_path: str | Path, *, report_only: bool = False, worker: tuple[int
     torch.set_num_threads(int(cfg["pretrain"].get("threads", 2)))
     seq = list(data["sequences"])
     roles = ["labelled", "unlabelled", "test-same", "test-other", "validation"]
-    ready = work / "subjects" / "ready"  # worker 0 writes the subjects; the others wait for this marker
+    ready = work / "subjects-ready"  # worker 0 writes the subjects; the others wait for this marker
     if me != 0:
         _wait(lambda: ready.is_file() and ready.read_text().strip() == settings, "the subjects")
     dirs = _write_roles(cfg, work, roles)
@@ -371,6 +372,7 @@ def run(config_path: str | Path, *, report_only: bool = False, worker: tuple[int
         from training.pretrain.probes import PROBE_SEQUENCES
 
         _write_roles(cfg, work, ["probe-train", "probe-test"], PROBE_SEQUENCES)
+    work.mkdir(parents=True, exist_ok=True)
     ready.write_text(settings + "\n")
     train_items = load_items(dirs["labelled"], seq)
     if split == "test":
