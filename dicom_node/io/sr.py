@@ -20,7 +20,9 @@ Imaging measurements, for each SEG segment that holds voxels:
   groups it merges).
 
 A segment without voxels gets no measurement group (there is nothing to measure or draw);
-the report's text says "none found" for it.
+the report's text says "none found" for it. A report without any measurement group (the
+"not performed" report, or nothing found) is titled "Diagnostic imaging report" instead of
+"Imaging Measurement Report": OHIF then shows it as text instead of failing to draw it.
 
 The document-level Qualitative Evaluations container (TID 1500) holds what is not a
 measurement of an image region: the analysis status and missing sequences, the notes, a
@@ -77,6 +79,11 @@ SR_RANO_MEASURABILITY = Code("RANO-MEAS", PRIVATE_SCHEME, "RANO measurability")
 SR_RANO_MEASURABLE = Code("RANO-YES", PRIVATE_SCHEME, "Measurable (both diameters >= 10 mm)")
 SR_RANO_NON_MEASURABLE = Code("RANO-NO", PRIVATE_SCHEME, "Non-measurable (a diameter < 10 mm)")
 SR_SEGMENT_SUMMARY = Code("SEG-SUMMARY", PRIVATE_SCHEME, "Segment summary")
+#: Title of a report without imaging measurements (nothing found, or not performed): LOINC
+#: "Diagnostic imaging report" (CID 7000), allowed because TID 1500's title group CID 7021
+#: is extensible. Viewers that draw "Imaging Measurement Report"s (OHIF) expect something
+#: to draw in one and fail on an empty one; under this title OHIF shows the report's text.
+REPORT_WITHOUT_MEASUREMENTS = ("18748-4", "LN", "Diagnostic imaging report")
 #: SNOMED CT long and short axis, with the meanings of DICOM's CID 7470 (Linear Measurement):
 #: OHIF's bidirectional tool finds the two NUMs by these exact meanings.
 LONG_AXIS = ("103339001", "SCT", "Long Axis")
@@ -536,7 +543,7 @@ def write_measurement_report(
         observation_context=_device_observer(algorithm),
         procedure_reported=hd.sr.CodedConcept(*PROCEDURE_MR_HEAD),
         imaging_measurements=groups or [placeholder],
-        title=codes.DCM.ImagingMeasurementReport,
+        title=codes.DCM.ImagingMeasurementReport if groups else hd.sr.CodedConcept(*REPORT_WITHOUT_MEASUREMENTS),
     )
     if not groups:
         root = report[0].ContentSequence

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -203,6 +204,37 @@ def test_a_misplaced_seg_is_caught(tmp_path: Path, pacs: OrthancServer, viewer: 
         page.screenshot(ARTEFACTS / f"{defect}-seg.png")
         (ARTEFACTS / f"{defect}-verdict.txt").write_text(f"{verdict}\n")
         assert not verdict.ok, f"a {defect} SEG passed the overlay check: {verdict}"
+        assert page.errors == [], page.errors
+    finally:
+        page.close()
+
+
+def test_a_report_without_measurements_opens_as_text(tmp_path: Path, pacs: OrthancServer, viewer: ViewerProcess,
+                                                     browser: Any) -> None:
+    """The "not performed" report (no SEG, nothing to draw) opens without an error, its words shown."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    series = write_phantom_series(tmp_path / "src", orientation="axial", instance_order="with")
+    vol = read_series(series.paths)[0]
+    note = f"Model {ALGORITHM.name} {ALGORITHM.version} was not run: it needs T1C and FLAIR; the study holds T1C."
+    ident = SimpleNamespace(series_uid=vol.series_uid, series_number=5, description="t1_mprage_post", label="T1C",
+                            confidence=0.97)
+    sr = write_measurement_report(seg=None, reference=None, source_volumes=[vol], segment_volumes_ml={},
+                                  identifications=[ident], algorithm=ALGORITHM, missing_sequences=["FLAIR"],
+                                  notes=[note])
+    sr.save_as(tmp_path / "sr.dcm")
+    assert dciodvfy(tmp_path / "sr.dcm").errors == []
+    _upload(pacs, [*series.paths, tmp_path / "sr.dcm"])
+    page = OhifPage(browser)
+    try:
+        page.open_study(study_url(viewer.url, series.study_uid), display_sets=2)
+        page.page.get_by_text("mrinode measurement report", exact=True).dblclick()
+        for words in (note, "Not performed: required sequences missing", "Fluid attenuated T2 weighted (FLAIR)"):
+            try:
+                page.page.get_by_text(words, exact=False).first.wait_for(timeout=30000)
+            except PlaywrightTimeout:
+                raise AssertionError(f"OHIF does not show {words!r}; console errors: {page.errors}") from None
+        page.screenshot(ARTEFACTS / "not-performed-sr.png")
         assert page.errors == [], page.errors
     finally:
         page.close()
