@@ -222,7 +222,8 @@ def run_demo(args: argparse.Namespace) -> int:
             from dicom_node.viewer import study_url
 
             print(f"Open the processed study in OHIF (SEG and SR in the series list; user {svc['user']}, "
-                  f"password {svc['password']}):\n  {study_url(svc['viewer_url'], study_uid)}")
+                  f"password {svc['password']}):\n  {study_url(svc['viewer_url'], study_uid)}\n"
+                  "  (open the SR, answer Yes to \"track measurements\": its diameters are listed in the Measurements panel)")
         orthanc.close()
     except (RuntimeError, TimeoutError, DemoNetnsError, OSError, ValueError) as exc:
         print(f"demo: FAILED: {exc}", file=sys.stderr)
