@@ -58,6 +58,9 @@ def _seg(study: Any, card: Any, *, node: bool) -> bytes:
     if not node:
         for item in ds.SegmentSequence:
             item.SegmentAlgorithmType = "MANUAL"
+            for kw in ("SegmentationAlgorithmIdentificationSequence", "SegmentAlgorithmName"):
+                if kw in item:
+                    delattr(item, kw)
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()

@@ -11,6 +11,7 @@ since de-identification removes the series descriptions the rules read.
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +33,15 @@ class ConversionError(ValueError):
 
 @dataclass
 class CaseArrays:
-    """A converted case: images and labels on the grid of the corrected series (RAS+ affine)."""
+    """A converted case: images and labels on the grid of the corrected series (RAS+ affine), and
+    files kept beside them (the de-identified corrected SEG, ``correction-seg.dcm``)."""
 
     images: dict[str, np.ndarray]
     labels: np.ndarray | None
     affine: np.ndarray
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     correction: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
 
     def content_key(self) -> str:
         """SHA-256 of the arrays (labels, then images by name) and the grid: the de-duplication key."""
@@ -185,6 +188,8 @@ def convert_correction(pacs: OrthancPacs, corr: Correction, channels: list[str],
         volumes = _read_deidentified(originals, chosen, deid, Path(tmp))
         reference = volumes[str(source_label)]
         deid(seg)
+        buf = io.BytesIO()
+        seg.save_as(buf, enforce_file_format=True)
         try:
             seg_numbers = read_seg_labels(seg, reference)
         except (ValueError, KeyError, AttributeError) as exc:
@@ -195,7 +200,7 @@ def convert_correction(pacs: OrthancPacs, corr: Correction, channels: list[str],
     labels = lut[np.clip(seg_numbers, 0, len(lut) - 1)]
     images, meta = _on_grid(volumes, reference, channels)
     return CaseArrays(images=images, labels=labels, affine=np.asarray(reference.affine), meta=meta,
-                      correction=correction_info)
+                      correction=correction_info, files={"correction-seg.dcm": buf.getvalue()})
 
 
 def convert_unlabelled(pacs: OrthancPacs, study_id: str, channels: list[str]) -> CaseArrays:

@@ -3,6 +3,7 @@
 Layout::
 
     <root>/cases/<case>/<content key[:16]>/{T1,T1C,T2,FLAIR,labels}.nii.gz   immutable case files
+    <root>/cases/<case>/<content key[:16]>/correction-seg.dcm                the corrected SEG, de-identified
     <root>/versions/v0001/manifest.json        a training manifest (training.manifest format)
     <root>/current -> versions/v000N             the newest version (a symbolic link)
     <root>/.pseudonym-key                       32 random bytes, mode 0600, never copied anywhere
@@ -142,6 +143,13 @@ class TrainingSet:
                 os.replace(tmp, path)
             paths[name] = str(path.resolve())
             hashes[f"{name}.nii.gz"] = _sha256(path)
+        for name, blob in sorted(arrays.files.items()):
+            path = folder / name
+            if not path.is_file():
+                tmp = folder / f".{name}.tmp"
+                tmp.write_bytes(blob)
+                os.replace(tmp, path)
+            hashes[name] = _sha256(path)
         labels = paths.pop("labels", None)
         return paths, labels, hashes
 

@@ -14,7 +14,8 @@ stay readable:
   so the SEG still points at the de-identified source images. SOP *Class* UIDs are not
   identifiers and are kept.
 
-Private tags are removed. One :class:`Deidentifier` maps the UIDs of one case consistently
+Private tags are removed. The library's dummy dates (``00010101``) become ``19000101``: the same
+dummy, in a year that DICOM validators (dciodvfy) accept. One :class:`Deidentifier` maps the UIDs of one case consistently
 across its series and its SEG; a new one starts a new mapping.
 """
 
@@ -29,6 +30,8 @@ from pydicom import Dataset
 __all__ = ["PROFILE", "Deidentifier"]
 
 _KEEP_AND_RECURSE = ((0x0008, 0x1140), (0x0008, 0x2112))  # Referenced / Source Image Sequence
+#: dicom-anonymizer's dummy dates (year 1) are refused by dciodvfy; the same dummy in a year it accepts.
+_DUMMY_DATES = {"DA": ("00010101", "19000101"), "DT": ("00010101010101.000000+0000", "19000101000000.000000+0000")}
 
 
 def _profile() -> str:
@@ -73,3 +76,5 @@ class Deidentifier:
             if elem.VR == "SQ" and elem.value is not None:
                 for item in elem.value:
                     self._apply(item)
+            elif elem.VR in _DUMMY_DATES and elem.value == _DUMMY_DATES[elem.VR][0]:
+                elem.value = _DUMMY_DATES[elem.VR][1]
