@@ -180,8 +180,9 @@ def corrected_seg(node_seg: bytes, study: Study, card: Any, out: Path) -> tuple[
                    manufacturer_model_name="Reading Station", content_label="CORRECTED")
     for item in ds.SegmentSequence:
         item.SegmentAlgorithmType = "MANUAL"
-        if "SegmentationAlgorithmIdentificationSequence" in item:
-            del item.SegmentationAlgorithmIdentificationSequence
+        for kw in ("SegmentationAlgorithmIdentificationSequence", "SegmentAlgorithmName"):
+            if kw in item:
+                delattr(item, kw)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "corrected-seg.dcm"
     ds.save_as(path, enforce_file_format=True)

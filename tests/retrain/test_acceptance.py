@@ -39,6 +39,7 @@ from tests.retrain.helpers import (
     synth_subject,
     tiny_finetune_toml,
 )
+from tests.support.dciodvfy import dciodvfy
 from tests.support.node import NodeProcess
 from tests.support.orthanc import OrthancServer
 
@@ -201,6 +202,9 @@ out_dir = "{tmp_path / 'validation'}"
         assert subject["provenance"]["manufacturer"] == "ViewerWorks"
         for name, digest in subject["sha256"].items():
             assert hashlib.sha256((Path(subject["labels"]).parent / name).read_bytes()).hexdigest() == digest
+        kept = Path(subject["labels"]).parent / "correction-seg.dcm"  # the corrected SEG, de-identified
+        assert pydicom.dcmread(kept).PatientIdentityRemoved == "YES"
+        assert dciodvfy(kept).errors == []
     assert record["data"]["harvested_cases"] == 2 and record["data"]["new_cases"] == 2
     planted = {v for s in studies.values() for v in s.identifiers.values()} | {u for s in studies.values()
                                                                                  for u in s.uids}
