@@ -134,7 +134,8 @@ def test_studies_go_to_the_node_and_seg_and_sr_come_back(tmp_path: Path, stack: 
     # The SR's volumes are the SEG's (read back here from the SEG's own frames and spacing).
     reported = [float(r.split("Volume:")[1].split()[0]) for r in sr_text_rows(sr_path.read_bytes(), limit=400)
                 if r.strip().startswith("Volume:")]
-    assert reported == pytest.approx([round(v.ml, 2) for v in volumes], abs=0.011)
+    # (a segment with no voxels gets no measurement group: "none found" in the report's text instead)
+    assert reported == pytest.approx([round(v.ml, 2) for v in volumes if v.ml > 0], abs=0.011)
     # C: an SR saying what was missing, and no SEG.
     assert "SEG" not in modalities(uid_c)
     c_sr = _qido(orthanc, uid_c)["SR"]
