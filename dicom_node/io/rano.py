@@ -71,6 +71,29 @@ class Bidimensional:
                 and self.slices >= MEASURABLE_MIN_SLICES)
 
 
+def _range_min_max(values: np.ndarray, first: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum of ``values[first[n]:end[n]]`` for every ``n`` (non-empty ranges), vectorised.
+
+    A sparse table: level ``j`` holds the extrema of every run of ``2**j`` values, so each range
+    is covered by two runs of its largest power of two.
+    """
+    mins, maxs = [values], [values]
+    width = 1
+    while 2 * width <= len(values):
+        mins.append(np.minimum(mins[-1][:-width], mins[-1][width:]))
+        maxs.append(np.maximum(maxs[-1][:-width], maxs[-1][width:]))
+        width *= 2
+    length = end - first
+    level = np.floor(np.log2(length)).astype(int)
+    low, high = np.empty(len(first)), np.empty(len(first))
+    for j in np.unique(level):
+        at = level == j
+        a, b = first[at], end[at] - (1 << int(j))
+        low[at] = np.minimum(mins[j][a], mins[j][b])
+        high[at] = np.maximum(maxs[j][a], maxs[j][b])
+    return low, high
+
+
 def _in_plane(points_mm: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.ndarray, float, float] | None:
     """Longest diameter and longest perpendicular of a set of pixel centres (mm, in-plane).
 
@@ -98,15 +121,21 @@ def _in_plane(points_mm: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.nd
     v = np.array([-u[1], u[0]])
     t = (points_mm - hull[a]) @ u
     s = (points_mm - hull[a]) @ v
-    # chords perpendicular to u: the pixel centres within half a pixel of a line across u
+    # chords perpendicular to u: the pixel centres within half a pixel of a line across u, for a
+    # line through every distinct t; the widest chord (the first of equals) is the short axis
     best = (0.0, 0.0, 0.0, 0.0)
-    for t0 in np.unique(np.round(t, 6)):
-        near = np.abs(t - t0) <= 0.5 * pixel_mm
-        if near.sum() < 2:
-            continue
-        lo, hi = float(s[near].min()), float(s[near].max())
-        if hi - lo > best[0]:
-            best = (hi - lo, float(t0), lo, hi)
+    by_t = np.argsort(t, kind="stable")
+    ts, ss = t[by_t], s[by_t]
+    lines = np.unique(np.round(t, 6))
+    first = np.searchsorted(ts, lines - 0.5 * pixel_mm, side="left")
+    end = np.searchsorted(ts, lines + 0.5 * pixel_mm, side="right")
+    ok = end - first >= 2
+    if ok.any():
+        low, high = _range_min_max(ss, first[ok], end[ok])
+        width = high - low
+        n = int(np.argmax(width))
+        if width[n] > 0.0:
+            best = (float(width[n]), float(lines[ok][n]), float(low[n]), float(high[n]))
     short_len, t0, lo, hi = best
     long_ends = np.stack([hull[a], hull[b]])
     base = hull[a] + t0 * u
@@ -152,13 +181,18 @@ def bidimensional_measurements(mask: np.ndarray, spacing: tuple[float, float], *
         return []
     sizes = np.bincount(components.ravel())[1:]
     order = [int(n) + 1 for n in np.argsort(-sizes, kind="stable") if sizes[n] >= min_voxels][:max_lesions]
+    boxes = ndimage.find_objects(components)
     out: list[Bidimensional] = []
     for rank, comp in enumerate(order, start=1):
-        lesion = components == comp
-        ks = [int(k) for k in np.flatnonzero(lesion.any(axis=(0, 1)))]
+        box = boxes[comp - 1]
+        assert box is not None  # every label up to count has voxels
+        i0, j0, k0 = box[0].start, box[1].start, box[2].start
+        lesion = components[box] == comp  # the lesion's bounding box only
+        ks = [k0 + int(k) for k in np.flatnonzero(lesion.any(axis=(0, 1)))]
         best: tuple[float, int, np.ndarray, np.ndarray, float, float] | None = None
         for k in ks:
-            ii, jj = np.nonzero(lesion[:, :, k])
+            ii, jj = np.nonzero(lesion[:, :, k - k0])
+            ii, jj = ii + i0, jj + j0
             found = _in_plane(np.stack([ii * si, jj * sj], axis=1).astype(np.float64), min(si, sj))
             if found is None:
                 continue
