@@ -68,3 +68,18 @@ def test_bad_family_tables_are_sentences() -> None:
                                    {"name": "b", "vendor": "ge", "field_strength": 1.5, "t1_kind": "se"}]})
     with pytest.raises(ValueError, match="two or more"):
         parse_families({"define": [{"name": "a", "vendor": "ge", "field_strength": 3.0, "t1_kind": "se"}]})
+
+
+def test_workers_share_the_cells_without_overlap_or_gap() -> None:
+    """Every worker deals from the same arm order (the first full run had one order per worker and
+    skipped some cells while repeating others)."""
+    from training.pretrain.label_efficiency import arm_order, worker_cells
+
+    arms = arm_order(["prism", "cross_sequence"])
+    assert arms == ["scratch", "prism", "cross_sequence"]
+    assert arm_order(["cross_sequence", "prism"]) == ["scratch", "cross_sequence", "prism"]
+    every = [(k, r, a) for k in (5, 2, 20) for r in range(3) for a in arms]
+    for n in (1, 2, 3):
+        dealt = [c for i in range(n) for c in worker_cells(arms, [5, 2, 20], 3, (i, n))]
+        assert sorted(dealt) == sorted(every) and len(dealt) == len(set(dealt))
+    assert worker_cells(arms, [5], 1, (1, 2)) == [(5, 0, "prism")]

@@ -53,7 +53,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TESTS", "baselines", "labelled_subset", "main", "run", "run_cell"]
+__all__ = ["TESTS", "arm_order", "baselines", "labelled_subset", "main", "run", "run_cell", "worker_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,50 @@ def baselines(objectives: list[str]) -> dict[str, str]:
         Objective -> ``"scratch"`` (3D Swin segmenter) or ``"scratch2d"`` (2D slice segmenter).
     """
     return {o: "scratch2d" if _spatial_dims(o) == 2 else "scratch" for o in objectives}
+
+
+def arm_order(objectives: list[str]) -> list[str]:
+    """The arms in one fixed order: the from-scratch baselines, then the objectives as configured.
+
+    Every worker must see the same order, since cells are dealt out by position
+    (:func:`worker_cells`).
+
+    Parameters
+    ----------
+    objectives : list of str
+        The config's objectives.
+
+    Returns
+    -------
+    list of str
+        Arm names.
+    """
+    base = set(baselines(objectives).values())
+    return [b for b in ("scratch", "scratch2d") if b in base] + list(objectives)
+
+
+def worker_cells(arms: list[str], counts: list[int], repeats: int, worker: tuple[int, int]) -> list[tuple[int, int, str]]:
+    """The ``(labelled, repeat, arm)`` cells of worker ``(i, n)``: every ``n``-th in run order from ``i``.
+
+    Parameters
+    ----------
+    arms : list of str
+        From :func:`arm_order`.
+    counts : list of int
+        Labelled-subject counts, in run order.
+    repeats : int
+        Repeats per count.
+    worker : tuple of int
+        ``(i, n)``.
+
+    Returns
+    -------
+    list of tuple
+        This worker's cells, in run order.
+    """
+    me, n = worker
+    every = [(k, r, a) for k in counts for r in range(repeats) for a in arms]
+    return every[me::n]
 
 
 def run_cell(arm: str, enc: Path | None, cfg: dict[str, Any], train_items: list[dict[str, Any]],
@@ -397,14 +441,14 @@ def run(config_path: str | Path, *, report_only: bool = False, worker: tuple[int
             folder = work / "encoders" / objective
             _wait(lambda f=folder: (f / "settings.json").is_file(), f"the {objective} encoder")  # type: ignore[misc]
             encoders[objective] = _pretrain(objective, cfg, work, dirs["labelled"], dirs["unlabelled"])
-    encoders = dict(sorted(encoders.items(), key=lambda kv: (kv[0] != "scratch", kv[0] != "scratch2d")))
+    encoders = {arm: encoders[arm] for arm in arm_order(objectives)}
 
-    cell = 0
-    for index, k in enumerate(int(x) for x in ft["labelled"]):
+    counts = [int(x) for x in ft["labelled"]]
+    mine_cells = set(worker_cells(list(encoders), counts, int(ft.get("repeats", 1)), worker))
+    for index, k in enumerate(counts):
         for repeat in range(int(ft.get("repeats", 1))):
             for arm, enc in encoders.items():
-                cell += 1
-                if (cell - 1) % workers != me or any(
+                if (k, repeat, arm) not in mine_cells or any(
                         r["arm"] == arm and r["labelled"] == k and r["repeat"] == repeat for r in results):
                     continue
                 rows = [r | {"split": split, "labelled_family": labelled_family, "settings": settings}
