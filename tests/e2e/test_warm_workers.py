@@ -73,7 +73,10 @@ def _worker_pids(node: NodeProcess) -> list[int]:
     assert node.proc is not None
     pids: list[int] = []
     for task in Path(f"/proc/{node.proc.pid}/task").iterdir():
-        pids += [int(x) for x in (task / "children").read_text().split()]
+        try:
+            pids += [int(x) for x in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that ended between the listing and the read
+            continue
     return sorted(pids)
 
 
