@@ -138,6 +138,7 @@ def _plot(summary: dict[tuple[str, int, str], dict[str, float]], arms: list[str]
                     ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=arm,
                                 linestyle="--" if arm.startswith("scratch") else "-")
             ax.set_xscale("log")
+            ax.minorticks_off()
             ax.set_xticks(counts, [str(k) for k in counts])
             ax.set_title(f"Dice {region.upper()}, {test} test")
             ax.grid(alpha=0.3)
@@ -172,6 +173,7 @@ def _plot_paired(results: list[dict[str, Any]], pairs: list[tuple[str, str]], co
         ax.axhline(0, color="k", lw=0.8)
         ax.axhline(5, color="g", lw=0.8, ls=":", label="target +5")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(counts, [str(k) for k in counts])
         ax.set_xlabel("labelled subjects")
         ax.set_title(f"paired difference in Dice WT (points), {test} test")
