@@ -3,8 +3,8 @@
 :func:`analyse_study` reads the study's headers (no pixel data) in one pass, identifies
 every series with :mod:`dicom_node.identify`, and picks one series per sequence label (the
 most confident, then the one with most instances). The :class:`StudyAnalysis` it returns
-reads a chosen series' voxels on first use only and keeps them, and resamples volumes onto
-a reference grid once per (grid, sequence), so pipelines that share a study share the work.
+reads a chosen series' voxels on first use only and keeps them, so pipelines that share a
+study share the work (each model resamples the volumes it takes straight onto its own grid).
 
 Which pipelines run is decided from :class:`SequenceNeeds`, combined by
 :func:`combine_needs` from the model card (the source) and the node configuration's
@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 from dicom_node.logs import uid_tag
 
 if TYPE_CHECKING:
-    import numpy as np
 
     from dicom_node.io.volume import Volume
 
@@ -154,7 +153,7 @@ def select_series(rows: Iterable[Any], labels: Collection[str] | None = None) ->
 
 @dataclass
 class StudyAnalysis:
-    """A study identified once; volumes read and resampled once, on demand.
+    """A study identified once; volumes read once, on demand.
 
     Attributes
     ----------
@@ -167,7 +166,7 @@ class StudyAnalysis:
     chosen : dict
         Sequence label to the row of the series chosen for it.
     seconds : dict
-        Seconds spent: ``headers``, ``identify``, ``read``, ``resample``.
+        Seconds spent: ``headers``, ``identify``, ``read``.
     """
 
     study_uid: str
@@ -177,7 +176,6 @@ class StudyAnalysis:
     seconds: dict[str, float] = field(default_factory=dict)
     _volumes: dict[str, Volume] = field(default_factory=dict, repr=False)
     _refused: dict[str, str] = field(default_factory=dict, repr=False)
-    _grids: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def identified(self) -> list[str]:
@@ -224,35 +222,6 @@ class StudyAnalysis:
     def unreadable(self, labels: Iterable[str] | None = None) -> list[str]:
         """One sentence per chosen series (of ``labels``, default all) the reader refused."""
         return [v for k, v in self._refused.items() if labels is None or k in set(labels)]
-
-    def on_grid(self, reference: str, labels: Iterable[str]) -> dict[str, np.ndarray]:
-        """The voxels of ``labels`` on the grid of the ``reference`` label's volume (resampled once each).
-
-        Parameters
-        ----------
-        reference : str
-            The label whose volume is the reference grid (read already, see :meth:`volumes`).
-        labels : iterable of str
-            Labels whose volumes are wanted (read already).
-
-        Returns
-        -------
-        dict
-            Label to an array of the reference volume's shape.
-        """
-        from dicom_node.io.resample import resample_to
-
-        ref = self._volumes[reference]
-        out: dict[str, np.ndarray] = {}
-        for label in labels:
-            key = (ref.series_uid, label)
-            if key not in self._grids:
-                t = time.perf_counter()
-                vol = self._volumes[label]
-                self._grids[key] = vol.data if label == reference else resample_to(vol, ref, order=1).data
-                self.seconds["resample"] = self.seconds.get("resample", 0.0) + time.perf_counter() - t
-            out[label] = self._grids[key]
-        return out
 
     def evidence(self) -> list[Volume]:
         """One readable series of the study (any), for an SR that has nothing else to reference.
