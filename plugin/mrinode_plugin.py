@@ -13,7 +13,9 @@ Configuration, in Orthanc's own configuration file::
       "StoreTimeout": 600,       // seconds one C-STORE job to a node may take
       "StoreAttempts": 3,        // C-STORE attempts before a send is recorded as failed
       "RetryDelay": 5,           // seconds before the second attempt (doubles)
-      "KeepDays": 30             // forget what was sent to a study after this many days
+      "KeepDays": 30,            // forget what was sent to a study after this many days
+      "QuietPeriod": 0           // seconds: route a study this long after its last instance,
+                                 // ahead of StableAge (0 = off: StableAge only; see plugin/quiet.py)
     }
 
 Relative paths are read from the folder of Orthanc's configuration file. Orthanc 1.10
@@ -47,6 +49,7 @@ if _PARENT not in sys.path:
     sys.path.insert(0, _PARENT)
 
 from plugin.node_client import NodeError, node_jobs  # noqa: E402
+from plugin.quiet import QuietTimer, parse_quiet_period  # noqa: E402
 from plugin.router import Router  # noqa: E402
 from plugin.rules import RuleSet, load_rules  # noqa: E402
 from plugin.state import RoutingState  # noqa: E402
@@ -156,6 +159,10 @@ class _Plugin:
             retry_delay_s=float(self.config.get("RetryDelay", 5)),
             keep_days=float(self.config.get("KeepDays", 30)),
         )
+        quiet_s, error = parse_quiet_period(self.config.get("QuietPeriod"))
+        if error:
+            orthanc.LogError(f"mrinode: {error}")
+        self.quiet = QuietTimer(self.api, self.router.submit, quiet_s) if quiet_s > 0 else None
 
     def _path(self, value: str) -> Path:
         path = Path(os.path.expanduser(str(value)))
@@ -174,12 +181,18 @@ class _Plugin:
 
     # ------------------------------------------------------------ callbacks
     def on_change(self, change_type: int, level: int, resource_id: str) -> None:
-        """Orthanc's change callback: queue stable studies, forget deleted ones."""
-        if change_type == orthanc.ChangeType.STABLE_STUDY:
-            self.router.submit(resource_id)
+        """Orthanc's change callback: queue stable (or quiet) studies, forget deleted ones."""
+        if change_type == orthanc.ChangeType.NEW_INSTANCE:
+            if self.quiet is not None:
+                self.quiet.instance_stored(resource_id)
+        elif change_type == orthanc.ChangeType.STABLE_STUDY:
+            if self.quiet is None or not self.quiet.already_routed(resource_id):
+                self.router.submit(resource_id)
         elif change_type == orthanc.ChangeType.DELETED and level == orthanc.ResourceType.STUDY:
             self.state.forget(resource_id)
         elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+            if self.quiet is not None:
+                self.quiet.stop()
             self.router.stop()
 
     def rest_rules(self, output: Any, uri: str, **request: Any) -> None:
@@ -259,6 +272,10 @@ def install() -> _Plugin:
     orthanc.RegisterRestCallback("/mrinode/decisions", plugin.rest_decisions)
     orthanc.RegisterRestCallback("/mrinode/studies/([^/]+)(?:/(route))?", plugin.rest_study)
     plugin.router.start()
+    if plugin.quiet is not None:
+        plugin.quiet.start()
+        orthanc.LogWarning(f"mrinode: studies are routed {plugin.quiet.quiet_s:g} s after their last instance "
+                           "(QuietPeriod), or when Orthanc reports them stable.")
     return plugin
 
 

@@ -298,7 +298,7 @@ def stage_table(times: LoopTimes) -> list[tuple[str, float]]:
     started = float(job.get("started_at") or times.sent_to_node or times.routed)
     pipeline = float(durations.get("pipeline_s", 0.0))
     rows = [
-        ("Orthanc: wait until stable (StableAge)", times.routed - times.stored),
+        ("Orthanc + plugin: wait until the study is complete (quiet period or StableAge)", times.routed - times.stored),
         ("plugin: C-STORE to node + complete call", times.sent_to_node - times.routed),
         ("node: queue wait", max(0.0, started - times.sent_to_node)),
         ("node: pipeline (identify, model, SEG + SR)", pipeline),

@@ -41,7 +41,8 @@ calling_ae = ["SCANNER1"]
 """
 
 
-def _orthanc(tmp_path: Path, scp: StoreScp, api: RecordingNodeApi) -> OrthancServer:
+def _orthanc(tmp_path: Path, scp: StoreScp, api: RecordingNodeApi, *, stable_age: int = 1,
+             **mrinode: Any) -> OrthancServer:
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES.format(url=api.url))
     return OrthancServer(
@@ -50,12 +51,13 @@ def _orthanc(tmp_path: Path, scp: StoreScp, api: RecordingNodeApi) -> OrthancSer
         plugins=[DICOMWEB_PLUGIN],
         python_script=PLUGIN_SCRIPT,
         extra_config={
-            "StableAge": 1,
+            "StableAge": stable_age,
             "UserMetadata": {"MrinodeStatus": 4401},
             "Mrinode": {
                 "RulesFile": str(rules),
                 "StateFile": str(tmp_path / "state.json"),
                 "RetryDelay": 0.5,
+                **mrinode,
             },
         },
     )
@@ -167,3 +169,30 @@ def test_state_survives_restart_and_node_down_is_reported(tmp_path: Path) -> Non
             assert view["state"]["sends"][-1]["ok"] is True
             assert "completion call failed" in detail and "cannot be reached" in detail
             assert "error" in view["node_jobs"]["mrinode"]
+
+
+def test_quiet_period_routes_ahead_of_stable_age_and_a_late_instance_goes_after(tmp_path: Path) -> None:
+    """``Mrinode.QuietPeriod``: routed 0.3 s after the last instance, long before StableAge (60 s here)."""
+    with StoreScp(tmp_path / "node-in") as scp, RecordingNodeApi() as api, \
+            _orthanc(tmp_path, scp, api, stable_age=60, QuietPeriod=0.3) as orthanc:
+        assert "routed 0.3 s after their last instance" in orthanc.log_tail(200)
+        study_uid, t1 = write_mr_series(tmp_path / "t1", 6, series_description="AX T1")
+        _, flair = write_mr_series(tmp_path / "fl", 6, study_uid=study_uid, series_description="AX FLAIR")
+        storescu(orthanc.dicom_port, t1 + flair, calling="SCANNER1")
+        wait_for(lambda: api.completes(), 20, "the completion call (StableAge is 60 s: only the quiet period can route)")
+        assert len(scp.files()) == 12
+        # A pause longer than the quiet period: the late series goes on its own, nothing lost or sent twice.
+        _, late = write_mr_series(tmp_path / "late", 2, study_uid=study_uid, series_description="AX T2")
+        storescu(orthanc.dicom_port, late, calling="SCANNER1")
+        wait_for(lambda: len(api.completes()) == 2, 20, "the second completion call")
+        sends = [d["instances_new"] for d in _study_view(orthanc, study_uid)["decisions"] if d["action"] == "send"]
+        assert sends == [12, 2] and len(scp.files()) == 14
+
+
+def test_a_wrong_quiet_period_is_named_and_stable_age_still_routes(tmp_path: Path) -> None:
+    with StoreScp(tmp_path / "node-in") as scp, RecordingNodeApi() as api, \
+            _orthanc(tmp_path, scp, api, QuietPeriod="fast") as orthanc:
+        assert "Mrinode.QuietPeriod must be a number of seconds" in orthanc.log_tail(200)
+        _, files = write_mr_series(tmp_path / "t2", 2, series_description="AX T2")
+        storescu(orthanc.dicom_port, files, calling="SCANNER1")
+        wait_for(lambda: api.completes(), 60, "the completion call (StableAge)")

@@ -56,7 +56,7 @@ def test_stage_table_and_model_share_from_the_job() -> None:
                                      "sequences_found": {"FLAIR": "t2_tirm_tra_dark-fluid"}}},
     }
     rows = dict(stage_table(times))
-    assert rows["Orthanc: wait until stable (StableAge)"] == 3.0
+    assert rows["Orthanc + plugin: wait until the study is complete (quiet period or StableAge)"] == 3.0
     assert rows["node: queue wait"] == 1.0 and rows["node: pipeline (identify, model, SEG + SR)"] == 40.0
     assert rows["node: export to Orthanc, Orthanc stores"] == pytest.approx(5.0)
     assert rows["total: last instance stored -> SEG + SR stored"] == 51.0
