@@ -176,9 +176,12 @@ def bidimensional_measurements(mask: np.ndarray, spacing: tuple[float, float], *
     si, sj = float(spacing[0]), float(spacing[1])
     if si <= 0 or sj <= 0:
         raise ValueError(f"Pixel spacing must be positive, got {spacing}.")
-    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if count == 0:
+    if not mask.any():
         return []
+    # label within the mask's bounding box only (a tumour is a small part of the series)
+    lo = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]) for ax in range(3)]
+    hi = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[-1]) + 1 for ax in range(3)]
+    components, count = ndimage.label(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(components.ravel())[1:]
     order = [int(n) + 1 for n in np.argsort(-sizes, kind="stable") if sizes[n] >= min_voxels][:max_lesions]
     boxes = ndimage.find_objects(components)
@@ -186,7 +189,7 @@ def bidimensional_measurements(mask: np.ndarray, spacing: tuple[float, float], *
     for rank, comp in enumerate(order, start=1):
         box = boxes[comp - 1]
         assert box is not None  # every label up to count has voxels
-        i0, j0, k0 = box[0].start, box[1].start, box[2].start
+        i0, j0, k0 = box[0].start + lo[0], box[1].start + lo[1], box[2].start + lo[2]
         lesion = components[box] == comp  # the lesion's bounding box only
         ks = [k0 + int(k) for k in np.flatnonzero(lesion.any(axis=(0, 1)))]
         best: tuple[float, int, np.ndarray, np.ndarray, float, float] | None = None
