@@ -146,6 +146,10 @@ class LoadSubjectd(Transform):
                                                                     seed=zlib.crc32(str(item["id"]).encode()))
         else:
             out["image"] = normalize(stack, list(present), self.normalization)
+        if item.get("hard_negatives"):  # training.hard_negatives.mine's mask, on the item's reference grid
+            hard: Any = nib.load(item["hard_negatives"])
+            out["hard"] = resample(np.asarray(hard.dataobj, dtype=np.float32)[None], hard.affine, grid_shape,
+                                   grid_affine, mode="nearest").numpy().astype(np.uint8)
         if item.get("all_background"):
             out["label"] = np.zeros((1, *grid_shape), dtype=np.float32)
         elif item.get("labels"):
@@ -326,22 +330,29 @@ def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: 
 def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: Sequence[float],
                  transform: Any | None = None, cache_rate: float = 1.0,
                  normalization: str = "zscore_foreground", raw: bool = False,
-                 crop_indices_roi: Sequence[int] | None = None) -> Any:
+                 crop_indices_roi: Sequence[int] | None = None, hard_fraction: float = 0.0) -> Any:
     """Return a MONAI ``CacheDataset`` over the loaded subjects, with optional random transforms.
 
     ``raw`` caches scanner intensities and intensity samples (for domain randomisation,
     :func:`train_transforms`'s ``domain_randomisation``) instead of normalised images.
     ``crop_indices_roi`` pads each subject to at least that size and caches the tumour and
     head voxel indices that crop centres are drawn from (use with ``train_transforms(...,
-    cached_indices=True)``; it saves ~0.2 s per crop).
+    cached_indices=True)``; it saves ~0.2 s per crop). ``hard_fraction`` (with ``crop_indices_roi``):
+    items with a ``hard_negatives`` mask get that share of their negative crop centres from it
+    (:class:`training.hard_negatives.HardNegativeIndicesd`).
     """
     from monai.data import CacheDataset
     from monai.transforms import Compose, FgBgToIndicesd, SpatialPadd
 
     steps: list[Any] = [LoadSubjectd(channels, spacing, normalization, raw=raw)]
     if crop_indices_roi is not None:
-        steps += [SpatialPadd(keys=["image", "label", "head"], spatial_size=list(crop_indices_roi)),
+        steps += [SpatialPadd(keys=["image", "label", "head", "hard"], spatial_size=list(crop_indices_roi),
+                              allow_missing_keys=True),
                   FgBgToIndicesd(keys="label", image_key="head", image_threshold=0)]
+        if hard_fraction > 0:
+            from training.hard_negatives import HardNegativeIndicesd
+
+            steps.append(HardNegativeIndicesd(hard_fraction))
     if transform is not None:
         steps.append(transform)
     return CacheDataset(items, Compose(steps), cache_rate=cache_rate, num_workers=2, progress=False)

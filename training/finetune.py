@@ -109,13 +109,24 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
         items += negative_items(heads, cfg.channels, cfg.real_negative_repeats)
         log.info("adding %d real healthy heads (split %r) x %d as all-background subjects", len(heads),
                  cfg.real_negatives, cfg.real_negative_repeats)
+    hard_fraction = 0.0
+    if cfg.hard_negatives:
+        from training.hard_negatives import mine
+
+        hn = cfg.hard_negatives
+        masks = mine(hn["bundle"], items, cfg.channels, hn["subsets"], out / "hard-negatives")
+        for item in items:
+            if str(item["id"]) in masks:
+                item["hard_negatives"] = masks[str(item["id"])]
+        hard_fraction = float(hn["fraction"])
     dr = cfg.domain_randomisation
     train_ds = make_dataset(items, cfg.channels, cfg.spacing_mm,
                             train_transforms(cfg.roi_size, cfg.sequence_dropout, cfg.samples_per_subject,
                                              cfg.pos_neg, cfg.intensity_augment, cfg.sequence_dropout_weights,
                                              domain_randomisation=dr, cached_indices=True,
                                              silent_subsets=cfg.silent_subsets),
-                            normalization=cfg.normalize, raw=dr is not None, crop_indices_roi=cfg.roi_size)
+                            normalization=cfg.normalize, raw=dr is not None, crop_indices_roi=cfg.roi_size,
+                            hard_fraction=hard_fraction)
     val_ds = (make_dataset(subject_items(val_m, cfg.channels), cfg.channels, cfg.spacing_mm,
                            normalization=cfg.normalize) if n_val else None)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, collate_fn=list_data_collate)

@@ -42,7 +42,11 @@ Tables and keys (defaults in brackets)::
                       zero_background_prob, fov_prob, fov_fraction: SynthSeg-style random
                       intensity curves, bias fields, noise, thick slices, zero backgrounds and
                       partial fields of view on scanner intensities before the z-score; needs
-                      [preprocessing] normalize = "zscore_per_channel")
+                      [preprocessing] normalize = "zscore_per_channel"),
+                      hard_negatives [none] (a table: bundle (folder or name), fraction [0.5],
+                      subsets [["all", "FLAIR", "T1C"]]: the bundle's false positives on each
+                      training subject, per input subset, become fraction of the negative crop
+                      centres; training.hard_negatives)
     [bundle]          out [""] (no export when empty), version ["0.1.0"], half [true],
                       description [""], command [""]
 """
@@ -98,6 +102,14 @@ class PreprocessingTable(StrictModel):
     mask_outside_head: bool = False
 
 
+class HardNegativesTable(StrictModel):
+    """``[train.hard_negatives]``."""
+
+    bundle: str = Field(min_length=1)
+    fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    subsets: list[str] = Field(default_factory=lambda: ["all", "FLAIR", "T1C"], min_length=1)
+
+
 class TrainTable(StrictModel):
     """``[train]``."""
 
@@ -118,6 +130,7 @@ class TrainTable(StrictModel):
     sequence_dropout_weights: dict[str, float] = Field(default_factory=dict)
     silent_subsets: list[str] = Field(default_factory=list)
     domain_randomisation: bool | dict[str, Any] = False
+    hard_negatives: HardNegativesTable | None = None
 
 
 class BundleTable(StrictModel):
@@ -175,6 +188,7 @@ class FinetuneConfig:
     pos_neg: list[float] = field(default_factory=lambda: [2.0, 1.0])
     intensity_augment: bool = False
     domain_randomisation: dict[str, Any] | None = None
+    hard_negatives: dict[str, Any] | None = None
     real_negatives: str = ""
     real_negative_repeats: int = 1
     threads: int = 1
@@ -218,6 +232,18 @@ def _silent_subsets(raw: list[str], channels: list[str], where: str) -> list[tup
                              f"({', '.join(channels)}).")
         out.append(tuple(sorted({channels.index(n) for n in names})))
     return out
+
+
+def _hard_negatives(raw: HardNegativesTable | None, channels: list[str], where: str) -> dict[str, Any] | None:
+    """``[train.hard_negatives]`` → ``{bundle, fraction, subsets}`` with every subset's names checked."""
+    if raw is None:
+        return None
+    for subset in raw.subsets:
+        unknown = [n for n in subset.split("+") if n not in channels] if subset != "all" else []
+        if unknown:
+            raise ValueError(f"{where}: config key 'train.hard_negatives.subsets' names {', '.join(unknown)}, which "
+                             f"is not among the channels ({', '.join(channels)}) or \"all\".")
+    return {"bundle": raw.bundle, "fraction": raw.fraction, "subsets": list(raw.subsets)}
 
 
 def _domain_randomisation(raw: bool | dict[str, Any], normalize: str, where: str) -> dict[str, Any] | None:
@@ -303,6 +329,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         domain_randomisation=_domain_randomisation(tr.domain_randomisation, pre.normalize, where),
         real_negatives=data.real_negatives,
         real_negative_repeats=data.real_negative_repeats,
+        hard_negatives=_hard_negatives(tr.hard_negatives, channels, where),
         log_every=tr.log_every,
         checkpoint_every=tr.checkpoint_every,
         val_every=tr.val_every,

@@ -1,0 +1,63 @@
+"""Hard negatives (``[train.hard_negatives]``): a bundle's false positives become negative crop centres."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.ft_config import parse_finetune_config
+from training.hard_negatives import HardNegativeIndicesd
+
+
+def _item(hard: bool = True) -> dict:
+    label = np.zeros((1, 10, 10, 10), dtype=np.float32)
+    label[0, :2] = 1  # tumour in the first two i-slices
+    head = np.zeros_like(label)
+    head[0, :, :, :] = 1
+    bg = np.flatnonzero((head[0] > 0) & (label[0] == 0))
+    d = {"label": label, "label_bg_indices": bg, "label_fg_indices": np.flatnonzero(label[0] > 0)}
+    if hard:
+        mask = np.zeros_like(label, dtype=np.uint8)
+        mask[0, 5, 5, 5:8] = 1  # three false-positive voxels in healthy tissue
+        mask[0, 0, 0, 0] = 1  # one on the tumour: not a negative
+        d["hard"] = mask
+    return d
+
+
+def test_the_fraction_of_negative_centres_on_hard_voxels() -> None:
+    d = HardNegativeIndicesd(0.6)(_item())
+    assert "hard" not in d
+    bg = d["label_bg_indices"]
+    hard = {int(np.ravel_multi_index((5, 5, k), (10, 10, 10))) for k in range(5, 8)}
+    on_hard = np.isin(bg, list(hard)).mean()
+    assert 0.55 < on_hard < 0.65  # drawn uniformly from the list: about 60 % of negative crops
+    assert int(np.ravel_multi_index((0, 0, 0), (10, 10, 10))) not in set(bg.tolist())  # tumour voxel excluded
+
+
+def test_an_item_without_a_mask_is_unchanged() -> None:
+    item = _item(hard=False)
+    d = HardNegativeIndicesd(0.5)(item)
+    assert np.array_equal(d["label_bg_indices"], item["label_bg_indices"])
+
+
+def test_fraction_must_be_a_share() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        HardNegativeIndicesd(1.0)
+
+
+def _config(tmp_path: Path, table: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(f'name = "x"\n[network.encoder]\nname = "swin3d"\n[data]\ndirs = ["{tmp_path}"]\n[train]\nmax_steps = 1\n'
+                         f'[train.hard_negatives]\n{table}\n')
+
+
+def test_config_names_a_wrong_subset_and_a_wrong_key(tmp_path: Path) -> None:
+    ok = parse_finetune_config(_config(tmp_path, 'bundle = "b"\nsubsets = ["all", "T1C+FLAIR"]'), where="c.toml")
+    assert ok.hard_negatives == {"bundle": "b", "fraction": 0.5, "subsets": ["all", "T1C+FLAIR"]}
+    with pytest.raises(ValueError, match=r"train\.hard_negatives\.subsets' names FLARE"):
+        parse_finetune_config(_config(tmp_path, 'bundle = "b"\nsubsets = ["FLARE"]'), where="c.toml")
+    with pytest.raises(ValueError, match="fractoin"):
+        parse_finetune_config(_config(tmp_path, 'bundle = "b"\nfractoin = 0.3'), where="c.toml")
