@@ -61,3 +61,32 @@ def test_config_names_a_wrong_subset_and_a_wrong_key(tmp_path: Path) -> None:
         parse_finetune_config(_config(tmp_path, 'bundle = "b"\nsubsets = ["FLARE"]'), where="c.toml")
     with pytest.raises(ValueError, match="fractoin"):
         parse_finetune_config(_config(tmp_path, 'bundle = "b"\nfractoin = 0.3'), where="c.toml")
+
+
+def test_the_cached_dataset_carries_the_mask_onto_the_model_grid(tmp_path: Path) -> None:
+    """A subject on a 2 mm grid through make_dataset: the hard voxels are among the negative centres."""
+    import nibabel as nib
+
+    from training.datasets import make_dataset
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    rng = np.random.default_rng(0)
+    img = (rng.random((24, 24, 24)) * 100 + 50).astype(np.float32)
+    label = np.zeros((24, 24, 24), np.int16)
+    label[2:6, 2:6, 2:6] = 2
+    hard = np.zeros((24, 24, 24), np.uint8)
+    hard[15, 15, 15:18] = 1
+    for name, data in (("FLAIR", img), ("labels", label), ("hard", hard)):
+        nib.save(nib.Nifti1Image(data, affine), str(tmp_path / f"{name}.nii.gz"))
+    item = {"id": "s", "sequences": {"FLAIR": str(tmp_path / "FLAIR.nii.gz")}, "labels": str(tmp_path / "labels.nii.gz"),
+            "label_map": {}, "hard_negatives": str(tmp_path / "hard.nii.gz")}
+    with_hard = make_dataset([item], ["FLAIR"], [2.0, 2.0, 2.0], normalization="zscore_per_channel",
+                             crop_indices_roi=[16, 16, 16], hard_fraction=0.5)[0]
+    without = make_dataset([{k: v for k, v in item.items() if k != "hard_negatives"}], ["FLAIR"], [2.0, 2.0, 2.0],
+                           normalization="zscore_per_channel", crop_indices_roi=[16, 16, 16])[0]
+    assert "hard" not in with_hard
+    bg = np.asarray(with_hard["label_bg_indices"])
+    shape = np.asarray(with_hard["label"]).shape[1:]
+    targets = [int(np.ravel_multi_index((15, 15, k), shape)) for k in range(15, 18)]
+    assert 0.45 < np.isin(bg, targets).mean() < 0.55
+    assert np.isin(np.asarray(without["label_bg_indices"]), targets).mean() < 0.001  # at most once each without it
