@@ -112,8 +112,8 @@ def test_a_monai_bundle_beside_the_demo_each_study_gets_what_its_sequences_allow
     with NodeProcess(tmp_path / "node", pipelines=[TUMOUR, lesion]) as node:
         first = _send_and_run(node, both, both_uid)
         second = _send_and_run(node, t2_only, t2_uid)
-        loads = {m: _metric(node, "mrinode_model_loads_total", model=m, version="0.1.0")
-                 for m in ("brain-tumour-demo", "t2-lesion")}
+        loads = {m: _metric(node, "mrinode_model_loads_total", model=m, version=cards[p].version)
+                 for p, m in (("brain-tumour", "brain-tumour-demo"), ("t2-lesion", "t2-lesion"))}
         log = node.log_tail(200)
 
     # T2 + FLAIR: both models; T2 alone: the MONAI model only (the demo is configured to need FLAIR)

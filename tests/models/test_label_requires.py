@@ -61,4 +61,16 @@ def test_sr_says_oedema_was_not_assessed_on_t1_alone(tmp_path) -> None:  # type:
         if item.ValueType == "TEXT":
             texts.append(str(item.TextValue))
         stack.extend(item.get("ContentSequence", []))
-    assert any(t.startswith("Oedema was not assessed: it needs FLAIR or T2") for t in texts), texts
+    assert any(t.startswith("Oedema was not assessed: it needs FLAIR") for t in texts), texts
+
+
+def test_the_demo_card_claims_nothing_from_t1c_alone_and_no_oedema_without_flair() -> None:
+    """The shipped card's rules (measured on tumour-free selection subjects; see the card's note)."""
+    from models.bundle import load_bundle
+
+    requires = load_bundle("brain-tumour-demo").card.preprocessing["label_requires"]
+    assert set(withhold_labels(_probs(), requires, ["T1C"])) == {1, 2, 3}  # scalp fat is not enhancing tumour
+    assert set(withhold_labels(_probs(), requires, ["T2"])) == {2}  # CSF is not oedema
+    assert set(withhold_labels(_probs(), requires, ["T1"])) == {2}
+    assert withhold_labels(_probs(), requires, ["FLAIR"]) == {}
+    assert withhold_labels(_probs(), requires, ["T1C", "FLAIR"]) == {}
