@@ -179,9 +179,10 @@ def bidimensional_measurements(mask: np.ndarray, spacing: tuple[float, float], *
     if not mask.any():
         return []
     # label within the mask's bounding box only (a tumour is a small part of the series)
-    lo = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]) for ax in range(3)]
-    hi = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[-1]) + 1 for ax in range(3)]
-    components, _ = ndimage.label(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], structure=np.ones((3, 3, 3), bool))
+    outer = ndimage.find_objects(mask.view(np.uint8))[0]
+    assert outer is not None  # the mask has voxels
+    lo = [s.start for s in outer]
+    components, _ = ndimage.label(mask[outer], structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(components.ravel())[1:]
     order = [int(n) + 1 for n in np.argsort(-sizes, kind="stable") if sizes[n] >= min_voxels][:max_lesions]
     boxes = ndimage.find_objects(components)
