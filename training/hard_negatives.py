@@ -27,21 +27,12 @@ def _load_subject(item: Mapping[str, Any], channels: Sequence[str]) -> tuple[dic
     """The item's sequences on its reference grid (label map's, else the first sequence's), and its label."""
     import nibabel as nib
 
-    from models.preprocess import resample
-    from training.healthy import load_head
+    from training.healthy import load_on_grid
 
     ref_path = item.get("labels") or next(iter(item["sequences"].values()))
     ref: Any = nib.load(ref_path)
     shape, affine = ref.shape[:3], ref.affine
-    arrays: dict[str, np.ndarray] = {}
-    for name in channels:
-        path = item["sequences"].get(name)
-        if not path:
-            continue
-        data, aff = load_head(path)
-        if data.shape != shape or not np.allclose(aff, affine, atol=1e-4):
-            data = resample(data[None], aff, shape, affine)[0].numpy()
-        arrays[name] = data
+    arrays, _, _ = load_on_grid(item["sequences"], channels, grid=(shape, affine))
     if item.get("labels") and not item.get("all_background"):
         label = np.asarray(ref.dataobj).astype(np.int16)
         for src, dst in (item.get("label_map") or {}).items():
@@ -104,8 +95,11 @@ def mine(bundle: str | Path, items: Sequence[Mapping[str, Any]], channels: Seque
             voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
             total_ml += float(fp.sum()) * voxel_ml
             log.info("hard negatives of %s: %.1f mL", iid, float(fp.sum()) * voxel_ml)
-        saved: Any = nib.load(str(path))
-        if np.asarray(saved.dataobj).any():
+            has_fp = bool(fp.any())
+        else:  # mined by an earlier run
+            saved: Any = nib.load(str(path))
+            has_fp = bool(np.asarray(saved.dataobj).any())
+        if has_fp:
             found[iid] = str(path)
     log.info("hard negatives: %d of %d subjects have false positives (%.0f mL mined now)", len(found), len(seen),
              total_ml)

@@ -158,6 +158,46 @@ def load_head(path: str | Path, volume: int = 0) -> tuple[np.ndarray, np.ndarray
     return np.ascontiguousarray(data), np.asarray(img.affine, dtype=np.float64)
 
 
+def load_on_grid(paths: Mapping[str, str | Path], channels: Sequence[str], volume: int = 0,
+                 grid: tuple[tuple[int, ...], np.ndarray] | None = None,
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[int, ...]]:
+    """Load a head's sequences onto one grid: ``(arrays, affine, shape)``.
+
+    Parameters
+    ----------
+    paths : mapping of str to path
+        Sequence to file; sequences not in ``channels`` (or with an empty path) are skipped.
+    channels : sequence of str
+        The sequences wanted, in this order.
+    volume : int
+        Volume of 4D files (:func:`load_head`).
+    grid : (shape, affine), optional
+        The reference grid; default the first loaded sequence's. A sequence on another grid is
+        resampled onto it.
+
+    Returns
+    -------
+    tuple
+        ``{sequence: float32 array}``, the grid's affine and shape (an empty dict and no grid
+        when nothing was loaded: affine is then the identity and shape ``()``).
+    """
+    from models.preprocess import resample
+
+    arrays: dict[str, np.ndarray] = {}
+    shape, affine = (tuple(grid[0]), np.asarray(grid[1])) if grid is not None else ((), np.eye(4))
+    for seq in channels:
+        path = paths.get(seq)
+        if not path:
+            continue
+        data, aff = load_head(path, volume)
+        if not shape:
+            shape, affine = data.shape, aff
+        elif data.shape != shape or not np.allclose(aff, affine, atol=1e-4):
+            data = resample(data[None], aff, shape, affine)[0].numpy()
+        arrays[seq] = data
+    return arrays, affine, shape
+
+
 def tumour_free_subjects(seeds: Iterable[int], out: str | Path, voxel_mm: float = 1.0) -> list[Path]:
     """Generate (once) tumour-free synthetic subjects with the default draw; return their folders.
 
@@ -206,23 +246,11 @@ def false_tumour_table(engine: Any, heads: Mapping[str, Mapping[str, str | Path]
         Rows ``{head, kind, subset, ml, ml_by_label, ood}``; ``ood`` is the engine's
         out-of-distribution score when it reports one.
     """
-    from models.preprocess import resample
-
     rows = []
     for hid, seqs in heads.items():
-        arrays: dict[str, np.ndarray] = {}
-        ref_affine: np.ndarray | None = None
-        ref_shape: tuple[int, ...] = ()
-        for seq, path in seqs.items():
-            if seq not in engine.channels:
-                continue
-            data, affine = load_head(path, volume)
-            if ref_affine is None:
-                ref_affine, ref_shape = affine, data.shape
-            elif data.shape != ref_shape or not np.allclose(affine, ref_affine, atol=1e-4):
-                data = resample(data[None], affine, ref_shape, ref_affine)[0].numpy()
-            arrays[seq] = data
-        if ref_affine is None:
+        # (the head's own sequence order: its first sequence is the reference grid)
+        arrays, ref_affine, _ = load_on_grid(seqs, [s for s in seqs if s in engine.channels], volume)
+        if not arrays:
             continue
         voxel_ml = float(abs(np.linalg.det(ref_affine[:3, :3]))) / 1000.0
         for sname, keep in _subsets(list(arrays), engine.channels).items():
