@@ -193,3 +193,36 @@ def test_label_efficiency_bad_config_is_a_sentence(tmp_path: Path, capsys: pytes
     assert "config key 'finetune.labelled'" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_one_more_objective_keeps_every_row_and_probe_made_so_far(tiny: dict[str, Any]) -> None:
+    """(Last in the file: it adds an arm to the shared tiny run.) Rows are keyed per arm: adding
+    ``swin_ssl`` runs its encoder, cells and probe only; a changed ``[probe]`` table re-probes."""
+    from dicom_node.cli import main
+
+    results, probes = tiny["work"] / "results.json", tiny["work"] / "probe-results.json"
+    before, probes_before = json.loads(results.read_text()), json.loads(probes.read_text())
+    raw = json.loads(json.dumps(tiny["raw"]))
+    raw["pretrain"]["objectives"] = ["prism", "swin_ssl"]
+    raw["pretrain"]["options"]["swin_ssl"] = {"mask_ratio": 0.5, "mask_patch": 8, "decoder_width": 16}
+    config = write_toml(raw, tiny["config"])
+    assert main(["train", "evaluate", "--config", str(config)]) == 0
+    after = json.loads(results.read_text())
+    assert after[: len(before)] == before, "the rows of scratch and prism were kept, not made again"
+    added = after[len(before):]
+    assert {r["arm"] for r in added} == {"swin_ssl"}
+    assert sorted((r["labelled"], r["repeat"], r["test"]) for r in added) == sorted(
+        (k, rep, t) for k in (2, 1) for rep in (0, 1) for t in ("same-protocol", "other-protocol"))
+    probes_after = json.loads(probes.read_text())
+    assert probes_after[: len(probes_before)] == probes_before
+    assert {(p["arm"], p["mode"]) for p in probes_after[len(probes_before):]} == {("swin_ssl", "frozen-linear")}
+    report = (tiny["report"] / "label-efficiency.md").read_text()
+    assert "| swin_ssl − scratch | other-protocol |" in report and "| prism − scratch | other-protocol |" in report
+    # another probe setting is another key: every arm is probed again, the segmentation rows stay
+    raw["probe"]["steps"] = 4
+    write_toml(raw, config)
+    assert main(["train", "evaluate", "--config", str(config)]) == 0
+    assert json.loads(results.read_text()) == after
+    reprobed = json.loads(probes.read_text())[len(probes_after):]
+    assert {(p["arm"], p["mode"]) for p in reprobed} == {("scratch", "frozen-linear"), ("scratch", "scratch-trained"),
+                                                         ("prism", "frozen-linear"), ("swin_ssl", "frozen-linear")}

@@ -53,7 +53,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TESTS", "arm_order", "baselines", "labelled_subset", "main", "run", "run_cell", "worker_cells"]
+__all__ = ["TESTS", "arm_order", "arm_settings", "baselines", "labelled_subset", "main", "run", "run_cell", "worker_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,46 @@ def _arm_config(arm: str, enc: Path | None, cfg: dict[str, Any], n_seq: int) -> 
         "batch_size": int(ft2.get("batch_size", 2)), "sequence_dropout": float(ft2.get("sequence_dropout", 0.0)),
         "encoder_lr_scale": float(ft2.get("encoder_lr_scale", 1.0)),
     }
+
+
+#: ``[pretrain]`` keys that no arm's rows depend on as a whole: each objective's own options go into its
+#: digest only, and the 2D keys into the 2D arms' only (so one more objective adds rows, it keeps the rest).
+_NOT_SHARED = ("objectives", "options", "threads", "steps_2d", "patch_2d", "batch_size_2d")
+
+
+def arm_settings(cfg: dict[str, Any], split: str, arm: str, *, probe: bool = False) -> str:
+    """The digest of everything one arm's rows depend on (their cache key).
+
+    Parameters
+    ----------
+    cfg : dict
+        The evidence config.
+    split : str
+        ``test`` or ``validation``.
+    arm : str
+        ``scratch``, ``scratch2d`` or an objective.
+    probe : bool
+        The key of the arm's probe rows (the ``[probe]`` table counts too).
+
+    Returns
+    -------
+    str
+        A short digest. The repeat count and the labelled counts are left out (rows carry
+        both: more adds rows), as are other objectives and the worker threads.
+    """
+    pre, ft = cfg.get("pretrain", {}), cfg.get("finetune", {})
+    two_d = arm == "scratch2d" or (arm != "scratch" and _spatial_dims(arm) == 2)
+    keyed: dict[str, Any] = {k: cfg.get(k) for k in ("data", "encoder", "families")}
+    keyed |= {"split": split, "pretrain": {k: v for k, v in pre.items() if k not in _NOT_SHARED},
+              "finetune": {k: v for k, v in ft.items() if k not in ("repeats", "labelled")}}
+    if two_d:
+        keyed |= {"encoder2d": cfg.get("encoder2d"), "finetune2d": cfg.get("finetune2d"),
+                  "pretrain2d": {k: pre.get(k) for k in ("steps_2d", "patch_2d", "batch_size_2d")}}
+    if arm not in ("scratch", "scratch2d"):
+        keyed["options"] = pre.get("options", {}).get(arm, {})
+    if probe:
+        keyed["probe"] = cfg.get("probe")
+    return _fingerprint(keyed)
 
 
 def baselines(objectives: list[str]) -> dict[str, str]:
@@ -393,16 +433,17 @@ def run(config_path: str | Path, *, report_only: bool = False, worker: tuple[int
     else:
         report_dir = work / "validation-report"
         results_path, probes_path = work / "results-validation.json", work / "probe-results-validation.json"
-    # the digest leaves out the repeat count and the labelled counts (rows carry both): more adds rows
-    keyed = {k: cfg.get(k) for k in ("data", "encoder", "encoder2d", "pretrain", "finetune2d", "families")}
-    keyed["finetune"] = {k: v for k, v in ft.items() if k not in ("repeats", "labelled")}
-    settings = _fingerprint(keyed | {"split": split})
+    arms = arm_order(objectives)
+    digests = {arm: arm_settings(cfg, split, arm) for arm in arms}
+    probe_digests = {arm: arm_settings(cfg, split, arm, probe=True) for arm in arms}
+    settings = _fingerprint({k: cfg.get(k) for k in ("data", "families")} | {"split": split})  # the subjects'
 
-    def mine(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in rows if r.get("settings") == settings]
+    def mine(rows: list[dict[str, Any]], probes: bool = False) -> list[dict[str, Any]]:
+        wanted = probe_digests if probes else digests
+        return [r for r in rows if r.get("settings") == wanted.get(str(r.get("arm")))]
 
     results = mine(json.loads(results_path.read_text()) if results_path.is_file() else [])
-    probe_rows = mine(json.loads(probes_path.read_text()) if probes_path.is_file() else [])
+    probe_rows = mine(json.loads(probes_path.read_text()) if probes_path.is_file() else [], probes=True)
     if report_only:
         return write_report(results, probe_rows, cfg, report_dir, work, base_of)
     torch.set_num_threads(int(cfg["pretrain"].get("threads", 2)))
@@ -451,27 +492,34 @@ def run(config_path: str | Path, *, report_only: bool = False, worker: tuple[int
                 if (k, repeat, arm) not in mine_cells or any(
                         r["arm"] == arm and r["labelled"] == k and r["repeat"] == repeat for r in results):
                     continue
-                rows = [r | {"split": split, "labelled_family": labelled_family, "settings": settings}
+                rows = [r | {"split": split, "labelled_family": labelled_family, "settings": digests[arm]}
                         for r in run_cell(arm, enc, cfg, train_items, tests, labelled=k, repeat=repeat)]
                 results = mine(_append_rows(results_path, rows))
                 write_report(results, probe_rows, cfg, report_dir, work, base_of)
                 log.info("label efficiency %s, %d labelled, repeat %d: Dice WT %s", arm, k, repeat,
                          ", ".join(f"{r['test']} {r['dice_wt']:.3f}" for r in rows))
-        if index == 0 and me == 0 and cfg.get("probe") and not probe_rows:
-            probe_rows = mine(_append_rows(probes_path, _probes(cfg, work, encoders, split, settings)))
+        unprobed = {a: e for a, e in encoders.items() if not any(r["arm"] == a for r in probe_rows)}
+        if index == 0 and me == 0 and cfg.get("probe") and _three_d(unprobed):
+            made = _probes(cfg, work, unprobed, split, probe_digests)
+            probe_rows = mine(_append_rows(probes_path, made), probes=True)
             write_report(results, probe_rows, cfg, report_dir, work, base_of)
     results = mine(json.loads(results_path.read_text()))
     return write_report(results, probe_rows, cfg, report_dir, work, base_of)
 
 
-def _probes(cfg: dict[str, Any], work: Path, encoders: dict[str, Path | None], split: str, settings: str) -> list[dict[str, Any]]:
-    """Frozen-encoder probes of every 3D encoder and the from-scratch network, as rows."""
+def _three_d(encoders: dict[str, Path | None]) -> dict[str, Path | None]:
+    """The 3D arms of ``encoders`` (the probes take 3D encoders only)."""
+    return {arm: enc for arm, enc in encoders.items() if arm != "scratch2d" and (arm == "scratch" or _spatial_dims(arm) == 3)}
+
+
+def _probes(cfg: dict[str, Any], work: Path, encoders: dict[str, Path | None], split: str,
+            digests: dict[str, str]) -> list[dict[str, Any]]:
+    """Frozen-encoder probes of the 3D arms of ``encoders`` (the from-scratch network with ``scratch``), as rows."""
     from training.pretrain.probes import PROBE_SEQUENCES, run_probes
 
     dirs = _write_roles(cfg, work, ["probe-train", "probe-test"], PROBE_SEQUENCES)
-    three_d = {arm: enc for arm, enc in encoders.items() if arm != "scratch2d" and (arm == "scratch" or _spatial_dims(arm) == 3)}
-    rows = run_probes(cfg, three_d, dirs["probe-train"], dirs["probe-test"])
-    return [r | {"split": split, "settings": settings} for r in rows]
+    rows = run_probes(cfg, _three_d(encoders), dirs["probe-train"], dirs["probe-test"])
+    return [r | {"split": split, "settings": digests[r["arm"]]} for r in rows]
 
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
