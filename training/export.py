@@ -9,7 +9,11 @@ from models.bundle import NOT_CLINICAL, Card, LabelInfo, save_bundle
 from training.ft_config import FinetuneConfig
 from training.manifest import Manifest
 
-__all__ = ["brats_labels", "export_bundle"]
+__all__ = ["CARRIED_PREPROCESSING", "brats_labels", "carried_preprocessing", "export_bundle"]
+
+#: Card decisions that a warm start from a bundle keeps: chosen on that bundle's selection runs (what the
+#: SR calls not assessed, the out-of-distribution reference), not set by the training config.
+CARRIED_PREPROCESSING = ("ood", "label_requires", "label_requires_note")
 
 
 def brats_labels() -> list[LabelInfo]:
@@ -30,6 +34,28 @@ def brats_labels() -> list[LabelInfo]:
         )
         for s in BRATS_SEGMENTS
     ]
+
+
+def carried_preprocessing(init_weights: str | Path) -> dict[str, Any]:
+    """The :data:`CARRIED_PREPROCESSING` fields of the bundle a run warm-started from.
+
+    Parameters
+    ----------
+    init_weights : str or Path
+        ``[train] init_weights``: a bundle folder, a checkpoint file or empty.
+
+    Returns
+    -------
+    dict
+        The fields the bundle's card has; empty for a checkpoint or no warm start.
+    """
+    import json
+
+    card = Path(init_weights) / "card.json" if init_weights else None
+    if card is None or not card.is_file():
+        return {}
+    pre = json.loads(card.read_text()).get("preprocessing", {}) or {}
+    return {k: pre[k] for k in CARRIED_PREPROCESSING if k in pre}
 
 
 def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: dict[str, float],
@@ -55,7 +81,7 @@ def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: di
             "missing_sequences": "zero channels (trained with sequence dropout)",
             "min_component_fraction": cfg.min_component_fraction,
             "mask_outside_head": cfg.mask_outside_head,
-        },
+        } | carried_preprocessing(cfg.init_weights),
         network=network,
         training={
             "data": manifest.source,
