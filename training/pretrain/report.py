@@ -363,7 +363,7 @@ def write_report(results: list[dict[str, Any]], probe_rows: list[dict[str, Any]]
         "come from ranges that pretraining and fine-tuning never use (`training.pretrain.families.plan_split`; "
         "tested). Sequences " + ", ".join(d["sequences"]) + f"; {d['voxel_mm']} mm grid.",
         f"- Network: encoder `{json.dumps(enc, sort_keys=True)}` with the SwinUNETR-style decoder (`models.segmenter`), "
-        "the same in every arm; `scratch` is it from random weights.",
+        "the same in every 3D arm; `scratch` is it from random weights.",
         f"- Pretraining: {pre['steps']} steps, batch {pre.get('batch_size', 2)}, crops {pre.get('patch', [32, 32, 32])}, "
         f"lr {pre.get('lr', 1e-3)} (`swin_ssl`: unlabelled pool, then the labelled family's images).",
         f"- Fine-tuning: {ft['steps']} steps for every arm and count, batch {ft.get('batch_size', 2)} crops "
@@ -372,8 +372,17 @@ def write_report(results: list[dict[str, Any]], probe_rows: list[dict[str, Any]]
         "(repeat r: subset and every random draw from seed + r, identical across arms).",
         "- Statistics: mean ± SD (sample) over repeats; the paired difference of an objective and scratch is taken "
         "repeat by repeat (same subset, crops and seed) with a 95 % t-interval (n − 1 degrees of freedom).",
-        "",
     ]
+    if "scratch2d" in base_of.values():  # the 2D arms have their own network and baseline
+        ft2 = {**ft, **cfg.get("finetune2d", {})}
+        lines.insert(-1,
+            f"- 2D arms ({', '.join(f'`{o}`' for o, b in base_of.items() if b == 'scratch2d')}): slice encoder "
+            f"`{json.dumps(cfg.get('encoder2d', {}), sort_keys=True)}` pretrained {pre.get('steps_2d', pre['steps'])} "
+            f"steps on {pre.get('patch_2d', [48, 48])} slices, batch {pre.get('batch_size_2d', 16)}, with a slice "
+            f"decoder (`training.pretrain.slices`, width {ft2.get('width', 64)}, mode {ft2.get('mode', 'full')}) "
+            f"fine-tuned on {ft2.get('roi', [48, 48])} slices, batch {ft2.get('batch_size', 2)}, encoder at "
+            f"{ft2.get('encoder_lr_scale', 1.0)} × lr; compared with `scratch2d`, the same 2D network from random weights.")
+    lines.append("")
     collapsed = collapsed_cells(results)
     if collapsed:
         lines += ["**Check before reading:** in these cells no arm learned a region (mean Dice < 0.05 for every arm), "
