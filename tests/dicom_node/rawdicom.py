@@ -1,4 +1,9 @@
-"""A raw-socket DICOM peer for the connection tests: PDUs built and read by hand."""
+"""Blocking raw-socket helpers for the connection tests, on the PDU encoders of :mod:`tests.support.rawpeer`.
+
+:class:`RawAssociation` opens an association and never raises on a rejection (``result`` says
+what came back); :func:`read_pdu` returns ``(0, b"")`` when the node closed. The bytes are
+built by ``tests/support/rawpeer.py``, the one encoder of the test suite.
+"""
 
 from __future__ import annotations
 
@@ -6,80 +11,64 @@ import socket
 import struct
 from collections.abc import Sequence
 
-VERIFICATION = "1.2.840.10008.1.1"
-MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-IMPLICIT = "1.2.840.10008.1.2"
-EXPLICIT = "1.2.840.10008.1.2.1"
-_APP_CONTEXT = "1.2.840.10008.3.1.1.1"
+from tests.support.rawpeer import (
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    MR_STORAGE,
+    VERIFICATION,
+    a_abort,
+    a_associate_rq,
+    a_release_rq,
+    c_echo_rq,
+    c_store_rq,
+    command_set,
+    command_values,
+    p_data,
+)
 
+IMPLICIT, EXPLICIT = IMPLICIT_LE, EXPLICIT_LE
 
-def _item(kind: int, value: bytes) -> bytes:
-    return struct.pack(">BBH", kind, 0, len(value)) + value
-
-
-def _ae(title: str) -> bytes:
-    return title.encode("ascii").ljust(16)[:16]
+__all__ = ["EXPLICIT", "IMPLICIT", "MR_STORAGE", "VERIFICATION", "RawAssociation", "abort_rq", "accepted_contexts",
+           "associate_rq", "command", "command_fields", "echo_rq", "pdata", "read_pdu", "recv_exact", "release_rq",
+           "status_of", "store_rq"]
 
 
 def associate_rq(calling: str = "TESTSCU", called: str = "MRINODE",
                  contexts: Sequence[tuple[int, str, Sequence[str]]] = ((1, VERIFICATION, (IMPLICIT,)),),
                  max_pdu: int = 16384) -> bytes:
     """An A-ASSOCIATE-RQ PDU."""
-    body = struct.pack(">HH", 1, 0) + _ae(called) + _ae(calling) + bytes(32)
-    body += _item(0x10, _APP_CONTEXT.encode())
-    for cx_id, abstract, tss in contexts:
-        sub = _item(0x30, abstract.encode()) + b"".join(_item(0x40, ts.encode()) for ts in tss)
-        body += _item(0x20, struct.pack(">BBBB", cx_id, 0, 0, 0) + sub)
-    user = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, b"1.2.3.4")
-    body += _item(0x50, user)
-    return struct.pack(">BBI", 0x01, 0, len(body)) + body
+    return a_associate_rq([(cid, abstract, list(tss)) for cid, abstract, tss in contexts], called=called,
+                          calling=calling, max_pdu=max_pdu)
 
 
 def release_rq() -> bytes:
     """An A-RELEASE-RQ PDU."""
-    return struct.pack(">BBIxxxx", 0x05, 0, 4)
+    return a_release_rq()
 
 
 def abort_rq() -> bytes:
     """An A-ABORT PDU (service-user)."""
-    return struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0, 0)
-
-
-def _el(elem: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0x0000, elem, len(value)) + value
-
-
-def _uid(uid: str) -> bytes:
-    raw = uid.encode("ascii")
-    return raw + b"\x00" if len(raw) % 2 else raw
+    return a_abort()
 
 
 def command(elements: Sequence[tuple[int, bytes]]) -> bytes:
-    """An implicit-VR command set with its group length."""
-    body = b"".join(_el(e, v) for e, v in sorted(elements))
-    return _el(0x0000, struct.pack("<I", len(body))) + body
+    """An implicit-VR command set with its group length (elements sorted)."""
+    return command_set(sorted(elements))
 
 
 def echo_rq(message_id: int, sop_class: str = VERIFICATION) -> bytes:
     """A C-ECHO-RQ command set."""
-    return command([(0x0002, _uid(sop_class)), (0x0100, struct.pack("<H", 0x0030)),
-                    (0x0110, struct.pack("<H", message_id)), (0x0800, struct.pack("<H", 0x0101))])
+    return c_echo_rq(message_id, sop_class)
 
 
 def store_rq(message_id: int, sop_class: str, sop_instance: str | None) -> bytes:
     """A C-STORE-RQ command set (a data set follows); ``sop_instance=None`` leaves the UID out."""
-    els = [(0x0002, _uid(sop_class)), (0x0100, struct.pack("<H", 0x0001)),
-           (0x0110, struct.pack("<H", message_id)), (0x0700, struct.pack("<H", 0)),
-           (0x0800, struct.pack("<H", 0x0000))]
-    if sop_instance is not None:
-        els.append((0x1000, _uid(sop_instance)))
-    return command(els)
+    return c_store_rq(message_id, sop_class, sop_instance)
 
 
 def pdata(context_id: int, data: bytes, flags: int) -> bytes:
     """A P-DATA-TF PDU with one PDV (``flags``: bit 0 command, bit 1 last fragment)."""
-    pdv = struct.pack(">IBB", len(data) + 2, context_id, flags) + data
-    return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
+    return p_data([(context_id, flags, data)])
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -116,14 +105,8 @@ def accepted_contexts(ac_body: bytes) -> dict[int, int]:
 def command_fields(pdata_body: bytes) -> dict[int, bytes]:
     """The command elements of the (single, last) command PDV of a P-DATA-TF body."""
     length, _cx, flags = struct.unpack_from(">IBB", pdata_body, 0)
-    data = pdata_body[6 : 4 + length]
     assert flags & 1, "not a command fragment"
-    out, pos = {}, 0
-    while pos + 8 <= len(data):
-        _g, elem, n = struct.unpack_from("<HHI", data, pos)
-        out[elem] = data[pos + 8 : pos + 8 + n]
-        pos += 8 + n
-    return out
+    return command_values(pdata_body[6 : 4 + length])
 
 
 def status_of(pdata_body: bytes) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "c_echo_rq",
     "c_store_rq",
     "command_set",
+    "command_values",
     "p_data",
 ]
 
@@ -153,9 +154,9 @@ def command_set(elements: list[tuple[int, bytes]], group_length: bool = True) ->
     return raw
 
 
-def c_echo_rq(message_id: int) -> bytes:
-    """A C-ECHO-RQ command set."""
-    return command_set([(0x0002, _uid(VERIFICATION)), (0x0100, struct.pack("<H", 0x0030)),
+def c_echo_rq(message_id: int, sop_class: str = VERIFICATION) -> bytes:
+    """A C-ECHO-RQ command set (another ``sop_class`` makes a wrong one on purpose)."""
+    return command_set([(0x0002, _uid(sop_class)), (0x0100, struct.pack("<H", 0x0030)),
                         (0x0110, struct.pack("<H", message_id)), (0x0800, struct.pack("<H", 0x0101))])
 
 
@@ -171,7 +172,8 @@ def c_store_rq(message_id: int, sop_class: str | None, sop_instance: str | None)
     return command_set(elements)
 
 
-def _command_values(raw: bytes) -> dict[int, bytes]:
+def command_values(raw: bytes) -> dict[int, bytes]:
+    """``{element: value}`` of an implicit-VR command set."""
     values: dict[int, bytes] = {}
     pos = 0
     while pos + 8 <= len(raw):
@@ -348,7 +350,7 @@ class RawPeer:
                 command += body[pos + 6 : pos + 4 + length] if mch & 1 else b""
                 pos += 4 + length
                 if mch & 1 and mch & 2:
-                    values = _command_values(command)
+                    values = command_values(command)
                     status = values.get(0x0900)
                     return Response(cid, struct.unpack("<H", values.get(0x0100, b"\x00\x00")[:2])[0],
                                     struct.unpack("<H", status[:2])[0] if status else None, values)
