@@ -104,7 +104,8 @@ def test_tiny_run_writes_every_cell_and_the_report(tiny: dict[str, Any]) -> None
     assert public == [{k: v for k, v in r.items() if k != "settings"} for r in rows]
     probes = json.loads((tiny["work"] / "probe-results.json").read_text())
     assert {(p["arm"], p["mode"]) for p in probes} == {("scratch", "frozen-linear"), ("scratch", "scratch-trained"),
-                                                        ("prism", "frozen-linear")}
+                                                        ("prism", "frozen-linear"), ("scratch", "frozen-linear-alone"),
+                                                        ("prism", "frozen-linear-alone")}
     assert {p["probe"] for p in probes} == {"sequence", "tr", "te", "flip"}
     assert {p["test"] for p in probes} == {"same-protocol", "other-protocol"}
     # every probe series of a test subject: 8 sequences of 1 subject per family
@@ -215,7 +216,8 @@ def test_one_more_objective_keeps_every_row_and_probe_made_so_far(tiny: dict[str
         (k, rep, t) for k in (2, 1) for rep in (0, 1) for t in ("same-protocol", "other-protocol"))
     probes_after = json.loads(probes.read_text())
     assert probes_after[: len(probes_before)] == probes_before
-    assert {(p["arm"], p["mode"]) for p in probes_after[len(probes_before):]} == {("swin_ssl", "frozen-linear")}
+    assert {(p["arm"], p["mode"]) for p in probes_after[len(probes_before):]} == {("swin_ssl", "frozen-linear"),
+                                                                                 ("swin_ssl", "frozen-linear-alone")}
     report = (tiny["report"] / "label-efficiency.md").read_text()
     assert "| swin_ssl − scratch | other-protocol |" in report and "| prism − scratch | other-protocol |" in report
     # another probe setting is another key: every arm is probed again, the segmentation rows stay
@@ -224,5 +226,24 @@ def test_one_more_objective_keeps_every_row_and_probe_made_so_far(tiny: dict[str
     assert main(["train", "evaluate", "--config", str(config)]) == 0
     assert json.loads(results.read_text()) == after
     reprobed = json.loads(probes.read_text())[len(probes_after):]
-    assert {(p["arm"], p["mode"]) for p in reprobed} == {("scratch", "frozen-linear"), ("scratch", "scratch-trained"),
-                                                         ("prism", "frozen-linear"), ("swin_ssl", "frozen-linear")}
+    assert {(p["arm"], p["mode"]) for p in reprobed} == {(a, m) for a in ("scratch", "prism", "swin_ssl")
+                                                         for m in ("frozen-linear", "frozen-linear-alone")} | {
+                                                         ("scratch", "scratch-trained")}
+
+
+def test_the_alone_placement_averages_the_series_given_in_each_channel_alone() -> None:
+    """``frozen-linear-alone`` features: the series in one channel at a time (others zero), averaged."""
+    from training.pretrain.probes import _ProbeNet
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # one "stage": per-channel sums, kept spatially
+            return [x * torch.arange(1, x.shape[1] + 1, dtype=x.dtype).view(1, -1, 1, 1, 1)]
+
+    net = _ProbeNet(Recorder(), 3, 3)
+    x = torch.rand(2, 1, 4, 4, 4)
+    every = net.features(x)
+    assert torch.allclose(every, x.flatten(1).mean(1, keepdim=True) * torch.tensor([1.0, 2.0, 3.0]))
+    net.placement = "alone"
+    alone = net.features(x)
+    # channel c alone: only map c is non-zero (weight c + 1); the mean over the 3 placements is a third of "every"
+    assert torch.allclose(alone, every / 3)

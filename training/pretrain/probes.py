@@ -4,6 +4,11 @@ Each series of a probe subject (T1, T1C, T2, FLAIR, PD, DWI, ADC, SWI as the syn
 makes them) is put on the evidence's grid, z-scored over the head, cropped around the head's
 centre to ``[probe] roi`` and given to the encoder in every input channel (the encoder's
 channel layout names sequences, so a series in "its" channel would give the answer away).
+With ``[probe] placements = ["every", "alone"]`` each frozen encoder is also probed with the
+series given alone in each channel in turn (the others zero, as a missing sequence is; features
+averaged over the channels): mode ``frozen-linear-alone``, reported beside ``frozen-linear``,
+never used for the verdict (a multi-channel pretrained encoder never saw one series copied into
+every channel).
 The features are the global means of every stage's map, concatenated.
 
 * ``frozen-linear``: a linear head on the frozen encoder's features — logistic regression
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PROBE_SEQUENCES", "ProbeSet", "load_probe_set", "run_probes"]
+__all__ = ["PLACEMENTS", "PROBE_SEQUENCES", "ProbeSet", "load_probe_set", "run_probes"]
 
 #: The series the probe classifies (every kind the synthetic engine renders but the localizer).
 PROBE_SEQUENCES: list[str] = ["T1", "T1C", "T2", "FLAIR", "PD", "DWI", "ADC", "SWI"]
@@ -145,19 +150,36 @@ def load_probe_set(subject_dirs: Sequence[str], voxel_mm: float, roi: Sequence[i
                     np.array(masks, dtype=np.float32), fams, margin)
 
 
+#: How a single series is given to a multi-channel encoder: ``every`` channel holds it, or it is
+#: given ``alone`` in each channel in turn (the others zero, as a missing sequence is) and the
+#: features are averaged over the channels.
+PLACEMENTS = ("every", "alone")
+
+
 class _ProbeNet(torch.nn.Module):
     """An encoder with linear heads on its pooled multi-stage features."""
 
     def __init__(self, encoder: torch.nn.Module, channels: int, feature_dim: int) -> None:
         super().__init__()
         self.encoder, self.channels = encoder, channels
+        self.placement = "every"
         self.cls = torch.nn.Linear(feature_dim, len(PROBE_SEQUENCES))
         self.reg = torch.nn.Linear(feature_dim, 3)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.encoder(x.expand(-1, self.channels, *x.shape[2:]))
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.encoder(x)
         maps = maps if isinstance(maps, list | tuple) else [maps]
         return torch.cat([m.flatten(2).mean(2) for m in maps], dim=1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.placement == "every":
+            return self._pooled(x.expand(-1, self.channels, *x.shape[2:]))
+        feats = []
+        for c in range(self.channels):
+            alone = x.new_zeros((x.shape[0], self.channels, *x.shape[2:]))
+            alone[:, c] = x[:, 0]
+            feats.append(self._pooled(alone))
+        return torch.stack(feats).mean(0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)
@@ -258,6 +280,9 @@ def run_probes(cfg: dict[str, Any], encoders: dict[str, Path | None], train_dirs
     pc = cfg.get("probe", {})
     roi = [int(r) for r in pc.get("roi", [32, 32, 32])]
     margin = int(pc.get("margin", 2))
+    placements = ["every"] + [p for p in pc.get("placements", ["every"]) if p != "every"]
+    if any(p not in PLACEMENTS for p in placements):
+        raise ValueError(f"config key 'probe.placements': {placements} must be among {list(PLACEMENTS)}.")
     vox = float(cfg["data"]["voxel_mm"])
     seed = int(cfg["data"].get("seed", 0))
     train = load_probe_set(train_dirs, vox, roi, margin)
@@ -280,9 +305,14 @@ def run_probes(cfg: dict[str, Any], encoders: dict[str, Path | None], train_dirs
         with torch.no_grad():
             dim = int(sum(m.shape[1] for m in encoder(torch.zeros(1, channels, *roi))))
         net = _ProbeNet(encoder, channels, dim)
-        train_f = _features(net, train.crops())
-        preds = {t: _linear_probe(train_f, train, _features(net, ts.crops()), ts) for t, ts in tests.items()}
-        emit(arm, "frozen-linear", preds, time.perf_counter() - started)
+        for placement in placements:  # "every" first: the scratch-trained network below trains with it
+            net.placement = placement
+            train_f = _features(net, train.crops())
+            preds = {t: _linear_probe(train_f, train, _features(net, ts.crops()), ts) for t, ts in tests.items()}
+            emit(arm, "frozen-linear" if placement == "every" else "frozen-linear-alone", preds,
+                 time.perf_counter() - started)
+            started = time.perf_counter()
+        net.placement = "every"
         if enc is None:  # the same network trained end to end on the same labels
             started = time.perf_counter()
             _train_scratch(net, train, int(pc.get("steps", 300)), int(pc.get("batch_size", 8)), float(pc.get("lr", 1e-3)), seed)

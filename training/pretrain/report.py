@@ -437,7 +437,11 @@ def write_report(results: list[dict[str, Any]], probe_rows: list[dict[str, Any]]
             "`frozen-linear`: logistic / ridge regression on the frozen features (regularisation by cross-validation on "
             "the training series); `scratch` + `frozen-linear` is the untrained encoder; `scratch-trained`: the same "
             f"network trained end to end from scratch on the same series ({pc.get('steps', 300)} steps). "
-            "R² is on normalised log TR, log TE and flip angle.",
+            + ("`frozen-linear-alone`: the same linear heads with the series given alone in each channel in turn (the "
+               "others zero, as a missing sequence is; features averaged over the channels) — declared before the run, "
+               "shown beside `frozen-linear`, not used for the verdict. "
+               if any(r["mode"] == "frozen-linear-alone" for r in probe_rows) else "")
+            + "R² is on normalised log TR, log TE and flip angle.",
             "",
             *_probe_table(probe_rows),
             "",
