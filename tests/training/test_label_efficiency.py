@@ -243,7 +243,6 @@ def test_the_alone_placement_averages_the_series_given_in_each_channel_alone() -
     x = torch.rand(2, 1, 4, 4, 4)
     every = net.features(x)
     assert torch.allclose(every, x.flatten(1).mean(1, keepdim=True) * torch.tensor([1.0, 2.0, 3.0]))
-    net.placement = "alone"
-    alone = net.features(x)
+    alone = net.features(x, "alone")
     # channel c alone: only map c is non-zero (weight c + 1); the mean over the 3 placements is a third of "every"
     assert torch.allclose(alone, every / 3)

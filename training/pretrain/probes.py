@@ -162,7 +162,6 @@ class _ProbeNet(torch.nn.Module):
     def __init__(self, encoder: torch.nn.Module, channels: int, feature_dim: int) -> None:
         super().__init__()
         self.encoder, self.channels = encoder, channels
-        self.placement = "every"
         self.cls = torch.nn.Linear(feature_dim, len(PROBE_SEQUENCES))
         self.reg = torch.nn.Linear(feature_dim, 3)
 
@@ -171,8 +170,8 @@ class _ProbeNet(torch.nn.Module):
         maps = maps if isinstance(maps, list | tuple) else [maps]
         return torch.cat([m.flatten(2).mean(2) for m in maps], dim=1)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.placement == "every":
+    def features(self, x: torch.Tensor, placement: str = "every") -> torch.Tensor:
+        if placement == "every":
             return self._pooled(x.expand(-1, self.channels, *x.shape[2:]))
         feats = []
         for c in range(self.channels):
@@ -199,9 +198,9 @@ def _encoder(cfg: dict[str, Any], enc: Path | None, seed: int) -> tuple[torch.nn
 
 
 @torch.no_grad()
-def _features(net: _ProbeNet, x: torch.Tensor, batch: int = 16) -> np.ndarray:
+def _features(net: _ProbeNet, x: torch.Tensor, placement: str = "every", batch: int = 16) -> np.ndarray:
     net.eval()
-    return torch.cat([net.features(x[i: i + batch]) for i in range(0, len(x), batch)]).numpy()
+    return torch.cat([net.features(x[i: i + batch], placement) for i in range(0, len(x), batch)]).numpy()
 
 
 def _score(name: str, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -305,14 +304,13 @@ def run_probes(cfg: dict[str, Any], encoders: dict[str, Path | None], train_dirs
         with torch.no_grad():
             dim = int(sum(m.shape[1] for m in encoder(torch.zeros(1, channels, *roi))))
         net = _ProbeNet(encoder, channels, dim)
-        for placement in placements:  # "every" first: the scratch-trained network below trains with it
-            net.placement = placement
-            train_f = _features(net, train.crops())
-            preds = {t: _linear_probe(train_f, train, _features(net, ts.crops()), ts) for t, ts in tests.items()}
+        train_x, test_x = train.crops(), {t: ts.crops() for t, ts in tests.items()}
+        for placement in placements:
+            train_f = _features(net, train_x, placement)
+            preds = {t: _linear_probe(train_f, train, _features(net, test_x[t], placement), ts) for t, ts in tests.items()}
             emit(arm, "frozen-linear" if placement == "every" else "frozen-linear-alone", preds,
                  time.perf_counter() - started)
             started = time.perf_counter()
-        net.placement = "every"
         if enc is None:  # the same network trained end to end on the same labels
             started = time.perf_counter()
             _train_scratch(net, train, int(pc.get("steps", 300)), int(pc.get("batch_size", 8)), float(pc.get("lr", 1e-3)), seed)
