@@ -237,7 +237,13 @@ def main(args: argparse.Namespace) -> int:
             result["healthy_T1_only_ml"] = healthy_volumes(get_engine(bundle, device=str(raw.get("device", "cpu"))))
         if ev.get("healthy_real") or ev.get("healthy_synthetic"):
             from models.engine import get_engine
-            from training.healthy import false_tumour_table, real_head_paths, real_heads, tumour_free_subjects
+            from training.healthy import (
+                false_tumour_table,
+                real_head_paths,
+                real_heads,
+                synthetic_tissue,
+                tumour_free_subjects,
+            )
 
             engine = get_engine(bundle, device=str(raw.get("device", "cpu")))
             if ev.get("healthy_real"):
@@ -250,7 +256,8 @@ def main(args: argparse.Namespace) -> int:
                 folders = tumour_free_subjects(range(first, last + 1),
                                                str(ev.get("healthy_synthetic_dir", "var/synth/healthy-test")))
                 heads = {f.name: {c: str(f / f"{c}.nii.gz") for c in engine.channels} for f in folders}
-                result["tumour_free_synthetic"] = false_tumour_table(engine, heads, "synthetic")
+                result["tumour_free_synthetic"] = false_tumour_table(engine, heads, "synthetic",
+                                                                     tissue=synthetic_tissue(folders))
                 result["tumour_free_synthetic_note"] = (f"{len(folders)} tumour-free subjects, seeds {first}-{last}, "
                                                         "default draw at 1 mm, never trained on")
         if ev.get("card_key"):

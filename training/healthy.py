@@ -13,7 +13,9 @@ Three sources of heads that must get (almost) no tumour — the acceptance bound
   (nilearn) and Colin27 (Debian ``mricron-data``) — averages, *not* acquisitions.
 
 :func:`false_tumour_table` runs the shipped engine on each head for every single sequence it
-has alone and for all its sequences together. ``python -m training.healthy --help``.
+has alone and for all its sequences together; for a synthetic head it also says where the false
+tumour lies (:func:`where_false`: mL per tissue of the engine's tissue map, and how much is deep
+grey matter). ``python -m training.healthy --help``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["REAL_HEADS_MANIFEST", "RealHead", "false_tumour_table", "healthy_volumes", "load_head", "main",
-           "real_head_paths", "real_heads", "resolve_real_head", "summarise", "template_paths", "template_t1",
-           "tumour_free_subjects"]
+__all__ = ["DEEP_GREY_MM", "REAL_HEADS_MANIFEST", "RealHead", "false_tumour_table", "healthy_volumes", "load_head",
+           "main", "real_head_paths", "real_heads", "resolve_real_head", "summarise", "synthetic_tissue",
+           "template_paths", "template_t1", "tumour_free_subjects", "where_false"]
 
 #: The committed list of real acquisitions (heads among them) and their train/test split.
 REAL_HEADS_MANIFEST = Path(__file__).parent / "realdata" / "corpus.json"
@@ -159,7 +161,7 @@ def load_head(path: str | Path, volume: int = 0) -> tuple[np.ndarray, np.ndarray
 
 
 def load_on_grid(paths: Mapping[str, str | Path], channels: Sequence[str], volume: int = 0,
-                 grid: tuple[tuple[int, ...], np.ndarray] | None = None,
+                 grid: tuple[tuple[int, ...], np.ndarray] | None = None, nearest: bool = False,
                  ) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[int, ...]]:
     """Load a head's sequences onto one grid: ``(arrays, affine, shape)``.
 
@@ -174,6 +176,8 @@ def load_on_grid(paths: Mapping[str, str | Path], channels: Sequence[str], volum
     grid : (shape, affine), optional
         The reference grid; default the first loaded sequence's. A sequence on another grid is
         resampled onto it.
+    nearest : bool
+        Resample with nearest neighbours (label maps) instead of trilinearly.
 
     Returns
     -------
@@ -193,7 +197,7 @@ def load_on_grid(paths: Mapping[str, str | Path], channels: Sequence[str], volum
         if not shape:
             shape, affine = data.shape, aff
         elif data.shape != shape or not np.allclose(aff, affine, atol=1e-4):
-            data = resample(data[None], aff, shape, affine)[0].numpy()
+            data = resample(data[None], aff, shape, affine, mode="nearest" if nearest else "bilinear")[0].numpy()
         arrays[seq] = data
     return arrays, affine, shape
 
@@ -215,6 +219,11 @@ def tumour_free_subjects(seeds: Iterable[int], out: str | Path, voxel_mm: float 
     return folders
 
 
+def synthetic_tissue(folders: Iterable[Path]) -> dict[str, str]:
+    """Folder name -> its ``tissue.nii.gz``, for the synthetic subject folders that have one."""
+    return {f.name: str(f / "tissue.nii.gz") for f in folders if (f / "tissue.nii.gz").is_file()}
+
+
 def _subsets(sequences: Sequence[str], channels: Sequence[str]) -> dict[str, list[str]]:
     """Every single sequence alone, and all of them (when more than one)."""
     have = [c for c in channels if c in sequences]
@@ -224,8 +233,52 @@ def _subsets(sequences: Sequence[str], channels: Sequence[str]) -> dict[str, lis
     return out
 
 
+#: Grey matter at least this far (mm) below the brain's surface is "deep" in :func:`where_false`: the
+#: deep nuclei, the insula and the depths of the medial cortex, not the convexity's cortex.
+DEEP_GREY_MM = 20.0
+
+
+def where_false(labels: np.ndarray, tissue: np.ndarray, voxel_mm: Sequence[float]) -> dict[str, Any]:
+    """Where predicted tumour lies in a tumour-free synthetic head.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Predicted label map (0 background).
+    tissue : numpy.ndarray
+        The engine's hard tissue map on the same grid (``tissue.nii.gz``; codes of
+        :class:`training.synth.tissue.Tissue`).
+    voxel_mm : sequence of float
+        Voxel size of the grid.
+
+    Returns
+    -------
+    dict
+        ``ml_by_tissue`` (tissue name -> mL, tissues with predicted tumour only) and
+        ``ml_deep_grey`` (mL in grey matter at least :data:`DEEP_GREY_MM` below the surface
+        of the brain: CSF, grey and white matter with their holes filled).
+    """
+    from scipy import ndimage
+
+    from training.synth.tissue import Tissue
+
+    if labels.shape != tissue.shape:
+        raise ValueError(f"where_false: labels {labels.shape} and tissue map {tissue.shape} are not on one grid.")
+    voxel_ml = float(np.prod(voxel_mm)) / 1000.0
+    tumour = labels > 0
+    codes, counts = np.unique(tissue[tumour], return_counts=True)
+    by_tissue = {Tissue(int(c)).name: round(float(n) * voxel_ml, 3) for c, n in zip(codes, counts, strict=True)}
+    deep = 0.0
+    grey = tumour & (tissue == Tissue.GM)
+    if grey.any():
+        brain = ndimage.binary_fill_holes(np.isin(tissue, [Tissue.CSF, Tissue.GM, Tissue.WM]))
+        depth = ndimage.distance_transform_edt(brain, sampling=[float(v) for v in voxel_mm])
+        deep = float((grey & (depth >= DEEP_GREY_MM)).sum()) * voxel_ml
+    return {"ml_by_tissue": by_tissue, "ml_deep_grey": round(deep, 3)}
+
+
 def false_tumour_table(engine: Any, heads: Mapping[str, Mapping[str, str | Path]], kind: str,
-                       volume: int = 0) -> list[dict[str, Any]]:
+                       volume: int = 0, tissue: Mapping[str, str | Path] | None = None) -> list[dict[str, Any]]:
     """Predicted tumour (mL, labels > 0) per head and input subset.
 
     Parameters
@@ -239,27 +292,38 @@ def false_tumour_table(engine: Any, heads: Mapping[str, Mapping[str, str | Path]
         ``"real"`` or ``"synthetic"`` (recorded in each row).
     volume : int
         Volume of 4D files.
+    tissue : mapping, optional
+        Head id to its synthetic tissue map (on the head's reference grid): the rows of that
+        head also say where the tumour lies (:func:`where_false`).
 
     Returns
     -------
     list of dict
-        Rows ``{head, kind, subset, ml, ml_by_label, ood}``; ``ood`` is the engine's
-        out-of-distribution score when it reports one.
+        Rows ``{head, kind, subset, ml, ml_by_label, ood}`` (and ``ml_by_tissue``,
+        ``ml_deep_grey`` with a tissue map); ``ood`` is the engine's out-of-distribution
+        score when it reports one.
     """
     rows = []
     for hid, seqs in heads.items():
         # (the head's own sequence order: its first sequence is the reference grid)
-        arrays, ref_affine, _ = load_on_grid(seqs, [s for s in seqs if s in engine.channels], volume)
+        arrays, ref_affine, shape = load_on_grid(seqs, [s for s in seqs if s in engine.channels], volume)
         if not arrays:
             continue
         voxel_ml = float(abs(np.linalg.det(ref_affine[:3, :3]))) / 1000.0
+        tissue_map = None
+        if tissue and hid in tissue:
+            tissue_map = load_on_grid({"tissue": tissue[hid]}, ["tissue"], grid=(shape, ref_affine),
+                                      nearest=True)[0]["tissue"].astype(np.int16)
         for sname, keep in _subsets(list(arrays), engine.channels).items():
             pred = engine.predict({k: arrays[k] for k in keep}, ref_affine)
             counts = np.bincount(pred.labels.ravel(), minlength=4)
-            rows.append({"head": hid, "kind": kind, "subset": sname,
-                         "ml": round(float(counts[1:].sum()) * voxel_ml, 3),
-                         "ml_by_label": [round(float(v) * voxel_ml, 3) for v in counts[1:]],
-                         "ood": getattr(pred, "ood_score", None)})
+            row = {"head": hid, "kind": kind, "subset": sname,
+                   "ml": round(float(counts[1:].sum()) * voxel_ml, 3),
+                   "ml_by_label": [round(float(v) * voxel_ml, 3) for v in counts[1:]],
+                   "ood": getattr(pred, "ood_score", None)}
+            if tissue_map is not None:
+                row.update(where_false(pred.labels, tissue_map, np.sqrt((ref_affine[:3, :3] ** 2).sum(axis=0))))
+            rows.append(row)
     return rows
 
 
@@ -347,13 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             folders = tumour_free_subjects(range(args.synthetic[0], args.synthetic[1] + 1), args.synthetic_dir)
             heads = {f.name: {s: str(f / f"{s}.nii.gz") for s in engine.channels if (f / f"{s}.nii.gz").is_file()}
                      for f in folders}
-            rows += false_tumour_table(engine, heads, "synthetic")
+            rows += false_tumour_table(engine, heads, "synthetic", tissue=synthetic_tissue(folders))
     except (FileNotFoundError, ValueError) as exc:
         print(f"training.healthy: {exc}", file=sys.stderr)
         return 2
     result = {"bundle": args.bundle, "rows": rows, "summary": summarise(rows)}
     for r in rows:
-        print(f"{r['kind']:>9} {r['head']:<28} {r['subset']:<6} {r['ml']:8.2f} mL  ood={r['ood']}")
+        where = f"  by tissue {r['ml_by_tissue']}, deep grey {r['ml_deep_grey']} mL" if r.get("ml_by_tissue") else ""
+        print(f"{r['kind']:>9} {r['head']:<28} {r['subset']:<6} {r['ml']:8.2f} mL  ood={r['ood']}{where}")
     print(json.dumps(result["summary"], indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
