@@ -70,7 +70,8 @@ def test_tumour_free_synthetic_subject_gets_under_one_ml_of_tumour(seed: int, en
 
     folder = tumour_free_subjects([seed], tmp_path)[0]
     heads = {folder.name: {c: str(folder / f"{c}.nii.gz") for c in engine.channels}}
-    rows = false_tumour_table(engine, heads, "synthetic")
+    rows = false_tumour_table(engine, heads, "synthetic", tissue={folder.name: folder / "tissue.nii.gz"})
     assert {r["subset"] for r in rows} == {"T1", "T1C", "T2", "FLAIR", "all"}
     for r in rows:
-        assert r["ml"] < 1.0, f"seed {seed} given as {r['subset']}: {r['ml']} mL of tumour ({r['ml_by_label']})"
+        assert r["ml"] < 1.0, (f"seed {seed} given as {r['subset']}: {r['ml']} mL of tumour ({r['ml_by_label']}; "
+                               f"by tissue {r['ml_by_tissue']}, deep grey {r['ml_deep_grey']} mL)")
