@@ -20,7 +20,7 @@ def _head() -> np.ndarray:
     tissue = np.full((90, 90, 45), int(Tissue.FAT), dtype=np.int16)
     tissue[5:85, 5:85, 3:42] = int(Tissue.GM)
     tissue[8:82, 8:82, 5:40] = int(Tissue.WM)
-    tissue[40:50, 40:50, 20:25] = int(Tissue.GM)  # deep grey: >= 35 mm below every face of the brain
+    tissue[40:50, 40:50, 20:25] = int(Tissue.GM)  # deep grey: over 30 mm below every face of the brain
     tissue[44:46, 44:46, 22:23] = int(Tissue.CSF)  # a cavity: filled, so it does not make a surface
     return tissue
 
