@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEEP_GREY_MM", "REAL_HEADS_MANIFEST", "RealHead", "false_tumour_table", "healthy_volumes", "load_head",
-           "main", "real_head_paths", "real_heads", "resolve_real_head", "summarise", "synthetic_tissue",
+__all__ = ["DEEP_GREY_MM", "REAL_HEADS_MANIFEST", "RealHead", "brain_depth", "false_tumour_table", "healthy_volumes",
+           "load_head", "main", "real_head_paths", "real_heads", "resolve_real_head", "summarise", "synthetic_tissue",
            "template_paths", "template_t1", "tumour_free_subjects", "where_false"]
 
 #: The committed list of real acquisitions (heads among them) and their train/test split.
@@ -238,7 +238,18 @@ def _subsets(sequences: Sequence[str], channels: Sequence[str]) -> dict[str, lis
 DEEP_GREY_MM = 20.0
 
 
-def where_false(labels: np.ndarray, tissue: np.ndarray, voxel_mm: Sequence[float]) -> dict[str, Any]:
+def brain_depth(tissue: np.ndarray, voxel_mm: Sequence[float]) -> np.ndarray:
+    """Distance (mm) of every voxel below the brain's surface (CSF, grey and white matter, holes filled)."""
+    from scipy import ndimage
+
+    from training.synth.tissue import Tissue
+
+    brain = ndimage.binary_fill_holes(np.isin(tissue, [Tissue.CSF, Tissue.GM, Tissue.WM]))
+    return np.asarray(ndimage.distance_transform_edt(brain, sampling=[float(v) for v in voxel_mm]))
+
+
+def where_false(labels: np.ndarray, tissue: np.ndarray, voxel_mm: Sequence[float],
+                depth: np.ndarray | None = None) -> dict[str, Any]:
     """Where predicted tumour lies in a tumour-free synthetic head.
 
     Parameters
@@ -250,6 +261,8 @@ def where_false(labels: np.ndarray, tissue: np.ndarray, voxel_mm: Sequence[float
         :class:`training.synth.tissue.Tissue`).
     voxel_mm : sequence of float
         Voxel size of the grid.
+    depth : numpy.ndarray, optional
+        :func:`brain_depth` of ``tissue`` when the caller has it (one head, several predictions).
 
     Returns
     -------
@@ -258,8 +271,6 @@ def where_false(labels: np.ndarray, tissue: np.ndarray, voxel_mm: Sequence[float
         ``ml_deep_grey`` (mL in grey matter at least :data:`DEEP_GREY_MM` below the surface
         of the brain: CSF, grey and white matter with their holes filled).
     """
-    from scipy import ndimage
-
     from training.synth.tissue import Tissue
 
     if labels.shape != tissue.shape:
@@ -271,8 +282,7 @@ def where_false(labels: np.ndarray, tissue: np.ndarray, voxel_mm: Sequence[float
     deep = 0.0
     grey = tumour & (tissue == Tissue.GM)
     if grey.any():
-        brain = ndimage.binary_fill_holes(np.isin(tissue, [Tissue.CSF, Tissue.GM, Tissue.WM]))
-        depth = ndimage.distance_transform_edt(brain, sampling=[float(v) for v in voxel_mm])
+        depth = brain_depth(tissue, voxel_mm) if depth is None else depth
         deep = float((grey & (depth >= DEEP_GREY_MM)).sum()) * voxel_ml
     return {"ml_by_tissue": by_tissue, "ml_deep_grey": round(deep, 3)}
 
@@ -303,6 +313,8 @@ def false_tumour_table(engine: Any, heads: Mapping[str, Mapping[str, str | Path]
         ``ml_deep_grey`` with a tissue map); ``ood`` is the engine's out-of-distribution
         score when it reports one.
     """
+    from nibabel.affines import voxel_sizes
+
     rows = []
     for hid, seqs in heads.items():
         # (the head's own sequence order: its first sequence is the reference grid)
@@ -310,10 +322,12 @@ def false_tumour_table(engine: Any, heads: Mapping[str, Mapping[str, str | Path]
         if not arrays:
             continue
         voxel_ml = float(abs(np.linalg.det(ref_affine[:3, :3]))) / 1000.0
-        tissue_map = None
+        where: tuple[np.ndarray, tuple[float, ...], np.ndarray] | None = None  # tissue map, voxel size, depth
         if tissue and hid in tissue:
             tissue_map = load_on_grid({"tissue": tissue[hid]}, ["tissue"], grid=(shape, ref_affine),
                                       nearest=True)[0]["tissue"].astype(np.int16)
+            voxel_mm = tuple(float(v) for v in voxel_sizes(ref_affine))
+            where = tissue_map, voxel_mm, brain_depth(tissue_map, voxel_mm)
         for sname, keep in _subsets(list(arrays), engine.channels).items():
             pred = engine.predict({k: arrays[k] for k in keep}, ref_affine)
             counts = np.bincount(pred.labels.ravel(), minlength=4)
@@ -321,8 +335,8 @@ def false_tumour_table(engine: Any, heads: Mapping[str, Mapping[str, str | Path]
                    "ml": round(float(counts[1:].sum()) * voxel_ml, 3),
                    "ml_by_label": [round(float(v) * voxel_ml, 3) for v in counts[1:]],
                    "ood": getattr(pred, "ood_score", None)}
-            if tissue_map is not None:
-                row.update(where_false(pred.labels, tissue_map, np.sqrt((ref_affine[:3, :3] ** 2).sum(axis=0))))
+            if where is not None:
+                row.update(where_false(pred.labels, where[0], where[1], depth=where[2]))
             rows.append(row)
     return rows
 

@@ -27,6 +27,8 @@ from tests.support.rawpeer import (
 )
 
 IMPLICIT, EXPLICIT = IMPLICIT_LE, EXPLICIT_LE
+# the names the connection tests use, for rawpeer's encoders
+release_rq, abort_rq, echo_rq, store_rq = a_release_rq, a_abort, c_echo_rq, c_store_rq
 
 __all__ = ["EXPLICIT", "IMPLICIT", "MR_STORAGE", "VERIFICATION", "RawAssociation", "abort_rq", "accepted_contexts",
            "associate_rq", "command", "command_fields", "echo_rq", "pdata", "read_pdu", "recv_exact", "release_rq",
@@ -41,29 +43,9 @@ def associate_rq(calling: str = "TESTSCU", called: str = "MRINODE",
                           calling=calling, max_pdu=max_pdu)
 
 
-def release_rq() -> bytes:
-    """An A-RELEASE-RQ PDU."""
-    return a_release_rq()
-
-
-def abort_rq() -> bytes:
-    """An A-ABORT PDU (service-user)."""
-    return a_abort()
-
-
 def command(elements: Sequence[tuple[int, bytes]]) -> bytes:
     """An implicit-VR command set with its group length (elements sorted)."""
     return command_set(sorted(elements))
-
-
-def echo_rq(message_id: int, sop_class: str = VERIFICATION) -> bytes:
-    """A C-ECHO-RQ command set."""
-    return c_echo_rq(message_id, sop_class)
-
-
-def store_rq(message_id: int, sop_class: str, sop_instance: str | None) -> bytes:
-    """A C-STORE-RQ command set (a data set follows); ``sop_instance=None`` leaves the UID out."""
-    return c_store_rq(message_id, sop_class, sop_instance)
 
 
 def pdata(context_id: int, data: bytes, flags: int) -> bytes:
