@@ -23,6 +23,24 @@ def test_grey_white_csf_contrast(any_subject) -> None:  # type: ignore[no-untype
     assert _mean(s.images[S.PD], gm) > _mean(s.images[S.PD], wm)  # proton density: GM above WM
 
 
+def test_deep_grey_matter_lies_between_white_matter_and_cortex(any_subject) -> None:  # type: ignore[no-untyped-def]
+    """Deep nuclei are not rendered with the cortex's relaxation times (generator 1.2): on T2 and FLAIR the grey
+    matter deep below the brain's surface is darker than the cortex and still brighter than white matter."""
+    from scipy import ndimage
+
+    from training.healthy import brain_depth
+
+    s = any_subject
+    depth = brain_depth(s.tissue, np.abs(np.diag(s.affine)[:3]))
+    away = ~ndimage.binary_dilation(s.labels > 0, iterations=4)  # not the oedema's partial volume
+    gm, wm = (s.tissue == Tissue.GM) & away, (s.tissue == Tissue.WM) & away
+    # cortex: below its outer millimetres (their partial volume with CSF darkens FLAIR)
+    deep, cortex = gm & (depth >= 25.0), gm & (depth >= 4.0) & (depth < 15.0)
+    for label in (S.T2, S.FLAIR):
+        img = s.images[label]
+        assert _mean(img, wm) < _mean(img, deep) < _mean(img, cortex) - 0.1 * (_mean(img, cortex) - _mean(img, wm))
+
+
 def test_tumour_compartments(any_subject) -> None:  # type: ignore[no-untyped-def]
     s = any_subject
     wm = s.tissue == Tissue.WM

@@ -41,7 +41,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.1"  # 1.1: anatomy source drawn per subject (MNI152 or CAT12), chunked noise streams
+GENERATOR_VERSION = "1.2"  # 1.1: anatomy source drawn per subject (MNI152 or CAT12), chunked noise streams;
+# 1.2: deep grey matter rendered as a grey/white mixture (training.synth.templates)
 VENDORS: tuple[str, ...] = ("siemens", "ge", "philips")
 DEFAULT_SEQUENCES: tuple[SequenceLabel, ...] = (SequenceLabel.T1, SequenceLabel.T1C, SequenceLabel.T2, SequenceLabel.FLAIR)
 #: Every label the generator can produce, in series-number order.

@@ -11,6 +11,14 @@ the brain; they differ in the brain (CSF, GM, WM):
   1.5 mm, an average of the IXI-555 adults aged 20-86) as shipped by deepmriprep, resampled
   (trilinear) onto the grid; CSF is the rest of the same intracranial mask. See
   :mod:`training.synth.cat12`.
+- Deep grey matter (generator 1.2): both sources' GM maps give the deep nuclei (thalamus,
+  basal ganglia) the same probability of "grey matter" as the cortex, so they were rendered
+  with the cortex's relaxation times; in real heads their myelinated fibres put them between
+  white matter and cortex on every weighting (a thalamus is not FLAIR-bright like cortex).
+  Grey matter more than :data:`DEEP_GREY_START_MM` below the intracranial surface is therefore
+  rendered as a grey/white mixture, up to :data:`DEEP_GREY_WM_SHARE` white matter from
+  :data:`DEEP_GREY_FULL_MM` down (:func:`_deep_grey_mixture`). The depth is a proxy: deep
+  parts of the insula and medial cortex are mixed too.
 - Outside the brain (scalp fat, muscle and skin, skull): the Colin27 full-head T1
   (``ch2.nii.gz``) and its brain mask (``ch2bet.nii.gz``) from Debian's mricron-data,
   which lie on the same 1 mm MNI axes (an integer voxel shift apart). Extra-axial space
@@ -37,6 +45,13 @@ MAP_NAMES: tuple[str, ...] = ("csf", "gm", "wm", "fat", "muscle", "bone", "blood
 ANATOMY_SOURCES: tuple[str, ...] = ("mni152", "cat12")
 
 _COLIN_DIR = Path("/usr/share/mricron/templates")
+
+#: Grey matter this far (mm) below the intracranial surface starts to be rendered as a grey/white mixture.
+DEEP_GREY_START_MM = 15.0
+#: From this depth (mm) on, the mixture holds :data:`DEEP_GREY_WM_SHARE` white matter.
+DEEP_GREY_FULL_MM = 25.0
+#: Share of deep grey matter rendered as white matter.
+DEEP_GREY_WM_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -174,7 +189,8 @@ def _build_1mm() -> tuple[TemplateMaps, np.ndarray]:
     over = total > 1.0
     maps[:, over] /= total[over]
     del total, over
-    centres = np.argwhere(wm > 0.9).astype(np.int32)
+    centres = np.argwhere(wm > 0.9).astype(np.int32)  # before the deep-grey mixture: tumours stay in WM
+    _deep_grey_mixture(maps[1], maps[2], intracranial)
     mni = TemplateMaps(brain=maps[:3], head=maps[3:], affine=affine, wm_centres=centres,
                        brain_box=_box(maps[:3].sum(axis=0) > 0), source="mni152")
     return mni, intracranial
@@ -202,9 +218,33 @@ def _build_cat12_1mm() -> TemplateMaps:
     # Tumour centres: deep WM in both sources. CAT12's WM > 0.9 also covers the brainstem and
     # cerebellar WM (~8 % of its voxels against ~1 % for MNI152); requiring the MNI152 WM
     # keeps the tumours where the MNI152 source puts them (cerebral WM, as adult gliomas).
-    centres = np.argwhere((wm > 0.9) & (mni.brain[2] > 0.9)).astype(np.int32)
+    mni_wm = np.zeros(mni.shape, dtype=bool)  # MNI152 WM > 0.9 before its deep-grey mixture
+    mni_wm[tuple(mni.wm_centres.T)] = True
+    centres = np.argwhere((wm > 0.9) & mni_wm).astype(np.int32)
+    del mni_wm
+    _deep_grey_mixture(maps[1], maps[2], intracranial)
     return TemplateMaps(brain=maps, head=mni.head, affine=mni.affine, wm_centres=centres,
                         brain_box=_box(maps.sum(axis=0) > 0), source="cat12")
+
+
+def _deep_grey_mixture(gm: np.ndarray, wm: np.ndarray, intracranial: np.ndarray) -> None:
+    """Move part of the deep grey matter's fraction to white matter, in place (1 mm grid).
+
+    Parameters
+    ----------
+    gm, wm : numpy.ndarray
+        Grey and white matter fractions; their sum is unchanged.
+    intracranial : numpy.ndarray
+        Intracranial fraction; its surface (at 0.5) is where the depth is measured from.
+    """
+    from scipy import ndimage as ndi
+
+    depth = ndi.distance_transform_edt(intracranial > 0.5).astype(np.float32)
+    share = np.clip((depth - DEEP_GREY_START_MM) / (DEEP_GREY_FULL_MM - DEEP_GREY_START_MM), 0.0, 1.0)
+    share *= DEEP_GREY_WM_SHARE
+    moved = gm * share
+    gm -= moved
+    wm += moved
 
 
 def _sagittal_sinus(intracranial: np.ndarray, affine: np.ndarray, radius_mm: float = 3.5) -> np.ndarray:
