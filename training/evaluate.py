@@ -244,6 +244,7 @@ def main(args: argparse.Namespace) -> int:
                 synthetic_tissue,
                 tumour_free_subjects,
             )
+            from training.synth.subject import GENERATOR_VERSION
 
             engine = get_engine(bundle, device=str(raw.get("device", "cpu")))
             if ev.get("healthy_real"):
@@ -259,7 +260,7 @@ def main(args: argparse.Namespace) -> int:
                 result["tumour_free_synthetic"] = false_tumour_table(engine, heads, "synthetic",
                                                                      tissue=synthetic_tissue(folders))
                 result["tumour_free_synthetic_note"] = (f"{len(folders)} tumour-free subjects, seeds {first}-{last}, "
-                                                        "default draw at 1 mm, never trained on")
+                                                        f"default draw at 1 mm (generator {GENERATOR_VERSION}), never trained on")
         if ev.get("card_key"):
             card = record_in_card(bundle, str(ev["card_key"]), result, str(ev.get("card_note", "")),
                                   f"mrinode train evaluate --config {path}")
