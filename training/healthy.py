@@ -205,28 +205,15 @@ def load_on_grid(paths: Mapping[str, str | Path], channels: Sequence[str], volum
 def tumour_free_subjects(seeds: Iterable[int], out: str | Path, voxel_mm: float = 1.0) -> list[Path]:
     """Generate (once) tumour-free synthetic subjects with the default draw; return their folders.
 
-    The same as ``mrinode synth --out OUT --subjects 1 --seed S --tumour-free-fraction 1`` per seed. A
-    folder written by another generator version is written again (its images would differ).
+    The same as ``mrinode synth --out OUT --subjects 1 --seed S --tumour-free-fraction 1`` per seed, written
+    by :func:`training.manifest.write_synth_subjects` (which writes again a subject of another generator version).
     """
     from training.manifest import write_synth_subjects
-    from training.synth.subject import GENERATOR_VERSION
 
-    folders = []
+    seeds = [int(s) for s in seeds]
     for seed in seeds:
-        folder = Path(out) / f"synth-{int(seed):06d}"
-        if not (folder / "T1.nii.gz").is_file() or _generator_version(folder) != GENERATOR_VERSION:
-            write_synth_subjects({"subjects": 1, "seed": int(seed), "tumour_free_fraction": 1.0, "voxel_mm": voxel_mm},
-                                 out)
-        folders.append(folder)
-    return folders
-
-
-def _generator_version(folder: Path) -> str | None:
-    """The generator version in a synthetic subject folder's ``params.json`` (None when unreadable)."""
-    try:
-        return str(json.loads((folder / "params.json").read_text())["generator_version"])
-    except (OSError, ValueError, KeyError):
-        return None
+        write_synth_subjects({"subjects": 1, "seed": int(seed), "tumour_free_fraction": 1.0, "voxel_mm": voxel_mm}, out)
+    return [Path(out) / f"synth-{seed:06d}" for seed in seeds]
 
 
 def synthetic_tissue(folders: Iterable[Path]) -> dict[str, str]:

@@ -293,7 +293,8 @@ def write_synth_subjects(spec: dict[str, Any], out: str | Path) -> Path:
     spec : dict
         ``subjects`` (count, default 8), ``seed`` (first seed, default 0) and any other
         ``generate_subject`` keyword (``voxel_mm``, ``tumour``, ``field_strength``...).
-        Subject ``i`` uses seed ``seed + i``; subjects already written are kept.
+        Subject ``i`` uses seed ``seed + i``; subjects already written by this generator version
+        are kept, those of another version are written again (their images would differ).
     out : str or Path
         The parent folder.
 
@@ -305,15 +306,24 @@ def write_synth_subjects(spec: dict[str, Any], out: str | Path) -> Path:
     import importlib
 
     synth = importlib.import_module("training.synth")
+    version = importlib.import_module("training.synth.subject").GENERATOR_VERSION
     kwargs = dict(spec)
     n, seed = int(kwargs.pop("subjects", 8)), int(kwargs.pop("seed", 0))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         marker = folder / f".seed-{seed + i}"
-        if marker.is_file():
+        if marker.is_file() and _generator_version(folder / marker.read_text().strip()) == version:
             continue
         subj = synth.generate_subject(seed + i, **kwargs)
         synth.write_subject(subj, folder)
         marker.write_text(subj.subject_id + "\n")
     return folder
+
+
+def _generator_version(subject: Path) -> str | None:
+    """The generator version in a synthetic subject folder's ``params.json`` (None when unreadable)."""
+    try:
+        return str(json.loads((subject / "params.json").read_text())["generator_version"])
+    except (OSError, ValueError, KeyError):
+        return None
