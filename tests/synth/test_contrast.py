@@ -41,6 +41,25 @@ def test_deep_grey_matter_lies_between_white_matter_and_cortex(any_subject) -> N
         assert _mean(img, wm) < _mean(img, deep) < _mean(img, cortex) - 0.1 * (_mean(img, cortex) - _mean(img, wm))
 
 
+def test_thick_grey_matter_is_rendered_as_folded_cortex(any_subject) -> None:  # type: ignore[no-untyped-def]
+    """Slabs of cortex thicker than a real cortex (an averaging artefact of the templates) hold sulcal CSF and gyral
+    white matter (generator 1.3): on FLAIR they are darker than thin cortex, where a uniform block of grey matter
+    (generator 1.2) was brighter."""
+    from scipy import ndimage
+
+    from training.healthy import brain_depth
+
+    s = any_subject
+    vox = np.abs(np.diag(s.affine)[:3])
+    depth = brain_depth(s.tissue, vox)
+    away = ~ndimage.binary_dilation(s.labels > 0, iterations=4)
+    inner = ndimage.distance_transform_edt(s.tissue == Tissue.GM, sampling=vox)  # mm to the nearest non-grey voxel
+    cortex = (s.tissue == Tissue.GM) & away & (depth >= 4.0) & (depth < 15.0)
+    thick, thin = cortex & (inner >= 4.0), cortex & (inner < 3.0)
+    flair, wm = s.images[S.FLAIR], (s.tissue == Tissue.WM) & away
+    assert _mean(flair, thick) < _mean(flair, thin) - 0.03 * _mean(flair, wm)
+
+
 def test_tumour_compartments(any_subject) -> None:  # type: ignore[no-untyped-def]
     s = any_subject
     wm = s.tissue == Tissue.WM

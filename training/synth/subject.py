@@ -41,8 +41,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.2"  # 1.1: anatomy source drawn per subject (MNI152 or CAT12), chunked noise streams;
-# 1.2: deep grey matter rendered as a grey/white mixture (training.synth.templates)
+GENERATOR_VERSION = "1.3"  # 1.1: anatomy source drawn per subject (MNI152 or CAT12), chunked noise streams;
+# 1.2: deep grey matter rendered as a grey/white mixture; 1.3: slabs of grey matter thicker than a cortex
+# rendered as folded cortex (sulcal CSF and gyral white matter; training.synth.templates)
 VENDORS: tuple[str, ...] = ("siemens", "ge", "philips")
 DEFAULT_SEQUENCES: tuple[SequenceLabel, ...] = (SequenceLabel.T1, SequenceLabel.T1C, SequenceLabel.T2, SequenceLabel.FLAIR)
 #: Every label the generator can produce, in series-number order.

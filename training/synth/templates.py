@@ -19,6 +19,15 @@ the brain; they differ in the brain (CSF, GM, WM):
   rendered as a grey/white mixture, up to :data:`DEEP_GREY_WM_SHARE` white matter from
   :data:`DEEP_GREY_FULL_MM` down (:func:`_deep_grey_mixture`). The depth is a proxy: deep
   parts of the insula and medial cortex are mixed too.
+- Folded cortex (generator 1.3): averaging many heads blurs the cortex of neighbouring folds into
+  slabs of "grey matter" up to 16 mm thick, where a real cortex is 1-4.5 mm thick with sulcal CSF
+  and gyral white matter between its banks (Fischl B, Dale AM. Measuring the thickness of the
+  human cerebral cortex from magnetic resonance images. PNAS 2000;97:11050-5). Averaged
+  templates thus render a thick fold as one uniformly bright block on T2 and FLAIR. Cortical
+  grey matter more than :data:`FOLD_START_MM` from the nearest non-grey voxel (a slab thicker
+  than twice that) is rendered as folded cortex: up to :data:`FOLD_SHARE` of it, from
+  :data:`FOLD_FULL_MM` on, goes half to CSF and half to white matter (:func:`_folded_cortex`).
+  Deep grey matter (below :data:`DEEP_GREY_START_MM`) is left to the deep-grey mixture.
 - Outside the brain (scalp fat, muscle and skin, skull): the Colin27 full-head T1
   (``ch2.nii.gz``) and its brain mask (``ch2bet.nii.gz``) from Debian's mricron-data,
   which lie on the same 1 mm MNI axes (an integer voxel shift apart). Extra-axial space
@@ -52,6 +61,12 @@ DEEP_GREY_START_MM = 15.0
 DEEP_GREY_FULL_MM = 25.0
 #: Share of deep grey matter rendered as white matter.
 DEEP_GREY_WM_SHARE = 0.5
+#: Cortical grey matter this far (mm) from the nearest non-grey voxel starts to be rendered as folded cortex.
+FOLD_START_MM = 2.5
+#: From this distance (mm) on, :data:`FOLD_SHARE` of it is sulcal CSF and gyral white matter.
+FOLD_FULL_MM = 4.0
+#: Share of thick cortical grey matter rendered as CSF and white matter (half each).
+FOLD_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -190,7 +205,7 @@ def _build_1mm() -> tuple[TemplateMaps, np.ndarray]:
     maps[:, over] /= total[over]
     del total, over
     centres = np.argwhere(wm > 0.9).astype(np.int32)  # before the deep-grey mixture: tumours stay in WM
-    _deep_grey_mixture(maps[1], maps[2], intracranial)
+    _grey_matter_corrections(maps[:3], intracranial)
     mni = TemplateMaps(brain=maps[:3], head=maps[3:], affine=affine, wm_centres=centres,
                        brain_box=_box(maps[:3].sum(axis=0) > 0), source="mni152")
     return mni, intracranial
@@ -222,27 +237,67 @@ def _build_cat12_1mm() -> TemplateMaps:
     mni_wm[tuple(mni.wm_centres.T)] = True
     centres = np.argwhere((wm > 0.9) & mni_wm).astype(np.int32)
     del mni_wm
-    _deep_grey_mixture(maps[1], maps[2], intracranial)
+    _grey_matter_corrections(maps, intracranial)
     return TemplateMaps(brain=maps, head=mni.head, affine=mni.affine, wm_centres=centres,
                         brain_box=_box(maps.sum(axis=0) > 0), source="cat12")
 
 
-def _deep_grey_mixture(gm: np.ndarray, wm: np.ndarray, intracranial: np.ndarray) -> None:
-    """Move part of the deep grey matter's fraction to white matter, in place (1 mm grid).
+def _grey_matter_corrections(brain: np.ndarray, intracranial: np.ndarray) -> None:
+    """Folded cortex, then the deep-grey mixture, in place on the brain maps (CSF, GM, WM; 1 mm grid).
 
     Parameters
     ----------
-    gm, wm : numpy.ndarray
-        Grey and white matter fractions; their sum is unchanged.
+    brain : numpy.ndarray
+        (3, ni, nj, nk) CSF, GM and WM fractions; their sum is unchanged.
     intracranial : numpy.ndarray
         Intracranial fraction; its surface (at 0.5) is where the depth is measured from.
     """
     from scipy import ndimage as ndi
 
     depth = ndi.distance_transform_edt(intracranial > 0.5).astype(np.float32)
-    share = np.clip((depth - DEEP_GREY_START_MM) / (DEEP_GREY_FULL_MM - DEEP_GREY_START_MM), 0.0, 1.0)
-    share *= DEEP_GREY_WM_SHARE
+    deep = np.clip((depth - DEEP_GREY_START_MM) / (DEEP_GREY_FULL_MM - DEEP_GREY_START_MM), 0.0, 1.0)
+    del depth
+    _folded_cortex(brain, 1.0 - deep)
+    _deep_grey_mixture(brain[1], brain[2], deep)
+
+
+def _folded_cortex(brain: np.ndarray, cortical: np.ndarray) -> None:
+    """Render grey-matter slabs thicker than a cortex as folded cortex, in place (1 mm grid).
+
+    Parameters
+    ----------
+    brain : numpy.ndarray
+        (3, ni, nj, nk) CSF, GM and WM fractions; their sum is unchanged.
+    cortical : numpy.ndarray
+        Weight 1 in the cortex falling to 0 in deep grey matter.
+    """
+    from scipy import ndimage as ndi
+
+    csf, gm, wm = brain
+    inner = ndi.distance_transform_edt(gm > 0.5).astype(np.float32)
+    share = np.clip((inner - FOLD_START_MM) / (FOLD_FULL_MM - FOLD_START_MM), 0.0, 1.0)
+    del inner
+    share *= FOLD_SHARE * cortical
     moved = gm * share
+    del share
+    gm -= moved
+    moved *= 0.5
+    csf += moved
+    wm += moved
+
+
+def _deep_grey_mixture(gm: np.ndarray, wm: np.ndarray, deep: np.ndarray) -> None:
+    """Move part of the deep grey matter's fraction to white matter, in place (1 mm grid).
+
+    Parameters
+    ----------
+    gm, wm : numpy.ndarray
+        Grey and white matter fractions; their sum is unchanged.
+    deep : numpy.ndarray
+        0 above :data:`DEEP_GREY_START_MM` below the intracranial surface, rising to 1 at
+        :data:`DEEP_GREY_FULL_MM`.
+    """
+    moved = gm * (deep * DEEP_GREY_WM_SHARE)
     gm -= moved
     wm += moved
 
