@@ -22,12 +22,12 @@ TEST_HEADS = real_heads("test")
 SYNTHETIC_SEEDS = [90202, 90207, 90215]
 
 #: Where the shipped weights (0.4.0, stage 9) do not meet the target yet (issue 14, part 4 is open): measured
-#: with ``mrinode train evaluate --config training/configs/evaluate-brain-tumour-demo.toml`` (the card's
-#: label_requires on; synthetic generator 1.2). 90202 (stage 2: T2 alone 136.9 mL) and dipy's b=0 as T2 (129.9 mL)
-#: pass since 0.2.0. Strict: a model that meets the target turns these into failures until the mark is removed.
+#: with ``python -m training.healthy --synthetic 90200 90219`` (the card's label_requires on; synthetic generator
+#: 1.3). 90202 (stage 2: T2 alone 136.9 mL) and dipy's b=0 as T2 (129.9 mL) pass since 0.2.0. Strict: a model
+#: that meets the target turns these into failures until the mark is removed.
 NOT_YET: dict[str, str] = {
-    "90207": "FLAIR alone 17.7 mL, all four 0.6 mL (0.3.0 on generator 1.1: 52.6, 4.1)",
-    "90215": "FLAIR alone 1.3 mL, all four 6.2 mL (0.3.0 on generator 1.1: 4.1, 11.7)",
+    "90207": "FLAIR alone 8.4 mL, all four 0.0 mL (on generator 1.2: 17.7, 0.6)",
+    "90215": "FLAIR alone 1.6 mL, all four 1.9 mL (on generator 1.2: 1.3, 6.2)",
 }
 
 

@@ -65,7 +65,8 @@ def test_cat12_brain_follows_its_template() -> None:
     tpl_gm = np.asarray(img.dataobj[..., 0], dtype=np.float32)  # type: ignore[attr-defined]
     cat, mni = load_templates(1.0, "cat12"), load_templates(1.0, "mni152")
     # template GM + WM volume (cm^3, 1.5 mm voxels) against the source's (1 mm voxels; the deep-grey mixture of
-    # generator 1.2 moves GM to WM and keeps their sum); WM alone grows by that share
+    # generator 1.2 moves GM to WM and keeps their sum; the folded cortex of 1.3 moves 1.2 % of it to CSF);
+    # WM alone grows by the moved share
     tpl = float((tpl_gm + tpl_wm).sum()) * 1.5**3 * 1e-3
     assert float(cat.brain[1:3].sum()) * 1e-3 == pytest.approx(tpl, rel=0.03)
     assert float(cat.brain[2].sum()) * 1e-3 > float(tpl_wm.sum()) * 1.5**3 * 1e-3
@@ -104,3 +105,23 @@ def test_tumour_centres_are_cerebral_white_matter_in_both_sources() -> None:
         fractions[src] = float(np.mean(ras[:, 2] < -20.0))  # below the tentorium's level (mm)
         assert float(t.brain[2][tuple(t.wm_centres[::97].T)].mean()) > 0.6  # centres lie in (smoothed) WM
     assert fractions["cat12"] < 0.05 and fractions["mni152"] < 0.05, fractions
+
+
+def test_folded_cortex_moves_only_thick_cortical_grey_matter() -> None:
+    """Generator 1.3: the centre of a grey slab thicker than a cortex becomes half grey, a quarter CSF and a quarter
+    white matter; a slab as thin as a cortex, and deep grey matter (cortical weight 0), keep their grey matter."""
+    from training.synth.templates import FOLD_SHARE, _folded_cortex
+
+    brain = np.zeros((3, 40, 20, 20), dtype=np.float32)
+    brain[1, 5:17] = 1.0  # a 12 mm slab
+    brain[1, 25:29] = 1.0  # a 4 mm slab (a real cortex)
+    brain[2] = 1.0 - brain[1]
+    cortical = np.ones((40, 20, 20), dtype=np.float32)
+    cortical[:, :, :10] = 0.0  # deep grey matter in the first half along the last axis
+    before = brain.sum(axis=0).copy()
+    _folded_cortex(brain, cortical)
+    np.testing.assert_allclose(brain.sum(axis=0), before, atol=1e-6)
+    centre = brain[:, 11, 10, 15]
+    np.testing.assert_allclose(centre, [FOLD_SHARE / 2, 1.0 - FOLD_SHARE, FOLD_SHARE / 2], atol=1e-6)
+    assert brain[1, 11, 10, 5] == 1.0  # deep
+    assert (brain[1, 25:29] == 1.0).all()  # thin
