@@ -27,7 +27,9 @@ the brain; they differ in the brain (CSF, GM, WM):
   grey matter more than :data:`FOLD_START_MM` from the nearest non-grey voxel (a slab thicker
   than twice that) is rendered as folded cortex: up to :data:`FOLD_SHARE` of it, from
   :data:`FOLD_FULL_MM` on, goes half to CSF and half to white matter (:func:`_folded_cortex`).
-  Deep grey matter (below :data:`DEEP_GREY_START_MM`) is left to the deep-grey mixture.
+  The rule fades out between :data:`DEEP_GREY_START_MM` and :data:`DEEP_GREY_FULL_MM` below the
+  intracranial surface, where the deep-grey mixture takes over. The cerebellum is treated as
+  cortex where it is shallow enough (its folia are far below the templates' resolution).
 - Outside the brain (scalp fat, muscle and skin, skull): the Colin27 full-head T1
   (``ch2.nii.gz``) and its brain mask (``ch2bet.nii.gz``) from Debian's mricron-data,
   which lie on the same 1 mm MNI axes (an integer voxel shift apart). Extra-axial space
