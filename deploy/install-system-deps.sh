@@ -22,6 +22,8 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The downloaded .deb files (about 2.4 GB with chromium) are not needed once installed: free the disk for the tests.
+$SUDO apt-get clean
 # Debian starts an Orthanc service on install; the node and tests start their own.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop orthanc >/dev/null 2>&1 || true; fi
 $SUDO service orthanc stop >/dev/null 2>&1 || true
