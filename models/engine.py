@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from models.bundle import Bundle, BundleError, load_bundle
 from models.preprocess import (
@@ -243,6 +244,22 @@ class Prediction:
         return self.ood_score is not None and self.ood_threshold is not None and self.ood_score > self.ood_threshold
 
 
+def shift_average(name: str, value: Any) -> list[int]:
+    """Check a card's ``preprocessing.shift_average``: a non-empty list of distinct voxel shifts >= 0.
+
+    Raises
+    ------
+    BundleError
+        With a sentence naming the bundle and the key.
+    """
+    shifts = value if isinstance(value, list) else None
+    if (not shifts or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 64 for v in shifts)
+            or len(set(shifts)) != len(shifts)):
+        raise BundleError(f"bundle {name!r}: card preprocessing.shift_average {value!r} is not a list of distinct "
+                          "whole numbers of model-grid voxels from 0 to 64.")
+    return [int(v) for v in shifts]
+
+
 class InferenceEngine:
     """Run one bundle on volumes; holds the network warm.
 
@@ -283,6 +300,7 @@ class InferenceEngine:
         if self.normalize not in NORMALIZATIONS:
             raise BundleError(f"bundle {bundle.name!r}: card preprocessing.normalize {self.normalize!r} is not one of "
                               f"{', '.join(NORMALIZATIONS)}.")
+        self.shifts = shift_average(bundle.name, pre.get("shift_average", [0]))
         self.net: Any = bundle.build_network(self.device)
         if compile and self.device == "cuda":
             self.net = torch.compile(self.net)
@@ -407,6 +425,27 @@ class InferenceEngine:
         assert isinstance(out, torch.Tensor)
         return out[0].float()
 
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(K, *grid)`` of a prepared input, averaged over the card's shifted tilings.
+
+        With card ``preprocessing.shift_average`` (model-grid voxels, default ``[0]``), the input is
+        also given shifted by each value along every axis (padded at the low end with each
+        channel's lowest value, the background) and the shifted outputs are cropped back and
+        averaged: the network's windows then fall at other places of the head, and a response that
+        comes from where they fall, not from the anatomy, is averaged down.
+        """
+        total: torch.Tensor | None = None
+        for s in self.shifts:
+            if s == 0:
+                xs = x
+            else:
+                low = x.flatten(1).amin(dim=1)[:, None, None, None]
+                xs = F.pad(x - low, (s, 0, s, 0, s, 0)) + low
+            p = torch.softmax(self.logits(xs)[:, s:, s:, s:], dim=0)
+            total = p if total is None else total + p
+        assert total is not None
+        return total / len(self.shifts)
+
     def predict(
         self,
         images: Mapping[str, np.ndarray],
@@ -445,7 +484,7 @@ class InferenceEngine:
         box = self.foreground_box(x, mask=fg)
         t1 = time.perf_counter()
         # Only the head's bounding box goes through the network; outside it is background.
-        crop = torch.softmax(self.logits(x[(slice(None), *box)]), dim=0)
+        crop = self.probabilities(x[(slice(None), *box)])
         probs = torch.zeros((crop.shape[0], *x.shape[1:]), dtype=crop.dtype)
         probs[0] = 1.0
         probs[(slice(None), *box)] = crop.cpu()

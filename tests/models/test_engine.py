@@ -124,3 +124,52 @@ def test_volumes_on_their_own_grids_match_the_resampled_path(engine, subject) ->
     # shapes differ without affines: refused, as before
     with pytest.raises(ValueError, match="not the reference grid"):
         engine.prepare({"T1": ref, "T2": coarse}, affine)
+
+
+class _Voxelwise(torch.nn.Module):
+    """A network that is a function of each voxel alone, so shifting its input shifts its output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.arange(1, x.shape[1] + 1, dtype=x.dtype).view(1, -1, 1, 1, 1)
+
+
+def test_shifted_tilings_are_cropped_back_where_they_belong() -> None:
+    """``preprocessing.shift_average``: each shifted output is cropped back onto the unshifted grid.
+
+    With a voxel-wise network every shifted tiling gives the unshifted output, so the average
+    equals one pass; an output cropped on the wrong side is moved by its shift and differs.
+    """
+    eng = InferenceEngine(load_bundle("brain-tumour-demo"), device="cpu", threads=2)
+    eng.net = _Voxelwise()
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(4, 20, 22, 24)).astype(np.float32))
+    eng.shifts = [0]
+    one = eng.probabilities(x)
+    eng.shifts = [0, 3, 5]
+    averaged = eng.probabilities(x)
+    assert averaged.shape == one.shape == (4, 20, 22, 24)
+    assert torch.allclose(averaged, one, atol=1e-6)
+
+
+def test_shifted_tilings_change_the_demo_network_little(engine, subject) -> None:
+    """The demo network is not shift-equivariant: a shifted tiling changes its probabilities, a little."""
+    images, _, affine = subject
+    x, _, _ = engine.prepare({k: images[k] for k in SEQS}, affine)
+    plain = engine.probabilities(x)
+    saved = engine.shifts
+    try:
+        engine.shifts = [7]
+        shifted = engine.probabilities(x)
+    finally:
+        engine.shifts = saved
+    diff = (plain - shifted).abs()
+    assert float(diff.max()) > 1e-3  # the shift was applied
+    assert float(diff.mean()) < 0.05  # and the output stayed on the same grid
+
+
+@pytest.mark.parametrize("value", [[], [0, 0], [-1], [0.5], "0,4", [True], [65]])
+def test_a_bad_shift_average_is_a_sentence_naming_the_key(value) -> None:
+    from models.bundle import BundleError
+    from models.engine import shift_average
+
+    with pytest.raises(BundleError, match=r"preprocessing\.shift_average"):
+        shift_average("x", value)
