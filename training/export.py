@@ -12,8 +12,9 @@ from training.manifest import Manifest
 __all__ = ["CARRIED_PREPROCESSING", "brats_labels", "carried_preprocessing", "export_bundle"]
 
 #: Card decisions that a warm start from a bundle keeps: chosen on that bundle's selection runs (what the
-#: SR calls not assessed, the out-of-distribution reference), not set by the training config.
-CARRIED_PREPROCESSING = ("ood", "label_requires", "label_requires_note")
+#: SR calls not assessed, the out-of-distribution reference, the shifted tilings averaged), not set by the
+#: training config.
+CARRIED_PREPROCESSING = ("ood", "label_requires", "label_requires_note", "shift_average")
 
 
 def brats_labels() -> list[LabelInfo]:
