@@ -12,7 +12,7 @@ _TEST_ROLES = ("test-same", "test-other", "probe-test", "validation")
 _TRAIN_ROLES = ("labelled", "unlabelled", "probe-train")
 
 
-@pytest.mark.parametrize("name", ["label-efficiency.toml", "label-efficiency-tiny.toml"])
+@pytest.mark.parametrize("name", ["label-efficiency.toml", "label-efficiency-scanners.toml", "label-efficiency-tiny.toml"])
 def test_shipped_configs_never_share_a_test_subject_with_training(name: str) -> None:
     from training.pretrain.families import parse_families, plan_split
 
@@ -68,6 +68,39 @@ def test_bad_family_tables_are_sentences() -> None:
                                    {"name": "b", "vendor": "ge", "field_strength": 1.5, "t1_kind": "se"}]})
     with pytest.raises(ValueError, match="two or more"):
         parse_families({"define": [{"name": "a", "vendor": "ge", "field_strength": 3.0, "t1_kind": "se"}]})
+    with pytest.raises(ValueError, match="slice_mm"):
+        parse_families({"define": [{"name": "a", "vendor": "ge", "field_strength": 3.0, "t1_kind": "se", "slice_mm": -1},
+                                   {"name": "b", "vendor": "ge", "field_strength": 1.5, "t1_kind": "se"}]})
+
+
+def test_a_family_fixes_the_bias_field_and_thickens_its_2d_slices() -> None:
+    """The scanners of label-efficiency-scanners.toml: bias amplitude goes to the engine; 2D series (not a 3D
+    MPRAGE T1) are blurred along superior-inferior only."""
+    import numpy as np
+
+    from training.pretrain.families import Family
+    from training.synth import generate_subject
+
+    fam = Family("x", "ge", 1.5, "mprage", bias_amplitude=0.3, slice_mm=6.0)
+    drawn = generate_subject(123001, voxel_mm=8.0, sequences=["T1"], tumour=False, **fam.synth_kwargs())
+    assert drawn.params["bias_amplitude"] == 0.3
+    rng = np.random.default_rng(0)
+    t1 = rng.random((6, 6, 12)).astype(np.float32)
+    in_plane = np.repeat(rng.random((6, 6, 1)), 12, axis=2).astype(np.float32)  # constant along S
+    along_s = np.tile(rng.random((1, 1, 12)), (6, 6, 1)).astype(np.float32)  # varies along S only
+    images = {"FLAIR": along_s.copy(), "T2": in_plane.copy(), "T1": t1.copy()}
+    fam.thick_slices(images, voxel_mm=2.0)
+    assert np.array_equal(images["T1"], t1)  # 3D MPRAGE: as rendered
+    assert np.allclose(images["T2"], in_plane, atol=1e-6)  # nothing happens across the plane
+    assert images["FLAIR"].std(axis=2).mean() < 0.6 * along_s.std(axis=2).mean()  # smoothed along S
+    se = Family("y", "ge", 1.5, "se", slice_mm=6.0)
+    images = {"T1": along_s.copy()}
+    se.thick_slices(images, voxel_mm=2.0)
+    assert not np.allclose(images["T1"], along_s)  # 2D spin-echo T1 is thick too
+    flat = Family("z", "ge", 1.5, "se")
+    images = {"FLAIR": along_s.copy()}
+    flat.thick_slices(images, voxel_mm=2.0)
+    assert np.array_equal(images["FLAIR"], along_s)
 
 
 def test_workers_share_the_cells_without_overlap_or_gap() -> None:

@@ -52,6 +52,14 @@ class Family:
         Multiplies every series' drawn SNR.
     motion : float
         Largest motion-ghosting severity.
+    bias_amplitude : float or None
+        Log-amplitude of the receive-coil bias field of every subject (None: the engine draws
+        0.05-0.25 per subject). Real scanners differ here: prescan-normalised head arrays are
+        flat, 3 T body-coil and dielectric effects are not.
+    slice_mm : float
+        Through-plane thickness (FWHM, mm) of 2D slices: every series but a 3D MPRAGE T1/T1C is
+        blurred along the slice (superior-inferior) axis by it, as 2D FLAIR and T2 at 5-6 mm are
+        on many scanners; 0 keeps the volumes as rendered (3D acquisitions).
     """
 
     name: str
@@ -60,11 +68,33 @@ class Family:
     t1_kind: str
     snr_scale: float = 1.0
     motion: float = 0.0
+    bias_amplitude: float | None = None
+    slice_mm: float = 0.0
 
     def synth_kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`training.synth.generate_subject` that this family fixes."""
         return {"vendor": self.vendor, "field_strength": self.field_strength, "snr_scale": self.snr_scale,
-                "motion": self.motion}
+                "motion": self.motion, "bias_amplitude": self.bias_amplitude}
+
+    def thick_slices(self, images: dict[Any, np.ndarray], voxel_mm: float) -> None:
+        """Blur ``images`` (sequence -> RAS volume, changed in place) along S by :attr:`slice_mm`.
+
+        Parameters
+        ----------
+        images : dict
+            A subject's images on its RAS grid (axis 2 is superior-inferior).
+        voxel_mm : float
+            The grid spacing.
+        """
+        if self.slice_mm <= 0:
+            return
+        from scipy.ndimage import gaussian_filter1d
+
+        sigma = self.slice_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / float(voxel_mm)
+        for seq, img in images.items():
+            if self.t1_kind == "mprage" and str(getattr(seq, "value", seq)) in ("T1", "T1C"):
+                continue
+            images[seq] = gaussian_filter1d(np.asarray(img, dtype=np.float32), sigma, axis=2, mode="nearest")
 
 
 #: Four families; the first is the labelled one unless ``[families] labelled`` says otherwise.
@@ -134,6 +164,9 @@ def parse_families(table: Mapping[str, Any] | None) -> tuple[list[Family], str]:
         if fam.t1_kind not in ("mprage", "se"):
             raise ValueError(f"config key 'families.define': family {fam.name} has t1_kind {fam.t1_kind!r}; "
                              "use 'mprage' or 'se'.")
+        if fam.slice_mm < 0 or (fam.bias_amplitude is not None and not 0 <= fam.bias_amplitude <= 1):
+            raise ValueError(f"config key 'families.define': family {fam.name} needs slice_mm >= 0 and "
+                             "bias_amplitude in [0, 1].")
     names = [f.name for f in families]
     if len(set(names)) != len(names) or len(names) < 2:
         raise ValueError("config key 'families': give two or more families with distinct names.")
@@ -247,7 +280,8 @@ def write_family_subjects(folder: Path, subjects: Sequence[SplitSubject], famili
     by_name = {f.name: f for f in families}
     folder.mkdir(parents=True, exist_ok=True)
     listing = folder / "subjects.json"
-    planned = [asdict(s) for s in subjects]
+    # the family's definition is part of what a folder holds: a changed family rewrites it
+    planned = [asdict(s) | {"family_definition": asdict(by_name[s.family])} for s in subjects]
     if listing.is_file():
         cached = json.loads(listing.read_text())
         if isinstance(cached, dict) and cached.get("planned") == planned and cached.get("voxel_mm") == voxel_mm:
@@ -262,7 +296,9 @@ def write_family_subjects(folder: Path, subjects: Sequence[SplitSubject], famili
         if drawn != fam.t1_kind:
             raise ValueError(f"the engine drew T1 technique {drawn!r} for seed {s.seed}, not family {fam.name}'s "
                              f"{fam.t1_kind!r}; training.pretrain.families must follow the engine's draws.")
+        fam.thick_slices(subject.images, voxel_mm)
         subject.params["protocol_family"] = fam.name
+        subject.params["family_slice_mm"] = fam.slice_mm
         subject.params["split_role"] = s.role
         paths.append(str(synth.write_subject(subject, folder)))
     listing.write_text(json.dumps({"planned": planned, "voxel_mm": voxel_mm, "paths": paths}, indent=1) + "\n")
