@@ -39,7 +39,14 @@ class _Masked(ObjectiveOptions):
     decoder_width: int = Field(default=64, ge=1, description="channels of the reconstruction decoder")
 
 
-class SwinSSLOptions(_Masked):
+class _Shifted(_Masked):
+    scanner_shift: float = Field(
+        default=0.0, ge=0.0, le=2.0,
+        description="strength of the independent scanner shift of each view (training.pretrain.acquisition); 0 is off",
+    )
+
+
+class SwinSSLOptions(_Shifted):
     """``swin_ssl``: rotation + contrastive + masked inpainting."""
 
     temperature: float = Field(default=0.2, gt=0.0)
@@ -59,7 +66,7 @@ class CrossSequenceOptions(_Masked):
     proj_dim: int = Field(default=128, ge=1)
 
 
-class PrismOptions(_Masked):
+class PrismOptions(_Shifted):
     """``prism``: masked reconstruction + acquisition parameters + structure/sequence heads."""
 
     keep_prob: float = Field(default=0.6, ge=0.0, le=1.0)

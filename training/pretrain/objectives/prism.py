@@ -14,7 +14,9 @@ decoder fed with both reconstructs the hidden patches of the kept sequences.
 ``loss = w_recon * recon + w_param * param + w_struct * struct + w_orth * orth``.
 
 Options: ``mask_ratio`` (0.5), ``mask_patch`` (8), ``embed_dim`` (64), ``keep_prob`` (0.6),
-``w_recon`` (1.0), ``w_param`` (0.5), ``w_struct`` (0.5), ``w_orth`` (0.1), ``decoder_width`` (64).
+``w_recon`` (1.0), ``w_param`` (0.5), ``w_struct`` (0.5), ``w_orth`` (0.1), ``decoder_width`` (64),
+``scanner_shift`` (0: off; above 0 each view is also shifted independently as another scanner would acquire
+it, :mod:`training.pretrain.acquisition`, so the structure maps must agree across scanners too).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.pretrain.acquisition import scanner_shift
 from training.pretrain.data import PARAM_NAMES
 from training.pretrain.masking import apply_mask, masked_mse, random_patch_mask
 from training.pretrain.objectives.common import ProjectionHead, ReconstructionHead, deepest_features, pool
@@ -68,6 +71,7 @@ class Prism(Objective):
         self.mask_ratio = o.mask_ratio
         self.mask_patch = o.mask_patch
         self.keep_prob = o.keep_prob
+        self.scanner_shift = o.scanner_shift
         dim = o.embed_dim
         self.weights = (o.w_recon, o.w_param, o.w_struct, o.w_orth)
         self.structure_head = nn.Conv3d(self.feature_channels, dim, 1)
@@ -85,7 +89,11 @@ class Prism(Objective):
             random_patch_mask(b, image.shape[2:], self.mask_patch, self.mask_ratio, device=image.device)
             for _ in range(2)
         ]
-        views = torch.cat([apply_mask(image * k.view(b, c, 1, 1, 1), m) for k, m in zip(keeps, masks, strict=True)])
+        # each view as another scanner might acquire it (scanner_shift 0: unchanged); the decoder rebuilds the clean crop
+        views = torch.cat([
+            apply_mask(scanner_shift(image, present, self.scanner_shift) * k.view(b, c, 1, 1, 1), m)
+            for k, m in zip(keeps, masks, strict=True)
+        ])
         feats = deepest_features(self.encoder, views)
         struct_map = self.structure_head(feats)
         seq_map = self.sequence_head(feats)

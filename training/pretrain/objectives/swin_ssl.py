@@ -15,7 +15,9 @@ as in the paper). BrainSegFounder runs it in two stages — general (healthy, an
 data, then target (tumour) data; the stages are a ``[[stages]]`` list in the run config.
 
 Options (``[objective]`` table): ``mask_ratio`` (0.5), ``mask_patch`` (8), ``temperature``
-(0.2), ``w_rot``, ``w_contrast``, ``w_recon`` (1.0), ``proj_dim`` (128), ``decoder_width`` (64).
+(0.2), ``w_rot``, ``w_contrast``, ``w_recon`` (1.0), ``proj_dim`` (128), ``decoder_width`` (64),
+``scanner_shift`` (0: off; above 0 each view's input is shifted as another scanner would acquire it,
+:mod:`training.pretrain.acquisition`, and the decoder rebuilds the unshifted crop).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.pretrain.acquisition import scanner_shift
 from training.pretrain.masking import apply_mask, random_patch_mask
 from training.pretrain.objectives.common import (
     ProjectionHead,
@@ -70,6 +73,7 @@ class SwinSSL(Objective):
         self.mask_ratio = o.mask_ratio
         self.mask_patch = o.mask_patch
         self.temperature = o.temperature
+        self.scanner_shift = o.scanner_shift
         self.weights = (o.w_rot, o.w_contrast, o.w_recon)
         self.rot_head = nn.Linear(self.feature_channels, 4)
         self.contrast_head = ProjectionHead(self.feature_channels, o.proj_dim)
@@ -77,20 +81,22 @@ class SwinSSL(Objective):
             self.feature_channels, in_channels, self.feature_stride, 3, o.decoder_width
         )
 
-    def _view(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _view(self, image: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = image.shape[0]
         k = torch.randint(0, 4, (b,))
         target = rotate_axial(image, k)
         mask = random_patch_mask(b, image.shape[2:], self.mask_patch, self.mask_ratio, device=image.device)
-        return apply_mask(target, mask), target, k.to(image.device)
+        # the input may come from another scanner; the decoder still rebuilds the clean crop
+        shifted = rotate_axial(scanner_shift(image, present, self.scanner_shift), k)
+        return apply_mask(shifted, mask), target, k.to(image.device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the summed loss of both views and its three terms."""
         image, present = batch["image"], batch["present"]
         if image.shape[2] != image.shape[3]:
             raise ValueError(f"swin_ssl rotates in the axial plane and needs a square X-Y crop; got {list(image.shape[2:])}.")
-        v1, t1, k1 = self._view(image)
-        v2, t2, k2 = self._view(image)
+        v1, t1, k1 = self._view(image, present)
+        v2, t2, k2 = self._view(image, present)
         feats = deepest_features(self.encoder, torch.cat([v1, v2]))
         pooled = pool(feats)
         rot = F.cross_entropy(self.rot_head(pooled), torch.cat([k1, k2]))
