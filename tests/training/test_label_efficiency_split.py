@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +118,32 @@ def test_workers_share_the_cells_without_overlap_or_gap() -> None:
         dealt = [c for i in range(n) for c in worker_cells(arms, [5, 2, 20], 3, (i, n))]
         assert sorted(dealt) == sorted(every) and len(dealt) == len(set(dealt))
     assert worker_cells(arms, [5], 1, (1, 2)) == [(5, 0, "prism")]
+
+
+def test_an_objective_variant_is_its_own_arm_with_its_own_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prism+shift`` pretrains the registered ``prism`` with the variant's options, in its own folder and digest."""
+    import training.pretrain.run as run_module
+    from training.pretrain import label_efficiency as le
+
+    cfg = tomllib.loads((CONFIGS / "label-efficiency-scanners.toml").read_text())
+    cfg["pretrain"]["objectives"] = ["prism", "prism+shift", "dino2d+x"]
+    cfg["pretrain"]["options"]["prism+shift"] = {**cfg["pretrain"]["options"]["prism"], "scanner_shift": 1.0}
+    cfg["pretrain"]["options"]["dino2d+x"] = cfg["pretrain"]["options"]["dino2d"]
+    assert le.objective_of("prism+shift") == "prism" and le.objective_of("prism") == "prism"
+    assert le.baselines(cfg["pretrain"]["objectives"]) == {"prism": "scratch", "prism+shift": "scratch",
+                                                         "dino2d+x": "scratch2d"}
+    assert le.arm_settings(cfg, "test", "prism") != le.arm_settings(cfg, "test", "prism+shift")
+    seen: dict[str, Any] = {}
+
+    def fake_train(parsed: Any, resume: bool = False) -> dict[str, str]:
+        seen["objective"], seen["options"], seen["out"] = parsed.objective, parsed.options, parsed.raw["run"]["out_dir"]
+        Path(seen["out"]).mkdir(parents=True)
+        return {"encoder": str(tmp_path / "enc")}
+
+    monkeypatch.setattr(run_module, "train", fake_train)
+    subject = tmp_path / "s"
+    subject.mkdir()
+    le._pretrain("prism+shift", cfg, tmp_path / "work", [str(subject)], [str(subject)])
+    assert seen["objective"] == "prism"
+    assert seen["options"].scanner_shift == 1.0
+    assert Path(seen["out"]).name == "prism+shift"

@@ -34,7 +34,8 @@ Config tables: ``[label_efficiency]`` (``split``), ``[families]`` (``labelled``,
 ``[data]`` (``work_dir``, ``subjects_dir`` (default ``<work_dir>/subjects``), ``sequences``, ``voxel_mm``, ``seed`` and the subject counts of
 :func:`training.pretrain.families.plan_split`), ``[encoder]``/``[encoder2d]`` (registry
 configs), ``[pretrain]`` (``objectives``, ``steps``, ``batch_size``, ``patch``, ``steps_2d``,
-``batch_size_2d``, ``patch_2d``, ``lr``, ``threads``, ``options.<objective>``),
+``batch_size_2d``, ``patch_2d``, ``lr``, ``threads``, ``options.<objective>``; an objective may be listed
+again as ``<objective>+<variant>`` with its own ``options."<objective>+<variant>"``, see :func:`objective_of`),
 ``[finetune]`` (``labelled``, ``steps``, ``lr``, ``batch_size``, ``roi``, ``repeats``,
 ``sequence_dropout``, ``encoder_lr_scale``, ``norm``), ``[finetune2d]``,
 ``[probe]`` (see :mod:`training.pretrain.probes`), ``[report]`` (``dir``, ``notes``,
@@ -53,7 +54,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TESTS", "arm_order", "arm_settings", "baselines", "labelled_subset", "main", "run", "run_cell", "worker_cells"]
+__all__ = [
+    "TESTS",
+    "arm_order",
+    "arm_settings",
+    "baselines",
+    "labelled_subset",
+    "main",
+    "objective_of",
+    "run",
+    "run_cell",
+    "worker_cells",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +110,29 @@ def _fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def objective_of(arm: str) -> str:
+    """The registered objective of an arm: ``prism+shift`` is ``prism`` with ``[pretrain.options."prism+shift"]``.
+
+    A variant (the name after ``+``) lets one report hold an objective with two option sets side by side,
+    each with its own encoder, digest and rows.
+
+    Parameters
+    ----------
+    arm : str
+        An objective's name, or ``<objective>+<variant>``.
+
+    Returns
+    -------
+    str
+        The objective's registered name.
+    """
+    return arm.split("+", 1)[0]
+
+
 def _spatial_dims(objective: str) -> int:
     from training.pretrain.registry import objective_class
 
-    return int(getattr(objective_class(objective), "spatial_dims", 3))
+    return int(getattr(objective_class(objective_of(objective)), "spatial_dims", 3))
 
 
 def _pretrain(objective: str, cfg: dict[str, Any], work: Path, target_dirs: list[str], pool_dirs: list[str]) -> Path:
@@ -122,7 +153,7 @@ def _pretrain(objective: str, cfg: dict[str, Any], work: Path, target_dirs: list
         "batch_size": int(pre.get("batch_size_2d", 16)) if two_d else int(pre.get("batch_size", 2)),
     }
     raw: dict[str, Any] = {
-        "objective": objective,
+        "objective": objective_of(objective),
         "seed": int(data.get("seed", 0)),
         "encoder": dict(cfg["encoder2d"] if two_d else cfg["encoder"]),
         "options": dict(pre.get("options", {}).get(objective, {})),
@@ -131,7 +162,7 @@ def _pretrain(objective: str, cfg: dict[str, Any], work: Path, target_dirs: list
         "run": {"out_dir": str(out), "threads": int(pre.get("threads", 2)), "log_every": 10,
                 "checkpoint_every": max(10, steps // 10)},
     }
-    if objective == "swin_ssl":  # BrainSegFounder: general data first, then the target data
+    if objective_of(objective) == "swin_ssl":  # BrainSegFounder: general data first, then the target data
         raw["stages"] = [
             {"name": "general", "steps": steps // 2, "data": {"sources": pool_dirs}},
             {"name": "target", "steps": steps - steps // 2, "data": {"sources": target_dirs}},
