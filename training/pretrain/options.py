@@ -40,6 +40,8 @@ class _Masked(ObjectiveOptions):
 
 
 class _Shifted(_Masked):
+    """Masked objectives whose two views may each come from another scanner."""
+
     scanner_shift: float = Field(
         default=0.0, ge=0.0, le=2.0,
         description="strength of the independent scanner shift of each view (training.pretrain.acquisition); 0 is off",
