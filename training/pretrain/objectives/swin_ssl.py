@@ -87,7 +87,7 @@ class SwinSSL(Objective):
         target = rotate_axial(image, k)
         mask = random_patch_mask(b, image.shape[2:], self.mask_patch, self.mask_ratio, device=image.device)
         # the input may come from another scanner; the decoder still rebuilds the clean crop
-        shifted = rotate_axial(scanner_shift(image, present, self.scanner_shift), k)
+        shifted = rotate_axial(scanner_shift(image, present, self.scanner_shift), k) if self.scanner_shift > 0 else target
         return apply_mask(shifted, mask), target, k.to(image.device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
