@@ -9,6 +9,7 @@ Orthanc writes into DICOMweb metadata point back at this origin.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,13 @@ _FORWARD_REQUEST = ("accept", "accept-encoding", "authorization", "range", "if-n
 #: Response headers passed back to the browser.
 _FORWARD_RESPONSE = ("content-type", "content-length", "content-encoding", "www-authenticate", "etag", "last-modified",
                      "content-range", "accept-ranges", "cache-control")
+
+#: Transport errors after which a read is sent once more (the connection, not the PACS, failed).
+_DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError)
+#: Seconds a pooled connection is kept: below CivetWeb's keep-alive, so few are found dropped.
+_KEEPALIVE_EXPIRY_S = 0.4
+
+log = logging.getLogger(__name__)
 
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
@@ -58,6 +66,32 @@ class ViewerSettings:
     pacs_url: str
     dicomweb_root: str = "/dicom-web"
     timeout_s: float = 120.0
+
+
+async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send a read to the PACS, once more on a fresh connection if the pooled one was dropped.
+
+    Orthanc (CivetWeb) closes a kept-alive connection after a second or less of idleness; a
+    request written to it in that instant gets no answer (``RemoteProtocolError``) although
+    the PACS is up. Only GET and HEAD pass this proxy, so sending the request again is safe.
+
+    Parameters
+    ----------
+    client : httpx.AsyncClient
+        The app's pooled client.
+    request : httpx.Request
+        The read to forward.
+
+    Returns
+    -------
+    httpx.Response
+        The PACS's reply, its body still streaming.
+    """
+    try:
+        return await client.send(request, stream=True)
+    except _DROPPED as exc:
+        log.info("the PACS dropped a kept-alive connection (%s); sending the read again", type(exc).__name__)
+        return await client.send(request, stream=True)
 
 
 def _static_file(dist: Path, path: str) -> Path | None:
@@ -98,7 +132,8 @@ def create_app(settings: ViewerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=settings.timeout_s, follow_redirects=False) as client:
+        limits = httpx.Limits(keepalive_expiry=_KEEPALIVE_EXPIRY_S)
+        async with httpx.AsyncClient(timeout=settings.timeout_s, follow_redirects=False, limits=limits) as client:
             app.state.client = client
             yield
 
@@ -112,7 +147,7 @@ def create_app(settings: ViewerSettings) -> FastAPI:
         upstream = client.build_request(request.method, f"{pacs}{root}/{path}", params=request.query_params,
                                         headers=headers)
         try:
-            reply = await client.send(upstream, stream=True)
+            reply = await _send(client, upstream)
         except httpx.HTTPError as exc:
             return Response(f"The PACS at {pacs} did not answer: {type(exc).__name__}.", status_code=502,
                             media_type="text/plain")

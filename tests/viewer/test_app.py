@@ -3,6 +3,8 @@ read-only same-origin DICOMweb proxy to a real Orthanc (credentials passed throu
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +80,50 @@ def test_missing_bundle_says_how_to_fetch_it(tmp_path: Path) -> None:
     (settings.dist / "index.html").unlink()
     with pytest.raises(ViewerBundleError, match="make viewer"):
         create_app(settings)
+
+
+class _DroppingUpstream:
+    """A PACS on loopback that answers each connection's first read and silently drops the next.
+
+    That is what a browser's read meets when Orthanc closes an idle kept-alive connection in
+    the instant the proxy reuses it.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _connection(conn: socket.socket) -> None:
+        with conn:
+            if b"\r\n\r\n" not in conn.recv(65536):
+                return
+            body = b"[]"
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nConnection: keep-alive\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            conn.recv(65536)  # the reused connection's request: closed without an answer
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_read_on_a_dropped_kept_alive_connection_is_sent_again(tmp_path: Path) -> None:
+    upstream = _DroppingUpstream()
+    try:
+        with TestClient(create_app(_settings(tmp_path, upstream.url))) as client:
+            answers = [client.get("/dicom-web/studies") for _ in range(3)]
+    finally:
+        upstream.close()
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    assert upstream.connections >= 2
