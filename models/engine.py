@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.bias import BIAS_CORRECTIONS, n4_correct
 from models.bundle import Bundle, BundleError, load_bundle
 from models.preprocess import (
     NORMALIZATIONS,
@@ -301,6 +302,10 @@ class InferenceEngine:
             raise BundleError(f"bundle {bundle.name!r}: card preprocessing.normalize {self.normalize!r} is not one of "
                               f"{', '.join(NORMALIZATIONS)}.")
         self.shifts = shift_average(bundle.name, pre.get("shift_average", [0]))
+        self.bias_correction = str(pre.get("bias_correction", "none"))
+        if self.bias_correction not in BIAS_CORRECTIONS:
+            raise BundleError(f"bundle {bundle.name!r}: card preprocessing.bias_correction {self.bias_correction!r} "
+                              f"is not one of {', '.join(BIAS_CORRECTIONS)}.")
         self.net: Any = bundle.build_network(self.device)
         if compile and self.device == "cuda":
             self.net = torch.compile(self.net)
@@ -317,7 +322,7 @@ class InferenceEngine:
         affines: Mapping[str, np.ndarray] | None = None,
         shape: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray, list[str]]:
-        """Resample to the model grid, stack and normalise.
+        """Resample to the model grid, stack, correct the bias field (card option) and normalise.
 
         Parameters
         ----------
@@ -361,6 +366,10 @@ class InferenceEngine:
             src_affine = np.frombuffer(key, dtype=np.float64).reshape(4, 4)
             stack = np.stack([np.asarray(images[self.channels[c]], dtype=np.float32) for c in chans])
             on_grid[chans] = resample(stack, src_affine, grid_shape, grid_affine).numpy()
+        if self.bias_correction == "n4":
+            for c, name in enumerate(self.channels):
+                if name in images:
+                    on_grid[c] = n4_correct(on_grid[c], self.spacing)
         x = normalize(on_grid, [c in images for c in self.channels], self.normalize)
         return torch.from_numpy(x), grid_affine, present
 

@@ -12,9 +12,10 @@ from training.manifest import Manifest
 __all__ = ["CARRIED_PREPROCESSING", "brats_labels", "carried_preprocessing", "export_bundle"]
 
 #: Card decisions that a warm start from a bundle keeps: chosen on that bundle's selection runs (what the
-#: SR calls not assessed, the out-of-distribution reference, the shifted tilings averaged), not set by the
-#: training config.
-CARRIED_PREPROCESSING = ("ood", "label_requires", "label_requires_note", "shift_average")
+#: SR calls not assessed, the out-of-distribution reference, the shifted tilings averaged, the bias-field
+#: correction), not set by the training config.
+CARRIED_PREPROCESSING = ("ood", "label_requires", "label_requires_note", "shift_average", "bias_correction",
+                         "bias_correction_note")
 
 
 def brats_labels() -> list[LabelInfo]:
