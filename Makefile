@@ -43,7 +43,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 pytest: setup
-	TCP_NODELAY=1 tests/netns.sh $(BIN)/pytest -q
+	TCP_NODELAY=1 tests/netns.sh $(BIN)/pytest -q --durations=30
 
 test: setup lint typecheck pytest
 

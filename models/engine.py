@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.bias import BIAS_CORRECTIONS, n4_correct
+from models.bias import BIAS_CORRECTIONS, N4Cache
 from models.bundle import Bundle, BundleError, load_bundle
 from models.preprocess import (
     NORMALIZATIONS,
@@ -306,6 +306,7 @@ class InferenceEngine:
         if self.bias_correction not in BIAS_CORRECTIONS:
             raise BundleError(f"bundle {bundle.name!r}: card preprocessing.bias_correction {self.bias_correction!r} "
                               f"is not one of {', '.join(BIAS_CORRECTIONS)}.")
+        self.n4 = N4Cache()
         self.net: Any = bundle.build_network(self.device)
         if compile and self.device == "cuda":
             self.net = torch.compile(self.net)
@@ -369,7 +370,7 @@ class InferenceEngine:
         if self.bias_correction == "n4":
             for c, name in enumerate(self.channels):
                 if name in images:
-                    on_grid[c] = n4_correct(on_grid[c], self.spacing)
+                    on_grid[c] = self.n4.correct(on_grid[c], self.spacing)
         x = normalize(on_grid, [c in images for c in self.channels], self.normalize)
         return torch.from_numpy(x), grid_affine, present
 

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from training.manifest import Manifest, ManifestError, build_manifest, load_manifest, write_synth_subjects
-from training.regions import REGIONS, region_scores
+from training.regions import REGIONS, region_masks, region_scores
 
-__all__ = ["evaluate", "load_subject_arrays", "main", "record_in_card", "write_report"]
+__all__ = ["evaluate", "load_subject_arrays", "main", "record_in_card", "summarise", "write_report"]
 
 
 def load_subject_arrays(subject: Any, channels: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -86,7 +86,32 @@ def evaluate(bundle: str, manifest: Manifest, subsets: dict[str, list[str]], dev
                                    "true_ml": float((labels > 0).sum()) * voxel_ml,
                                    "pred_ml": float((pred.labels > 0).sum()) * voxel_ml}
             row.update(region_scores(pred.labels, labels, spacing if with_hd95 else None))
+            for name, masks in (("true", region_masks(labels)), ("pred", region_masks(pred.labels))):
+                row.update({f"{name}_ml_{r}": float(m.sum()) * voxel_ml for r, m in masks.items()})
             rows.append(row)
+    return {"rows": rows, "summary": summarise(rows, subsets)}
+
+
+def summarise(rows: list[dict[str, Any]], subsets: Any) -> dict[str, dict[str, float]]:
+    """Per subset: mean and SD of each region's Dice over subjects with a tumour, HD95 medians, and more.
+
+    ``dice_<region>`` follows BraTS: a region absent from a subject's truth scores 1 when none is
+    found and 0 when any voxel is, so one speck of false enhancement moves a ten-subject mean by
+    0.1. ``dice_<region>_present`` is the mean over the subjects that have the region,
+    ``<region>_absent`` how many do not and ``<region>_absent_max_pred_ml`` the most found there.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`evaluate`'s per-subject rows.
+    subsets : iterable of str
+        The subset names to summarise.
+
+    Returns
+    -------
+    dict
+        Subset name to its statistics.
+    """
     summary: dict[str, dict[str, float]] = {}
     for sname in subsets:
         sel = [r for r in rows if r["subset"] == sname]
@@ -97,13 +122,19 @@ def evaluate(bundle: str, manifest: Manifest, subsets: dict[str, list[str]], dev
             vals = [r[f"dice_{region}"] for r in tumour]
             stats[f"dice_{region}"] = float(np.mean(vals)) if vals else float("nan")
             stats[f"dice_{region}_std"] = float(np.std(vals)) if vals else float("nan")
-            if with_hd95:
-                hd = [r[f"hd95_{region}"] for r in tumour if np.isfinite(r[f"hd95_{region}"])]
+            # BraTS scores a region absent from the truth 1 or 0 (any voxel found); also over subjects that have it
+            has = [r for r in tumour if r.get(f"true_ml_{region}", 1.0) > 0]
+            stats[f"dice_{region}_present"] = float(np.mean([r[f"dice_{region}"] for r in has])) if has else float("nan")
+            stats[f"{region}_absent"] = float(len(tumour) - len(has))
+            stats[f"{region}_absent_max_pred_ml"] = float(max((r.get(f"pred_ml_{region}", 0.0) for r in tumour
+                                                                if r.get(f"true_ml_{region}", 1.0) == 0), default=0.0))
+            if any(f"hd95_{region}" in r for r in sel):
+                hd = [r[f"hd95_{region}"] for r in tumour if np.isfinite(r.get(f"hd95_{region}", np.nan))]
                 stats[f"hd95_{region}"] = float(np.median(hd)) if hd else float("nan")
         stats["tumour_free_max_pred_ml"] = float(max((r["pred_ml"] for r in free), default=0.0))
         stats["seconds_mean"] = float(np.mean([r["seconds"] for r in sel])) if sel else 0.0
         summary[sname] = stats
-    return {"rows": rows, "summary": summary}
+    return summary
 
 
 def write_report(result: dict[str, Any], out_dir: Path, title: str) -> Path:
@@ -145,6 +176,13 @@ def write_report(result: dict[str, Any], out_dir: Path, title: str) -> Path:
         hd_cells = " | ".join(f"{s.get(f'hd95_{r}', float('nan')):.1f}" for r in REGIONS)
         lines.append(f"| {sname} | {int(s['subjects'])} ({int(s['with_tumour'])}) | {dice_cells} | {hd_cells} "
                      f"| {s['tumour_free_max_pred_ml']:.2f} | {s['seconds_mean']:.1f} |")
+    absent = [(sname, r, s) for sname, s in result["summary"].items() for r in REGIONS if s.get(f"{r}_absent")]
+    if absent:
+        lines += ["", "A region absent from a subject's truth scores Dice 1 when none is found and 0 when any voxel is "
+                  "(BraTS); over the subjects that have it: "
+                  + "; ".join(f"{sname} {r} {s[f'dice_{r}_present']:.3f} ({int(s['with_tumour'] - s[f'{r}_absent'])} "
+                              f"subjects; {int(s[f'{r}_absent'])} without it, at most {s[f'{r}_absent_max_pred_ml']:.2f} "
+                              "mL found there)" for sname, r, s in absent) + "."]
     healthy = result.get("healthy_T1_only_ml", {})
     if healthy:
         lines += ["", "Real healthy brains, T1 alone (predicted tumour, mL; acceptance < 1 mL): "
@@ -278,7 +316,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"{key}: {len(rows)} inputs, max {worst['ml']:.2f} mL ({worst['head']} as {worst['subset']}), "
                   f"{sum(int(r['ml'] >= 1.0) for r in rows)} at or over 1 mL")
     for sname, s in result["summary"].items():
-        print(f"{sname:>8}: Dice WT {s['dice_WT']:.3f}  TC {s['dice_TC']:.3f}  ET {s['dice_ET']:.3f}  "
+        print(f"{sname:>8}: Dice WT {s['dice_WT']:.3f}  TC {s['dice_TC']:.3f}  ET {s['dice_ET']:.3f} "
+              f"(over subjects with ET: {s['dice_ET_present']:.3f})  "
               f"(tumour-free max {s['tumour_free_max_pred_ml']:.2f} mL)")
     print(f"report: {report}")
     return 0

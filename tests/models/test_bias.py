@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from models.bias import fit_mask, n4_correct
+from models.bias import N4Cache, fit_mask, n4_correct
 from models.bundle import BundleError, load_bundle
 from models.engine import InferenceEngine
 
@@ -104,3 +104,27 @@ def test_the_shipped_tumour_model_corrects_the_bias_field() -> None:
     """0.5.0 chose N4 on its selection set (FLAIR-alone false tumour); the card must keep it on."""
     engine = InferenceEngine(load_bundle("brain-tumour-demo"), device="cpu", threads=2)
     assert engine.bias_correction == "n4"
+
+
+def test_the_cache_fits_a_volume_once_and_gives_what_n4_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.bias as bias
+
+    shaded = (_phantom((32, 36, 30))[0] * _phantom((32, 36, 30))[1]).astype(np.float32)
+    other = shaded * 1.5
+    fits: list[int] = []
+
+    def counted(volume: np.ndarray, spacing: list[float]) -> np.ndarray:
+        fits.append(1)
+        return n4_correct(volume, spacing)
+
+    monkeypatch.setattr(bias, "n4_correct", counted)
+    cache = N4Cache(size=1)
+    first = cache.correct(shaded, [2.0, 2.0, 2.0])
+    first[0, 0, 0] = -1.0  # a caller writing into its copy must not change what the cache keeps
+    again = cache.correct(shaded.copy(), [2.0, 2.0, 2.0])
+    assert len(fits) == 1 and cache.hits == 1
+    assert np.array_equal(again, n4_correct(shaded, [2.0, 2.0, 2.0]))
+    cache.correct(shaded, [1.0, 2.0, 2.0])  # another spacing is another fit
+    cache.correct(other, [2.0, 2.0, 2.0])  # another volume too; size 1 drops the oldest
+    cache.correct(shaded, [1.0, 2.0, 2.0])
+    assert len(fits) == 4
