@@ -306,6 +306,11 @@ class InferenceEngine:
         if self.bias_correction not in BIAS_CORRECTIONS:
             raise BundleError(f"bundle {bundle.name!r}: card preprocessing.bias_correction {self.bias_correction!r} "
                               f"is not one of {', '.join(BIAS_CORRECTIONS)}.")
+        self.bias_channels = [str(c) for c in pre.get("bias_correction_channels", bundle.card.channels)]
+        if not set(self.bias_channels) <= set(bundle.card.channels):
+            raise BundleError(f"bundle {bundle.name!r}: card preprocessing.bias_correction_channels "
+                              f"{self.bias_channels!r} names a sequence that is not one of the channels "
+                              f"{', '.join(bundle.card.channels)}.")
         self.n4 = N4Cache()
         self.net: Any = bundle.build_network(self.device)
         if compile and self.device == "cuda":
@@ -323,7 +328,7 @@ class InferenceEngine:
         affines: Mapping[str, np.ndarray] | None = None,
         shape: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray, list[str]]:
-        """Resample to the model grid, stack, correct the bias field (card option) and normalise.
+        """Resample to the model grid, stack, correct the bias field (card options) and normalise.
 
         Parameters
         ----------
@@ -369,7 +374,7 @@ class InferenceEngine:
             on_grid[chans] = resample(stack, src_affine, grid_shape, grid_affine).numpy()
         if self.bias_correction == "n4":
             for c, name in enumerate(self.channels):
-                if name in images:
+                if name in images and name in self.bias_channels:
                     on_grid[c] = self.n4.correct(on_grid[c], self.spacing)
         x = normalize(on_grid, [c in images for c in self.channels], self.normalize)
         return torch.from_numpy(x), grid_affine, present

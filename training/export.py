@@ -15,7 +15,7 @@ __all__ = ["CARRIED_PREPROCESSING", "brats_labels", "carried_preprocessing", "ex
 #: SR calls not assessed, the out-of-distribution reference, the shifted tilings averaged, the bias-field
 #: correction), not set by the training config.
 CARRIED_PREPROCESSING = ("ood", "label_requires", "label_requires_note", "shift_average", "bias_correction",
-                         "bias_correction_note")
+                         "bias_correction_channels", "bias_correction_note")
 
 
 def brats_labels() -> list[LabelInfo]:

@@ -80,7 +80,8 @@ def _engine_with(preprocessing: dict) -> InferenceEngine:
 def test_the_card_option_corrects_every_channel_before_normalising() -> None:
     flat, field, _ = _phantom((40, 44, 36))
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    plain, n4 = _engine_with({"bias_correction": "none"}), _engine_with({"bias_correction": "n4"})
+    every = {"bias_correction": "n4", "bias_correction_channels": ["T1", "T1C", "T2", "FLAIR"]}
+    plain, n4 = _engine_with({"bias_correction": "none"}), _engine_with(every)
     assert plain.bias_correction == "none" and n4.bias_correction == "n4"
     for engine in (plain, n4):
         x_flat = engine.prepare({"FLAIR": flat, "T1": flat}, affine)[0].numpy()
@@ -101,9 +102,10 @@ def test_a_bad_bias_correction_is_a_sentence_naming_the_key(value: str) -> None:
 
 
 def test_the_shipped_tumour_model_corrects_the_bias_field() -> None:
-    """0.5.0 chose N4 on its selection set (FLAIR-alone false tumour); the card must keep it on."""
+    """0.5.0 chose N4 on its selection set (FLAIR-alone false tumour), 0.5.1 kept it to FLAIR (TC and ET with
+    all four); the card must keep both."""
     engine = InferenceEngine(load_bundle("brain-tumour-demo"), device="cpu", threads=2)
-    assert engine.bias_correction == "n4"
+    assert engine.bias_correction == "n4" and engine.bias_channels == ["FLAIR"]
 
 
 def test_the_cache_fits_a_volume_once_and_gives_what_n4_gives(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,3 +130,20 @@ def test_the_cache_fits_a_volume_once_and_gives_what_n4_gives(monkeypatch: pytes
     cache.correct(other, [2.0, 2.0, 2.0])  # another volume too; size 1 drops the oldest
     cache.correct(shaded, [1.0, 2.0, 2.0])
     assert len(fits) == 4
+
+
+def test_bias_correction_channels_limits_n4_to_the_sequences_named() -> None:
+    flat, field, _ = _phantom((40, 44, 36))
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    plain = _engine_with({"bias_correction": "none"})
+    flair_only = _engine_with({"bias_correction": "n4", "bias_correction_channels": ["FLAIR"]})
+    images = {"FLAIR": flat * field, "T1": flat * field}
+    x_plain, x_flair = (e.prepare(images, affine)[0].numpy() for e in (plain, flair_only))
+    t1, flair = plain.channels.index("T1"), plain.channels.index("FLAIR")
+    assert np.array_equal(x_flair[t1], x_plain[t1])  # T1 as it came
+    assert not np.allclose(x_flair[flair], x_plain[flair], atol=1e-3)  # FLAIR corrected
+
+
+def test_bias_correction_channels_naming_an_unknown_sequence_is_a_sentence_naming_the_key() -> None:
+    with pytest.raises(BundleError, match=r"preprocessing\.bias_correction_channels .*DWI"):
+        _engine_with({"bias_correction": "n4", "bias_correction_channels": ["FLAIR", "DWI"]})
