@@ -51,12 +51,14 @@ def test_a_new_native_version_on_disk_is_loaded_again(native_copy) -> None:
     state = first.net.state_dict()
     state = {k: (v + 0.01 if v.is_floating_point() and k.endswith("weight") else v) for k, v in state.items()}
     card = bundle.card
-    card.version = "0.5.0"
+    promoted = card.version + "+promoted"
+    assert first.card.version != promoted
+    card.version = promoted
     save_bundle(native_copy, card, state)  # promoted in place
     drain_load_events()
     second = load_model(native_copy, device="cpu")
-    assert second is not first and second.card.version == "0.5.0"
-    assert drain_load_events() == [("brain-tumour-demo", "0.5.0")]
+    assert second is not first and second.card.version == promoted
+    assert drain_load_events() == [("brain-tumour-demo", promoted)]
 
 
 def test_concurrent_first_loads_count_one_load(tmp_path) -> None:
@@ -77,7 +79,8 @@ def test_concurrent_first_loads_count_one_load(tmp_path) -> None:
     for t in threads:
         t.join()
     events = drain_load_events()
-    assert sorted(events) == [("brain-tumour-demo", "0.5.0"), ("flair-lesion", "0.1.0")]
+    shipped = load_bundle("brain-tumour-demo").card.version
+    assert sorted(events) == [("brain-tumour-demo", shipped), ("flair-lesion", "0.1.0")]
     assert len({id(m) for m in got}) == 2
 
 
@@ -145,7 +148,7 @@ def test_cli_models_list_shows_both_kinds_with_sequences_labels_and_invalid_bund
     (tmp_path / "broken" / "configs" / "metadata.json").write_text("{")
     assert main(["models", "list", "--models-dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "brain-tumour-demo 0.5.0  [native]" in out
+    assert "brain-tumour-demo 0.5.1  [native]" in out
     assert "flair-lesion 0.1.0  [monai]" in out
     assert "sequences: required FLAIR; optional none" in out
     assert "labels: 1 FLAIR hyperintensity (SCT 52988006, #ff00ff)" in out
@@ -169,7 +172,7 @@ def test_cli_models_check_runs_a_bundle_once_and_reports_seconds_and_memory(tmp_
     assert out["voxels_per_label"]["1"] > 0  # the synthetic lesion is found
     assert main(["models", "check", "brain-tumour-demo", "--device", "cpu", "--shape", "24", "24", "16"]) == 0
     text = capsys.readouterr().out
-    assert "brain-tumour-demo 0.5.0 [native] on cpu" in text and "predict" in text and "peak" in text
+    assert "brain-tumour-demo 0.5.1 [native] on cpu" in text and "predict" in text and "peak" in text
     assert main(["models", "check", "flair-lesoin", "--models-dir", str(tmp_path)]) == 2
     assert "Did you mean 'flair-lesion'" in capsys.readouterr().err
 
