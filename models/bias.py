@@ -9,6 +9,7 @@ engine when a card sets ``preprocessing.bias_correction = "n4"``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -122,6 +123,7 @@ class N4Cache:
         self.size = size
         self.hits = 0
         self._kept: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # one engine may predict on several threads
 
     def correct(self, volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         """:func:`n4_correct` of ``volume`` (default mask and settings), from the cache when seen before."""
@@ -129,12 +131,15 @@ class N4Cache:
         digest = hashlib.blake2b(data.tobytes(), digest_size=16)
         digest.update(repr((data.shape, [float(s) for s in spacing])).encode())
         key = digest.digest()
-        if key in self._kept:
-            self._kept.move_to_end(key)
-            self.hits += 1
-            return self._kept[key].copy()
-        out = n4_correct(data, spacing)
-        self._kept[key] = out
-        if len(self._kept) > self.size:
-            self._kept.popitem(last=False)
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+                self.hits += 1
+                return kept.copy()
+        out = n4_correct(data, spacing)  # outside the lock: other volumes need not wait
+        with self._lock:
+            self._kept[key] = out
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
         return out.copy()
