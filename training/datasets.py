@@ -104,14 +104,21 @@ class LoadSubjectd(Transform):
         statistics that the engine would compute on the whole randomised head.
     sample_size : int
         Voxels per channel in each sample (``raw`` only).
+    bias_channels : sequence of str
+        Sequences divided by the N4 field fitted to them on the model grid
+        (:func:`models.bias.n4_correct`, its default mask and levels), as
+        :class:`models.engine.InferenceEngine` does with the card's
+        ``preprocessing.bias_correction_channels``: training then sees what inference sees.
 
     An item with ``all_background`` (:func:`negative_items`) gets a label of zeros on its
     first sequence's grid.
     """
 
     def __init__(self, channels: Sequence[str], spacing: Sequence[float],
-                 normalization: str = "zscore_foreground", raw: bool = False, sample_size: int = 20000) -> None:
+                 normalization: str = "zscore_foreground", raw: bool = False, sample_size: int = 20000,
+                 bias_channels: Sequence[str] = ()) -> None:
         self.channels = list(channels)
+        self.bias_channels = [c for c in bias_channels]
         self.spacing = [float(s) for s in spacing]
         self.normalization = normalization
         self.raw = bool(raw)
@@ -136,6 +143,10 @@ class LoadSubjectd(Transform):
             if data.ndim == 4:
                 data = data[..., 0]
             stack[c] = resample(data[None], img.affine, grid_shape, grid_affine)[0].numpy()
+            if name in self.bias_channels:
+                from models.bias import n4_correct
+
+                stack[c] = n4_correct(stack[c], self.spacing)
             present[c] = True
         out: dict[Hashable, Any] = {"id": item["id"], "present": present}
         head = foreground_mask(stack, list(present))
@@ -330,7 +341,8 @@ def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: 
 def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: Sequence[float],
                  transform: Any | None = None, cache_rate: float = 1.0,
                  normalization: str = "zscore_foreground", raw: bool = False,
-                 crop_indices_roi: Sequence[int] | None = None, hard_fraction: float = 0.0) -> Any:
+                 crop_indices_roi: Sequence[int] | None = None, hard_fraction: float = 0.0,
+                 bias_channels: Sequence[str] = ()) -> Any:
     """Return a MONAI ``CacheDataset`` over the loaded subjects, with optional random transforms.
 
     ``raw`` caches scanner intensities and intensity samples (for domain randomisation,
@@ -339,12 +351,12 @@ def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: 
     head voxel indices that crop centres are drawn from (use with ``train_transforms(...,
     cached_indices=True)``; it saves ~0.2 s per crop). ``hard_fraction`` (with ``crop_indices_roi``):
     items with a ``hard_negatives`` mask get that share of their negative crop centres from it
-    (:class:`training.hard_negatives.HardNegativeIndicesd`).
+    (:class:`training.hard_negatives.HardNegativeIndicesd`). ``bias_channels``: see :class:`LoadSubjectd`.
     """
     from monai.data import CacheDataset
     from monai.transforms import Compose, FgBgToIndicesd, SpatialPadd
 
-    steps: list[Any] = [LoadSubjectd(channels, spacing, normalization, raw=raw)]
+    steps: list[Any] = [LoadSubjectd(channels, spacing, normalization, raw=raw, bias_channels=bias_channels)]
     if crop_indices_roi is not None:
         steps += [SpatialPadd(keys=["image", "label", "head", "hard"], spatial_size=list(crop_indices_roi),
                               allow_missing_keys=True),

@@ -60,6 +60,13 @@ def carried_preprocessing(init_weights: str | Path) -> dict[str, Any]:
     return {k: pre[k] for k in CARRIED_PREPROCESSING if k in pre}
 
 
+def _trained_bias_correction(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The card's N4 keys when the run trained on N4-corrected sequences (they win over carried ones)."""
+    if not cfg.bias_correction_channels:
+        return {}
+    return {"bias_correction": "n4", "bias_correction_channels": list(cfg.bias_correction_channels)}
+
+
 def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: dict[str, float],
                   steps: int, losses: list[float]) -> Path:
     """Write the bundle named by ``cfg.bundle_out`` and return its folder."""
@@ -83,7 +90,7 @@ def export_bundle(cfg: FinetuneConfig, net: Any, manifest: Manifest, metrics: di
             "missing_sequences": "zero channels (trained with sequence dropout)",
             "min_component_fraction": cfg.min_component_fraction,
             "mask_outside_head": cfg.mask_outside_head,
-        } | carried_preprocessing(cfg.init_weights),
+        } | carried_preprocessing(cfg.init_weights) | _trained_bias_correction(cfg),
         network=network,
         training={
             "data": manifest.source,

@@ -126,9 +126,10 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
                                              domain_randomisation=dr, cached_indices=True,
                                              silent_subsets=cfg.silent_subsets),
                             normalization=cfg.normalize, raw=dr is not None, crop_indices_roi=cfg.roi_size,
-                            hard_fraction=hard_fraction)
+                            hard_fraction=hard_fraction, bias_channels=cfg.bias_correction_channels)
     val_ds = (make_dataset(subject_items(val_m, cfg.channels), cfg.channels, cfg.spacing_mm,
-                           normalization=cfg.normalize) if n_val else None)
+                           normalization=cfg.normalize, bias_channels=cfg.bias_correction_channels)
+              if n_val else None)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, collate_fn=list_data_collate)
 
     net = build_segmenter(cfg.network)

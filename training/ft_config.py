@@ -21,7 +21,9 @@ Tables and keys (defaults in brackets)::
                       min_component_fraction [0.0] (engine drops foreground components smaller
                       than this fraction of the largest), normalize ["zscore_foreground"] (or
                       "zscore_per_channel": each channel over its own foreground),
-                      mask_outside_head [false] (engine sets everything outside the head to background)
+                      mask_outside_head [false] (engine sets everything outside the head to background),
+                      bias_correction_channels [[]] (sequences divided by their N4 field on the model
+                      grid before training, as the engine does with the card's list: models.bias)
     [train]           max_steps [1000], batch_size [2], samples_per_subject [1], lr [1e-3],
                       weight_decay [1e-5], sequence_dropout [0.5], threads [1], log_every [10],
                       checkpoint_every [100], val_every [0], out_dir ["var/finetune/<name>"],
@@ -100,6 +102,7 @@ class PreprocessingTable(StrictModel):
     min_component_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     normalize: str = "zscore_foreground"
     mask_outside_head: bool = False
+    bias_correction_channels: list[str] = Field(default_factory=list)
 
 
 class HardNegativesTable(StrictModel):
@@ -175,6 +178,7 @@ class FinetuneConfig:
     min_component_fraction: float = 0.0
     normalize: str = "zscore_foreground"
     mask_outside_head: bool = False
+    bias_correction_channels: list[str] = field(default_factory=list)
     overlap: float = 0.25
     max_steps: int = 1000
     batch_size: int = 2
@@ -232,6 +236,15 @@ def _silent_subsets(raw: list[str], channels: list[str], where: str) -> list[tup
                              f"({', '.join(channels)}).")
         out.append(tuple(sorted({channels.index(n) for n in names})))
     return out
+
+
+def _bias_channels(raw: list[str], channels: list[str], where: str) -> list[str]:
+    """``[preprocessing] bias_correction_channels``: each name must be a channel."""
+    unknown = [n for n in raw if n not in channels]
+    if unknown:
+        raise ValueError(f"{where}: config key 'preprocessing.bias_correction_channels' names {', '.join(unknown)}, "
+                         f"which is not among the channels ({', '.join(channels)}).")
+    return list(raw)
 
 
 def _hard_negatives(raw: HardNegativesTable | None, channels: list[str], where: str) -> dict[str, Any] | None:
@@ -313,6 +326,7 @@ def parse_finetune_config(raw: dict[str, Any], where: str = "fine-tuning config"
         min_component_fraction=pre.min_component_fraction,
         normalize=pre.normalize,
         mask_outside_head=pre.mask_outside_head,
+        bias_correction_channels=_bias_channels(pre.bias_correction_channels, channels, where),
         overlap=pre.overlap,
         max_steps=tr.max_steps,
         batch_size=tr.batch_size,
