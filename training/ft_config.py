@@ -208,16 +208,21 @@ class FinetuneConfig:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+def _check_names(names: list[str], channels: list[str], key: str, where: str, also: str = "") -> None:
+    """Raise the one sentence for names in ``key`` that are not channels (``also``: other accepted words)."""
+    unknown = [n for n in names if n not in channels]
+    if unknown:
+        raise ValueError(f"{where}: config key '{key}' names {', '.join(unknown)}, which is not among the channels "
+                         f"({', '.join(channels)}){also}.")
+
+
 def _dropout_weights(raw: dict[str, float], channels: list[str], where: str) -> dict[tuple[int, ...], float]:
     """Turn ``{"T2+FLAIR": 2.0}`` into ``{(2, 3): 2.0}`` (channel indices), checking every name and weight."""
     key = "config key 'train.sequence_dropout_weights'"
     out: dict[tuple[int, ...], float] = {}
     for subset, weight in raw.items():
         names = [n.strip() for n in str(subset).split("+")]
-        unknown = [n for n in names if n not in channels]
-        if unknown:
-            raise ValueError(f"{where}: {key} names {', '.join(unknown)}, which is not among the channels "
-                             f"({', '.join(channels)}).")
+        _check_names(names, channels, "train.sequence_dropout_weights", where)
         if weight < 0:
             raise ValueError(f"{where}: {key} {subset} = {weight!r} must be a number ≥ 0.")
         out[tuple(sorted({channels.index(n) for n in names}))] = float(weight)
@@ -226,24 +231,17 @@ def _dropout_weights(raw: dict[str, float], channels: list[str], where: str) -> 
 
 def _silent_subsets(raw: list[str], channels: list[str], where: str) -> list[tuple[int, ...]]:
     """``["T1", "T1+T1C"]`` → ``[(0,), (0, 1)]`` (channel indices), checking every name."""
-    key = "config key 'train.silent_subsets'"
     out = []
     for subset in raw:
         names = [n.strip() for n in str(subset).split("+")]
-        unknown = [n for n in names if n not in channels]
-        if unknown:
-            raise ValueError(f"{where}: {key} names {', '.join(unknown)}, which is not among the channels "
-                             f"({', '.join(channels)}).")
+        _check_names(names, channels, "train.silent_subsets", where)
         out.append(tuple(sorted({channels.index(n) for n in names})))
     return out
 
 
 def _bias_channels(raw: list[str], channels: list[str], where: str) -> list[str]:
     """``[preprocessing] bias_correction_channels``: each name must be a channel."""
-    unknown = [n for n in raw if n not in channels]
-    if unknown:
-        raise ValueError(f"{where}: config key 'preprocessing.bias_correction_channels' names {', '.join(unknown)}, "
-                         f"which is not among the channels ({', '.join(channels)}).")
+    _check_names(raw, channels, "preprocessing.bias_correction_channels", where)
     return list(raw)
 
 
@@ -252,10 +250,8 @@ def _hard_negatives(raw: HardNegativesTable | None, channels: list[str], where: 
     if raw is None:
         return None
     for subset in raw.subsets:
-        unknown = [n for n in subset.split("+") if n not in channels] if subset != "all" else []
-        if unknown:
-            raise ValueError(f"{where}: config key 'train.hard_negatives.subsets' names {', '.join(unknown)}, which "
-                             f"is not among the channels ({', '.join(channels)}) or \"all\".")
+        if subset != "all":
+            _check_names(subset.split("+"), channels, "train.hard_negatives.subsets", where, also=' or "all"')
     return {"bundle": raw.bundle, "fraction": raw.fraction, "subsets": list(raw.subsets)}
 
 
