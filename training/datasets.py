@@ -9,6 +9,7 @@ flips, intensity jitter and sequence dropout run every epoch.
 from __future__ import annotations
 
 import itertools
+import json
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -345,6 +346,9 @@ def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: 
                  bias_channels: Sequence[str] = ()) -> Any:
     """Return a MONAI ``CacheDataset`` over the loaded subjects, with optional random transforms.
 
+    An item listed more than once is loaded once: the result is then a ``Subset`` of the
+    cache that lists it as often as ``items`` does (each listing still draws its own crops).
+
     ``raw`` caches scanner intensities and intensity samples (for domain randomisation,
     :func:`train_transforms`'s ``domain_randomisation``) instead of normalised images.
     ``crop_indices_roi`` pads each subject to at least that size and caches the tumour and
@@ -355,6 +359,7 @@ def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: 
     """
     from monai.data import CacheDataset
     from monai.transforms import Compose, FgBgToIndicesd, SpatialPadd
+    from torch.utils.data import Subset
 
     steps: list[Any] = [LoadSubjectd(channels, spacing, normalization, raw=raw, bias_channels=bias_channels)]
     if crop_indices_roi is not None:
@@ -367,4 +372,13 @@ def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: 
             steps.append(HardNegativeIndicesd(hard_fraction))
     if transform is not None:
         steps.append(transform)
-    return CacheDataset(items, Compose(steps), cache_rate=cache_rate, num_workers=2, progress=False)
+    # an item listed several times (negative_items' repeats) is loaded and cached once
+    keys = [json.dumps(item, sort_keys=True, default=str) for item in items]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    if len(first) == len(items):
+        return CacheDataset(items, Compose(steps), cache_rate=cache_rate, num_workers=2, progress=False)
+    unique = sorted(set(first.values()))
+    slot = {keys[i]: n for n, i in enumerate(unique)}
+    cached = CacheDataset([items[i] for i in unique], Compose(steps), cache_rate=cache_rate, num_workers=2,
+                          progress=False)
+    return Subset(cached, [slot[k] for k in keys])

@@ -114,7 +114,7 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
         from training.hard_negatives import mine
 
         hn = cfg.hard_negatives
-        masks = mine(hn["bundle"], items, cfg.channels, hn["subsets"], out / "hard-negatives")
+        masks = mine(hn["bundle"], items, cfg.channels, hn["subsets"], out / "hard-negatives", hn["shift_average"])
         for item in items:
             if str(item["id"]) in masks:
                 item["hard_negatives"] = masks[str(item["id"])]

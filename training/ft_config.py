@@ -46,9 +46,10 @@ Tables and keys (defaults in brackets)::
                       partial fields of view on scanner intensities before the z-score; needs
                       [preprocessing] normalize = "zscore_per_channel"),
                       hard_negatives [none] (a table: bundle (folder or name), fraction [0.5],
-                      subsets [["all", "FLAIR", "T1C"]]: the bundle's false positives on each
-                      training subject, per input subset, become fraction of the negative crop
-                      centres; training.hard_negatives)
+                      subsets [["all", "FLAIR", "T1C"]], shift_average [the bundle's card's]:
+                      the bundle's false positives on each training subject, per input subset,
+                      become fraction of the negative crop centres; shift_average = [0] mines
+                      with one tiling; training.hard_negatives)
     [bundle]          out [""] (no export when empty), version ["0.1.0"], half [true],
                       description [""], command [""]
 """
@@ -111,6 +112,7 @@ class HardNegativesTable(StrictModel):
     bundle: str = Field(min_length=1)
     fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     subsets: list[str] = Field(default_factory=lambda: ["all", "FLAIR", "T1C"], min_length=1)
+    shift_average: list[int] | None = Field(default=None, min_length=1)
 
 
 class TrainTable(StrictModel):
@@ -246,13 +248,18 @@ def _bias_channels(raw: list[str], channels: list[str], where: str) -> list[str]
 
 
 def _hard_negatives(raw: HardNegativesTable | None, channels: list[str], where: str) -> dict[str, Any] | None:
-    """``[train.hard_negatives]`` → ``{bundle, fraction, subsets}`` with every subset's names checked."""
+    """``[train.hard_negatives]`` → ``{bundle, fraction, subsets, shift_average}``, subsets' names checked."""
     if raw is None:
         return None
     for subset in raw.subsets:
         if subset != "all":
             _check_names(subset.split("+"), channels, "train.hard_negatives.subsets", where, also=' or "all"')
-    return {"bundle": raw.bundle, "fraction": raw.fraction, "subsets": list(raw.subsets)}
+    if raw.shift_average is not None and (min(raw.shift_average) < 0
+                                          or len(set(raw.shift_average)) != len(raw.shift_average)):
+        raise ValueError(f"{where}: config key 'train.hard_negatives.shift_average' is {raw.shift_average!r}, "
+                         "not a list of distinct voxel shifts >= 0.")
+    return {"bundle": raw.bundle, "fraction": raw.fraction, "subsets": list(raw.subsets),
+            "shift_average": None if raw.shift_average is None else list(raw.shift_average)}
 
 
 def _domain_randomisation(raw: bool | dict[str, Any], normalize: str, where: str) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from them (``[train] hard_negatives``).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ def _load_subject(item: Mapping[str, Any], channels: Sequence[str]) -> tuple[dic
 
 
 def mine(bundle: str | Path, items: Sequence[Mapping[str, Any]], channels: Sequence[str],
-         subsets: Sequence[str], out_dir: str | Path) -> dict[str, str]:
+         subsets: Sequence[str], out_dir: str | Path, shift_average: Sequence[int] | None = None) -> dict[str, str]:
     """Run ``bundle`` on every item for each subset; save its false positives; return ``{id: path}``.
 
     Parameters
@@ -60,6 +61,10 @@ def mine(bundle: str | Path, items: Sequence[Mapping[str, Any]], channels: Seque
     out_dir : str or Path
         Where the masks go (``<id>.nii.gz``, uint8 on the item's reference grid); a mask already
         there is reused.
+    shift_average : sequence of int, optional
+        The tilings to average (model-grid voxel shifts, as the card's
+        ``preprocessing.shift_average``) in place of the bundle's own: ``[0]`` mines about four
+        times faster than a four-tiling card, on the same weights and preprocessing.
 
     Returns
     -------
@@ -69,8 +74,12 @@ def mine(bundle: str | Path, items: Sequence[Mapping[str, Any]], channels: Seque
     import nibabel as nib
 
     from models.engine import get_engine
+    from models.engine import shift_average as checked_shifts
 
     engine = get_engine(str(bundle), device="cpu")
+    if shift_average is not None:  # a copy: the cached engine others share keeps the card's tilings
+        engine = copy.copy(engine)
+        engine.shifts = checked_shifts(engine.bundle.name, list(shift_average))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     found: dict[str, str] = {}

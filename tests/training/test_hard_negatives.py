@@ -56,7 +56,12 @@ def _config(tmp_path: Path, table: str) -> dict:
 
 def test_config_names_a_wrong_subset_and_a_wrong_key(tmp_path: Path) -> None:
     ok = parse_finetune_config(_config(tmp_path, 'bundle = "b"\nsubsets = ["all", "T1C+FLAIR"]'), where="c.toml")
-    assert ok.hard_negatives == {"bundle": "b", "fraction": 0.5, "subsets": ["all", "T1C+FLAIR"]}
+    assert ok.hard_negatives == {"bundle": "b", "fraction": 0.5, "subsets": ["all", "T1C+FLAIR"], "shift_average": None}
+    one = parse_finetune_config(_config(tmp_path, 'bundle = "b"\nshift_average = [0]'), where="c.toml")
+    assert one.hard_negatives is not None and one.hard_negatives["shift_average"] == [0]
+    for bad in ("[0, 0]", "[-1]", "[]"):
+        with pytest.raises(ValueError, match="shift_average"):
+            parse_finetune_config(_config(tmp_path, f'bundle = "b"\nshift_average = {bad}'), where="c.toml")
     with pytest.raises(ValueError, match=r"train\.hard_negatives\.subsets' names FLARE"):
         parse_finetune_config(_config(tmp_path, 'bundle = "b"\nsubsets = ["FLARE"]'), where="c.toml")
     with pytest.raises(ValueError, match="fractoin"):
@@ -90,3 +95,34 @@ def test_the_cached_dataset_carries_the_mask_onto_the_model_grid(tmp_path: Path)
     targets = [int(np.ravel_multi_index((15, 15, k), shape)) for k in range(15, 18)]
     assert 0.45 < np.isin(bg, targets).mean() < 0.55
     assert np.isin(np.asarray(without["label_bg_indices"]), targets).mean() < 0.001  # at most once each without it
+
+
+def test_mining_with_one_tiling_leaves_the_shared_engine_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shift_average = [0]`` mines with one tiling; the cached engine the node serves keeps the card's four."""
+    import nibabel as nib
+
+    from models.engine import InferenceEngine, get_engine
+    from training.hard_negatives import mine
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    img = (np.random.default_rng(1).random((40, 40, 40)) * 100 + 50).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, affine), str(tmp_path / "FLAIR.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((40, 40, 40), np.int16), affine), str(tmp_path / "labels.nii.gz"))
+    item = {"id": "s", "sequences": {"FLAIR": str(tmp_path / "FLAIR.nii.gz")}, "labels": str(tmp_path / "labels.nii.gz"),
+            "label_map": {}}
+    seen: list[list[int]] = []
+    real_predict = InferenceEngine.predict
+
+    def recording(self: InferenceEngine, *args: object, **kwargs: object) -> object:
+        seen.append(list(self.shifts))
+        return real_predict(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(InferenceEngine, "predict", recording)
+    shared = get_engine("brain-tumour-demo", device="cpu")
+    card_shifts = list(shared.shifts)
+    assert len(card_shifts) > 1  # the shipped card averages several tilings
+    mine("brain-tumour-demo", [item], ["T1", "T1C", "T2", "FLAIR"], ["FLAIR"], tmp_path / "one", shift_average=[0])
+    mine("brain-tumour-demo", [item], ["T1", "T1C", "T2", "FLAIR"], ["FLAIR"], tmp_path / "card")
+    assert seen == [[0], card_shifts]
+    assert get_engine("brain-tumour-demo", device="cpu").shifts == card_shifts
+    assert (tmp_path / "one" / "s.nii.gz").is_file()
