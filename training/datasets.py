@@ -12,6 +12,7 @@ import itertools
 import json
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from training.domain_randomisation import (
     RandBackgroundd,
     RandBiasFieldChanneld,
     RandFieldOfViewd,
+    RandGreyMatterGaind,
     RandIntensityRemapd,
     RandNoiseFloord,
     RandThickSlicesd,
@@ -32,8 +34,11 @@ from training.domain_randomisation import (
 )
 from training.manifest import Manifest, ManifestError
 
+#: The grey-matter code of the synthetic generator's tissue maps (``training.synth.tissue.Tissue.GM``).
+GREY_MATTER = 2
+
 __all__ = ["DR_DEFAULTS", "LoadSubjectd", "NormalizeFromSampled", "RandBackgroundd", "RandBiasFieldChanneld",
-           "RandFieldOfViewd", "RandIntensityRemapd", "RandNoiseFloord", "RandThickSlicesd", "SequenceDropoutd",
+           "RandFieldOfViewd", "RandGreyMatterGaind", "RandIntensityRemapd", "RandNoiseFloord", "RandThickSlicesd", "SequenceDropoutd",
            "domain_randomisation_transforms", "make_dataset", "negative_items", "subject_items", "train_transforms"]
 
 
@@ -52,7 +57,11 @@ def subject_items(manifest: Manifest, channels: Sequence[str], require_labels: b
             raise ManifestError(f"subject {s.id} has none of the sequences {', '.join(channels)}.")
         if require_labels and not s.labels:
             raise ManifestError(f"subject {s.id} has no label map; fine-tuning needs one.")
-        items.append({"id": s.id, "sequences": seqs, "labels": s.labels, "label_map": dict(s.label_map)})
+        item: dict[str, Any] = {"id": s.id, "sequences": seqs, "labels": s.labels, "label_map": dict(s.label_map)}
+        tissue = Path(s.labels).parent / "tissue.nii.gz" if s.labels else None
+        if tissue is not None and tissue.is_file():  # the synthetic generator's tissue map, beside its labels
+            item["tissue"] = str(tissue)
+        items.append(item)
     return items
 
 
@@ -105,6 +114,11 @@ class LoadSubjectd(Transform):
         statistics that the engine would compute on the whole randomised head.
     sample_size : int
         Voxels per channel in each sample (``raw`` only).
+    gm_maps : bool
+        With ``raw``: load the item's ``tissue`` map (synthetic subjects' ``tissue.nii.gz``) as
+        ``gm`` (1, *grid, uint8 0-255: the grey-matter fraction) and ``sample_gm`` (C, n: the
+        fraction at each of ``sample_in``'s voxels), for
+        :class:`training.domain_randomisation.RandGreyMatterGaind`. Items without one get neither.
     bias_channels : sequence of str
         Sequences divided by the N4 field fitted to them on the model grid
         (:func:`models.bias.n4_correct`, its default mask and levels), as
@@ -117,8 +131,9 @@ class LoadSubjectd(Transform):
 
     def __init__(self, channels: Sequence[str], spacing: Sequence[float],
                  normalization: str = "zscore_foreground", raw: bool = False, sample_size: int = 20000,
-                 bias_channels: Sequence[str] = ()) -> None:
+                 bias_channels: Sequence[str] = (), gm_maps: bool = False) -> None:
         self.channels = list(channels)
+        self.gm_maps = bool(gm_maps)
         self.bias_channels = [c for c in bias_channels]
         self.spacing = [float(s) for s in spacing]
         self.normalization = normalization
@@ -153,9 +168,17 @@ class LoadSubjectd(Transform):
         head = foreground_mask(stack, list(present))
         out["head"] = head[None].astype(np.uint8)
         if self.raw:
+            gm = None
+            if self.gm_maps and item.get("tissue"):
+                tissue: Any = nib.load(item["tissue"])
+                grey = (np.asarray(tissue.dataobj) == GREY_MATTER).astype(np.float32)
+                gm = resample(grey[None], tissue.affine, grid_shape, grid_affine)[0].numpy()
+                out["gm"] = (np.clip(gm, 0.0, 1.0) * 255).round().astype(np.uint8)[None]
             out["image"] = stack
-            out["sample_in"], out["sample_out"] = _positive_samples(stack, present, head, self.sample_size,
-                                                                    seed=zlib.crc32(str(item["id"]).encode()))
+            out["sample_in"], out["sample_out"], sample_gm = _positive_samples(
+                stack, present, head, self.sample_size, seed=zlib.crc32(str(item["id"]).encode()), gm=out.get("gm"))
+            if sample_gm is not None:
+                out["sample_gm"] = sample_gm
         else:
             out["image"] = normalize(stack, list(present), self.normalization)
         if item.get("hard_negatives"):  # training.hard_negatives.mine's mask, on the item's reference grid
@@ -172,24 +195,30 @@ class LoadSubjectd(Transform):
         return out
 
 
-def _positive_samples(stack: np.ndarray, present: np.ndarray, head: np.ndarray, n: int,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _positive_samples(stack: np.ndarray, present: np.ndarray, head: np.ndarray, n: int, seed: int = 0,
+                      gm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Random samples ``(C, n)`` of each present channel's positive voxels inside and outside ``head``.
 
     A channel with fewer positive voxels than ``n`` repeats them; an absent channel (or one with
-    none) is all zeros.
+    none) is all zeros. With ``gm`` (1, *grid), the third result is its value at each voxel
+    sampled inside the head (``None`` without).
     """
     rng = np.random.default_rng(seed)
     s_in = np.zeros((stack.shape[0], n), dtype=np.float32)
     s_out = np.zeros((stack.shape[0], n), dtype=np.float32)
+    g_in = None if gm is None else np.zeros((stack.shape[0], n), dtype=np.uint8)
     for c in range(stack.shape[0]):
         if not present[c]:
             continue
+        flat = stack[c].ravel()
         for where, dst in ((head, s_in), (~head, s_out)):
-            vals = stack[c][where & (stack[c] > 0)]
-            if vals.size:
-                dst[c] = rng.choice(vals, size=n, replace=vals.size < n)
-    return s_in, s_out
+            idx = np.flatnonzero(where.ravel() & (flat > 0))
+            if idx.size:
+                chosen = rng.choice(idx, size=n, replace=idx.size < n)
+                dst[c] = flat[chosen]
+                if g_in is not None and dst is s_in:
+                    g_in[c] = np.asarray(gm).ravel()[chosen]
+    return s_in, s_out, g_in
 
 
 
@@ -309,9 +338,10 @@ def train_transforms(roi_size: Sequence[int], dropout_prob: float, num_samples: 
 
     dr = domain_randomisation is not None
     steps: list[Any] = [
-        SpatialPadd(keys=["image", "label", "head"], spatial_size=list(roi_size)),
+        SpatialPadd(keys=["image", "label", "head", "gm"], spatial_size=list(roi_size), allow_missing_keys=True),
         RandCropByPosNegLabeld(
-            keys=["image", "label", "head"] if dr else ["image", "label"], label_key="label",
+            keys=["image", "label", "head", "gm"] if dr else ["image", "label"], label_key="label",
+            allow_missing_keys=dr,
             spatial_size=list(roi_size), pos=float(pos_neg[0]), neg=float(pos_neg[1]), num_samples=num_samples,
             allow_smaller=False, image_key="head", image_threshold=0,
             fg_indices_key="label_fg_indices" if cached_indices else None,
@@ -343,7 +373,7 @@ def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: 
                  transform: Any | None = None, cache_rate: float = 1.0,
                  normalization: str = "zscore_foreground", raw: bool = False,
                  crop_indices_roi: Sequence[int] | None = None, hard_fraction: float = 0.0,
-                 bias_channels: Sequence[str] = ()) -> Any:
+                 bias_channels: Sequence[str] = (), gm_maps: bool = False) -> Any:
     """Return a MONAI ``CacheDataset`` over the loaded subjects, with optional random transforms.
 
     An item listed more than once is loaded once: the result is then a ``Subset`` of the
@@ -355,15 +385,17 @@ def make_dataset(items: list[dict[str, Any]], channels: Sequence[str], spacing: 
     head voxel indices that crop centres are drawn from (use with ``train_transforms(...,
     cached_indices=True)``; it saves ~0.2 s per crop). ``hard_fraction`` (with ``crop_indices_roi``):
     items with a ``hard_negatives`` mask get that share of their negative crop centres from it
-    (:class:`training.hard_negatives.HardNegativeIndicesd`). ``bias_channels``: see :class:`LoadSubjectd`.
+    (:class:`training.hard_negatives.HardNegativeIndicesd`). ``bias_channels``, ``gm_maps``: see
+    :class:`LoadSubjectd`.
     """
     from monai.data import CacheDataset
     from monai.transforms import Compose, FgBgToIndicesd, SpatialPadd
     from torch.utils.data import Subset
 
-    steps: list[Any] = [LoadSubjectd(channels, spacing, normalization, raw=raw, bias_channels=bias_channels)]
+    steps: list[Any] = [LoadSubjectd(channels, spacing, normalization, raw=raw, bias_channels=bias_channels,
+                                     gm_maps=gm_maps)]
     if crop_indices_roi is not None:
-        steps += [SpatialPadd(keys=["image", "label", "head", "hard"], spatial_size=list(crop_indices_roi),
+        steps += [SpatialPadd(keys=["image", "label", "head", "hard", "gm"], spatial_size=list(crop_indices_roi),
                               allow_missing_keys=True),
                   FgBgToIndicesd(keys="label", image_key="head", image_threshold=0)]
         if hard_fraction > 0:

@@ -16,11 +16,14 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
 __all__ = ["DR_DEFAULTS", "NormalizeFromSampled", "RandBackgroundd", "RandBiasFieldChanneld", "RandFieldOfViewd",
-           "RandIntensityRemapd", "RandNoiseFloord", "RandThickSlicesd", "domain_randomisation_transforms"]
+           "RandGreyMatterGaind", "RandIntensityRemapd", "RandNoiseFloord", "RandThickSlicesd",
+           "domain_randomisation_transforms"]
 
 
 #: Default probabilities and ranges of the domain randomisation (``[train.domain_randomisation]`` keys).
 DR_DEFAULTS: dict[str, Any] = {
+    "gm_gain_prob": 0.0,          # grey matter's intensity times a random gain per channel (needs tissue maps)
+    "gm_gain": [0.85, 1.5],       # gain range (log-uniform): grey against white matter, darker or brighter
     "remap_prob": 0.6,            # random monotonic intensity curve per channel (gamma and a piecewise-linear remap)
     "gamma": [0.5, 2.0],          # gamma range of the remap
     "remap_points": 4,            # interior control points of the piecewise-linear remap
@@ -144,6 +147,62 @@ class RandIntensityRemapd(Randomizable, MapTransform):
                     arr = np.array(d[sk], dtype=np.float32, copy=True)
                     arr[c] = f(arr[c])
                     d[sk] = arr
+        return d
+
+
+class RandGreyMatterGaind(Randomizable, MapTransform):
+    """Grey matter's contrast against the other tissues, drawn per present channel (SynthSeg's per-tissue contrast).
+
+    Each present channel, with probability ``prob``, is multiplied by ``1 + f (g - 1)``, where
+    ``f`` is the voxel's grey-matter fraction (``gm_key``: the subject's tissue map on the model
+    grid, uint8 0-255, from :class:`training.datasets.LoadSubjectd` with ``gm_maps``) and ``g``
+    a gain drawn log-uniformly from ``gain``. The intensity samples inside the head
+    (``sample_in``, with their fractions in ``sample_gm_key``) are scaled alike, so that
+    :class:`NormalizeFromSampled` sees the whole head as changed. The scanner's own grey/white
+    contrast in FLAIR varies a lot with TI, TE and field strength; where it is strong, bright
+    cortex looks like oedema to a network that has seen only weaker ones. Labels are unchanged;
+    the two fraction keys are removed (present or not), so crops with and without a tissue map
+    batch together.
+
+    Parameters
+    ----------
+    keys : KeysCollection
+        Image key(s).
+    prob : float
+        Probability per channel.
+    gain : sequence of float
+        ``(low, high)`` gain range.
+    """
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.0, gain: Sequence[float] = (0.85, 1.5),
+                 gm_key: str = "gm", sample_gm_key: str = "sample_gm") -> None:
+        MapTransform.__init__(self, keys)
+        self.prob = float(prob)
+        self.log_gain = (float(np.log(gain[0])), float(np.log(gain[1])))
+        self.gm_key, self.sample_gm_key = gm_key, sample_gm_key
+
+    def randomize(self, data: Any = None) -> None:
+        pass
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Scale grey matter in every present channel (with probability ``prob``) by its own gain."""
+        d = dict(data)
+        gm = d.pop(self.gm_key, None)
+        sample_gm = d.pop(self.sample_gm_key, None)
+        if gm is None or self.prob <= 0:
+            return d
+        frac = np.asarray(gm, dtype=np.float32)[0] / 255.0
+        for key in self.key_iterator(d):
+            img = d[key]
+            present = _present(d, img.shape[0])
+            for c in range(img.shape[0]):
+                if present[c] and self.R.rand() < self.prob:
+                    g = float(np.exp(self.R.uniform(*self.log_gain)))
+                    _set(img, c, _get(img, c) * (1.0 + frac * (g - 1.0)))
+                    if sample_gm is not None and "sample_in" in d:
+                        s = np.array(d["sample_in"], dtype=np.float32)
+                        s[c] *= 1.0 + np.asarray(sample_gm, dtype=np.float32)[c] / 255.0 * (g - 1.0)
+                        d["sample_in"] = s
         return d
 
 
@@ -413,7 +472,8 @@ class NormalizeFromSampled(MapTransform):
 def domain_randomisation_transforms(options: Mapping[str, Any] | None = None) -> list[Any]:
     """The SynthSeg-style domain randomisation steps on a raw-intensity crop, ending with normalisation.
 
-    Order: intensity remap (gamma, piecewise-linear curve, clip, 8-bit) → bias field → thick
+    Order: grey-matter gain (where a tissue map was loaded) → intensity remap (gamma,
+    piecewise-linear curve, clip, 8-bit) → bias field → thick
     slices → noise floor → zero background → partial field of view → :class:`NormalizeFromSampled`.
 
     Parameters
@@ -433,6 +493,7 @@ def domain_randomisation_transforms(options: Mapping[str, Any] | None = None) ->
                          f"known: enabled, {', '.join(sorted(DR_DEFAULTS))}.")
     o.update({k: v for k, v in (options or {}).items() if k != "enabled"})
     return [
+        RandGreyMatterGaind("image", prob=o["gm_gain_prob"], gain=o["gm_gain"]),
         RandIntensityRemapd("image", prob=o["remap_prob"], gamma=o["gamma"], points=o["remap_points"],
                             jitter=o["remap_jitter"], clip_prob=o["clip_prob"], clip_percentile=o["clip_percentile"],
                             quantise_prob=o["quantise_prob"]),

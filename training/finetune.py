@@ -126,7 +126,8 @@ def train(cfg: FinetuneConfig, resume: bool = False, max_steps: int | None = Non
                                              domain_randomisation=dr, cached_indices=True,
                                              silent_subsets=cfg.silent_subsets),
                             normalization=cfg.normalize, raw=dr is not None, crop_indices_roi=cfg.roi_size,
-                            hard_fraction=hard_fraction, bias_channels=cfg.bias_correction_channels)
+                            hard_fraction=hard_fraction, bias_channels=cfg.bias_correction_channels,
+                            gm_maps=bool(dr and float(dr.get("gm_gain_prob", 0.0)) > 0))
     val_ds = (make_dataset(subject_items(val_m, cfg.channels), cfg.channels, cfg.spacing_mm,
                            normalization=cfg.normalize, bias_channels=cfg.bias_correction_channels)
               if n_val else None)

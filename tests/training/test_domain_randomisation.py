@@ -13,6 +13,7 @@ from training.datasets import (
     RandBackgroundd,
     RandBiasFieldChanneld,
     RandFieldOfViewd,
+    RandGreyMatterGaind,
     RandIntensityRemapd,
     RandNoiseFloord,
     RandThickSlicesd,
@@ -37,12 +38,14 @@ def _head(shape: tuple[int, int, int] = (40, 44, 36), seed: int = 0) -> dict:
     label = np.zeros((1, *shape), dtype=np.float32)
     label[0][(np.abs(grid[0] - 0.3) < 0.15) & (np.abs(grid[1]) < 0.15) & (np.abs(grid[2]) < 0.15)] = 2
     present = np.array([True, True, False, True])
-    s_in, s_out = _positive_samples(img, present, head, 4000, seed=1)
+    gm = np.where(head & (r > 0.6), 255, 0).astype(np.uint8)[None]  # an outer shell of 'cortex'
+    s_in, s_out, s_gm = _positive_samples(img, present, head, 4000, seed=1, gm=gm)
     return {"image": img, "label": label, "head": head[None].astype(np.uint8), "present": present,
-            "sample_in": s_in, "sample_out": s_out}
+            "sample_in": s_in, "sample_out": s_out, "gm": gm, "sample_gm": s_gm}
 
 
 ALL_STEPS = [
+    RandGreyMatterGaind("image", prob=1.0),
     RandIntensityRemapd("image", prob=1.0, clip_prob=1.0, quantise_prob=1.0),
     RandBiasFieldChanneld("image", prob=1.0),
     RandThickSlicesd("image", prob=1.0),
@@ -156,8 +159,9 @@ def test_train_transforms_with_domain_randomisation_give_normalised_crops() -> N
     out = tr(d)[0]
     assert tuple(out["image"].shape) == (4, 32, 32, 32) and tuple(out["label"].shape) == (1, 32, 32, 32)
     img = out["image"].as_tensor() if hasattr(out["image"], "as_tensor") else torch.as_tensor(out["image"])
-    assert float(img.abs().max()) <= 6.0 + 1e-4
-    assert set(out) == {"id", "image", "label", "present"}
+    # clipped at ±6 SD by the normalisation, then RandScaleIntensityd (±10 %) and RandShiftIntensityd (±0.1)
+    assert float(img.abs().max()) <= 6.0 * 1.1 + 0.1 + 1e-4
+    assert set(out) == {"id", "image", "label", "present"}  # the tissue fractions are gone too
 
 
 def test_config_key_parses_and_refuses_unknown_options() -> None:
@@ -171,7 +175,27 @@ def test_config_key_parses_and_refuses_unknown_options() -> None:
     with pytest.raises(ValueError, match="zscore_per_channel"):
         parse_finetune_config({"network": base["network"], "train": {"domain_randomisation": True}})
     assert set(DR_DEFAULTS) >= {"remap_prob", "zero_background_prob", "fov_prob"}
-    assert len(domain_randomisation_transforms()) == 7
+    assert len(domain_randomisation_transforms()) == 8
+
+
+def test_grey_matter_gain_scales_grey_matter_and_its_samples_alike() -> None:
+    """Only grey-matter voxels (and the head samples taken on them) change, each present channel by its own gain."""
+    d = _head()
+    before, s_before = d["image"].copy(), d["sample_in"].copy()
+    gm, s_gm = d["gm"][0] > 0, d["sample_gm"] > 0
+    out = RandGreyMatterGaind("image", prob=1.0, gain=(1.3, 1.6)).set_random_state(5)(d)
+    assert "gm" not in out and "sample_gm" not in out
+    gains = []
+    for c in (0, 1, 3):
+        ratio = np.asarray(out["image"])[c][gm & (before[c] > 0)] / before[c][gm & (before[c] > 0)]
+        assert np.allclose(ratio, ratio[0], rtol=1e-5) and 1.3 <= ratio[0] <= 1.6
+        assert np.array_equal(np.asarray(out["image"])[c][~gm], before[c][~gm])
+        assert np.allclose(out["sample_in"][c][s_gm[c]] / s_before[c][s_gm[c]], ratio[0], rtol=1e-5)
+        assert np.array_equal(out["sample_in"][c][~s_gm[c]], s_before[c][~s_gm[c]])
+        gains.append(float(ratio[0]))
+    assert len(set(gains)) == 3  # drawn per channel
+    untouched = RandGreyMatterGaind("image", prob=0.0)(_head())
+    assert np.array_equal(np.asarray(untouched["image"]), _head()["image"]) and "gm" not in untouched
 
 
 def test_silent_subsets_clear_the_label_only_for_those_subsets() -> None:
