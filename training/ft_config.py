@@ -41,9 +41,10 @@ Tables and keys (defaults in brackets)::
                       of training.datasets.DR_DEFAULTS' keys: remap_prob, gamma, remap_points,
                       remap_jitter, clip_prob, clip_percentile, quantise_prob, bias_prob,
                       bias_coeff, noise_prob, noise_std, thick_slices_prob, thick_factor,
-                      zero_background_prob, fov_prob, fov_fraction: SynthSeg-style random
-                      intensity curves, bias fields, noise, thick slices, zero backgrounds and
-                      partial fields of view on scanner intensities before the z-score; needs
+                      zero_background_prob, fov_prob, fov_fraction, gm_gain_prob, gm_gain:
+                      SynthSeg-style random intensity curves, bias fields, noise, thick slices,
+                      zero backgrounds, partial fields of view and grey-matter contrast (from
+                      synthetic subjects' tissue maps) on scanner intensities before the z-score; needs
                       [preprocessing] normalize = "zscore_per_channel"),
                       hard_negatives [none] (a table: bundle (folder or name), fraction [0.5],
                       subsets [["all", "FLAIR", "T1C"]], shift_average [the bundle's card's]:
