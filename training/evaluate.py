@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from training.manifest import Manifest, ManifestError, build_manifest, load_manifest, write_synth_subjects
-from training.regions import REGIONS, region_masks, region_scores
+from training.regions import REGIONS, mask_scores, region_masks
 
 __all__ = ["evaluate", "load_subject_arrays", "main", "record_in_card", "summarise", "write_report"]
 
@@ -76,6 +76,8 @@ def evaluate(bundle: str, manifest: Manifest, subsets: dict[str, list[str]], dev
         images, labels, affine = load_subject_arrays(subject, engine.channels)
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         voxel_ml = float(np.prod(spacing)) / 1000.0
+        true_masks = region_masks(labels)  # the same for every subset
+        true_ml = {f"true_ml_{r}": float(m.sum()) * voxel_ml for r, m in true_masks.items()}
         for sname, keep in subsets.items():
             sub_images = {k: v for k, v in images.items() if k in keep}
             if not sub_images:
@@ -85,9 +87,10 @@ def evaluate(bundle: str, manifest: Manifest, subsets: dict[str, list[str]], dev
             row: dict[str, Any] = {"subject": subject.id, "subset": sname, "seconds": time.perf_counter() - t0,
                                    "true_ml": float((labels > 0).sum()) * voxel_ml,
                                    "pred_ml": float((pred.labels > 0).sum()) * voxel_ml}
-            row.update(region_scores(pred.labels, labels, spacing if with_hd95 else None))
-            for name, masks in (("true", region_masks(labels)), ("pred", region_masks(pred.labels))):
-                row.update({f"{name}_ml_{r}": float(m.sum()) * voxel_ml for r, m in masks.items()})
+            pred_masks = region_masks(pred.labels)
+            row.update(mask_scores(pred_masks, true_masks, spacing if with_hd95 else None))
+            row.update(true_ml)
+            row.update({f"pred_ml_{r}": float(m.sum()) * voxel_ml for r, m in pred_masks.items()})
             rows.append(row)
     return {"rows": rows, "summary": summarise(rows, subsets)}
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["REGIONS", "dice", "hd95", "region_masks", "region_scores"]
+__all__ = ["REGIONS", "dice", "hd95", "mask_scores", "region_masks", "region_scores"]
 
 #: Region name to the label values it holds.
 REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
@@ -46,8 +46,13 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
 
 def region_scores(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
     """Return ``{"dice_WT": ..., "dice_TC": ..., "dice_ET": ...}`` and, with ``spacing``, ``hd95_*``."""
+    return mask_scores(region_masks(pred), region_masks(ref), spacing)
+
+
+def mask_scores(pm: dict[str, np.ndarray], rm: dict[str, np.ndarray],
+                spacing: Sequence[float] | None = None) -> dict[str, float]:
+    """:func:`region_scores` of masks already made by :func:`region_masks` (prediction, reference)."""
     out: dict[str, float] = {}
-    pm, rm = region_masks(pred), region_masks(ref)
     for name in REGIONS:
         out[f"dice_{name}"] = dice(pm[name], rm[name])
         if spacing is not None:
