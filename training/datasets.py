@@ -34,9 +34,6 @@ from training.domain_randomisation import (
 )
 from training.manifest import Manifest, ManifestError
 
-#: The grey-matter code of the synthetic generator's tissue maps (``training.synth.tissue.Tissue.GM``).
-GREY_MATTER = 2
-
 __all__ = ["DR_DEFAULTS", "LoadSubjectd", "NormalizeFromSampled", "RandBackgroundd", "RandBiasFieldChanneld",
            "RandFieldOfViewd", "RandGreyMatterGaind", "RandIntensityRemapd", "RandNoiseFloord", "RandThickSlicesd", "SequenceDropoutd",
            "domain_randomisation_transforms", "make_dataset", "negative_items", "subject_items", "train_transforms"]
@@ -170,8 +167,10 @@ class LoadSubjectd(Transform):
         if self.raw:
             gm = None
             if self.gm_maps and item.get("tissue"):
+                from training.synth.tissue import Tissue
+
                 tissue: Any = nib.load(item["tissue"])
-                grey = (np.asarray(tissue.dataobj) == GREY_MATTER).astype(np.float32)
+                grey = (np.asarray(tissue.dataobj) == int(Tissue.GM)).astype(np.float32)
                 gm = resample(grey[None], tissue.affine, grid_shape, grid_affine)[0].numpy()
                 out["gm"] = (np.clip(gm, 0.0, 1.0) * 255).round().astype(np.uint8)[None]
             out["image"] = stack
