@@ -192,6 +192,7 @@ class RandGreyMatterGaind(Randomizable, MapTransform):
         if gm is None or self.prob <= 0:
             return d
         frac = np.asarray(gm, dtype=np.float32)[0] / 255.0
+        samples = np.array(d["sample_in"], dtype=np.float32) if sample_gm is not None and "sample_in" in d else None
         for key in self.key_iterator(d):
             img = d[key]
             present = _present(d, img.shape[0])
@@ -199,10 +200,10 @@ class RandGreyMatterGaind(Randomizable, MapTransform):
                 if present[c] and self.R.rand() < self.prob:
                     g = float(np.exp(self.R.uniform(*self.log_gain)))
                     _set(img, c, _get(img, c) * (1.0 + frac * (g - 1.0)))
-                    if sample_gm is not None and "sample_in" in d:
-                        s = np.array(d["sample_in"], dtype=np.float32)
-                        s[c] *= 1.0 + np.asarray(sample_gm, dtype=np.float32)[c] / 255.0 * (g - 1.0)
-                        d["sample_in"] = s
+                    if samples is not None:
+                        samples[c] *= 1.0 + np.asarray(sample_gm, dtype=np.float32)[c] / 255.0 * (g - 1.0)
+        if samples is not None:
+            d["sample_in"] = samples
         return d
 
 

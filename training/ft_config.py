@@ -255,12 +255,17 @@ def _hard_negatives(raw: HardNegativesTable | None, channels: list[str], where: 
     for subset in raw.subsets:
         if subset != "all":
             _check_names(subset.split("+"), channels, "train.hard_negatives.subsets", where, also=' or "all"')
-    if raw.shift_average is not None and (min(raw.shift_average) < 0
-                                          or len(set(raw.shift_average)) != len(raw.shift_average)):
-        raise ValueError(f"{where}: config key 'train.hard_negatives.shift_average' is {raw.shift_average!r}, "
-                         "not a list of distinct voxel shifts >= 0.")
-    return {"bundle": raw.bundle, "fraction": raw.fraction, "subsets": list(raw.subsets),
-            "shift_average": None if raw.shift_average is None else list(raw.shift_average)}
+    shifts = None
+    if raw.shift_average is not None:  # the card's rule (models.engine.shift_average), said of this key
+        from models.bundle import BundleError
+        from models.engine import shift_average
+
+        try:
+            shifts = shift_average(raw.bundle, list(raw.shift_average))
+        except BundleError:
+            raise ValueError(f"{where}: config key 'train.hard_negatives.shift_average' is {raw.shift_average!r}, "
+                             "not a list of distinct whole numbers of model-grid voxels from 0 to 64.") from None
+    return {"bundle": raw.bundle, "fraction": raw.fraction, "subsets": list(raw.subsets), "shift_average": shifts}
 
 
 def _domain_randomisation(raw: bool | dict[str, Any], normalize: str, where: str) -> dict[str, Any] | None:

@@ -59,7 +59,7 @@ def test_config_names_a_wrong_subset_and_a_wrong_key(tmp_path: Path) -> None:
     assert ok.hard_negatives == {"bundle": "b", "fraction": 0.5, "subsets": ["all", "T1C+FLAIR"], "shift_average": None}
     one = parse_finetune_config(_config(tmp_path, 'bundle = "b"\nshift_average = [0]'), where="c.toml")
     assert one.hard_negatives is not None and one.hard_negatives["shift_average"] == [0]
-    for bad in ("[0, 0]", "[-1]", "[]"):
+    for bad in ("[0, 0]", "[-1]", "[]", "[65]"):
         with pytest.raises(ValueError, match="shift_average"):
             parse_finetune_config(_config(tmp_path, f'bundle = "b"\nshift_average = {bad}'), where="c.toml")
     with pytest.raises(ValueError, match=r"train\.hard_negatives\.subsets' names FLARE"):
