@@ -6,7 +6,8 @@ voxels, voxel-to-RAS affine). The engine resamples them to the card's model grid
 channels (the models are trained with sequence dropout), runs MONAI's
 ``sliding_window_inference`` (bf16 autocast and optional ``torch.compile`` on CUDA; on CPU
 the thread count follows ``os.sched_getaffinity``), resamples the class probabilities back
-to the reference grid and takes the argmax.
+to the reference grid and takes the argmax; the card's component rules (``models.postprocess``)
+then drop small or unconfident components.
 
 :func:`get_engine` keeps engines warm per (bundle folder, weights SHA-256, device).
 """
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 from models.bias import BIAS_CORRECTIONS, N4Cache
 from models.bundle import Bundle, BundleError, load_bundle
+from models.postprocess import drop_small_components, drop_unconfident_components, min_component_peak
 from models.preprocess import (
     NORMALIZATIONS,
     foreground_mask,
@@ -59,36 +61,6 @@ def resolve_device(device: str = "auto") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
     return device
-
-
-def drop_small_components(labels: np.ndarray, fraction: float) -> np.ndarray:
-    """Remove connected components of the foreground smaller than ``fraction`` of the largest.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        Label map (0 background).
-    fraction : float
-        0 keeps everything; 0.2 drops every (26-connected) foreground component under 20 %
-        of the largest one's voxel count.
-
-    Returns
-    -------
-    numpy.ndarray
-        The label map with small components set to 0.
-    """
-    if fraction <= 0 or not labels.any():
-        return labels
-    from scipy import ndimage
-
-    comp, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), dtype=bool))
-    if n <= 1:
-        return labels
-    sizes = np.bincount(comp.ravel())[1:]
-    keep = np.flatnonzero(sizes >= fraction * sizes.max()) + 1
-    out = labels.copy()
-    out[~np.isin(comp, keep)] = 0
-    return out
 
 
 def head_mask(foreground: np.ndarray, dilate: int = 2) -> np.ndarray:
@@ -302,6 +274,7 @@ class InferenceEngine:
             raise BundleError(f"bundle {bundle.name!r}: card preprocessing.normalize {self.normalize!r} is not one of "
                               f"{', '.join(NORMALIZATIONS)}.")
         self.shifts = shift_average(bundle.name, pre.get("shift_average", [0]))
+        self.min_peak = min_component_peak(bundle.name, pre.get("min_component_peak", 0.0))
         self.bias_correction = str(pre.get("bias_correction", "none"))
         if self.bias_correction not in BIAS_CORRECTIONS:
             raise BundleError(f"bundle {bundle.name!r}: card preprocessing.bias_correction {self.bias_correction!r} "
@@ -512,6 +485,8 @@ class InferenceEngine:
         back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
         labels = decide_labels(back, str(self.bundle.card.preprocessing.get("decision", "argmax"))).numpy()
         labels = drop_small_components(labels, float(self.bundle.card.preprocessing.get("min_component_fraction", 0.0)))
+        if self.min_peak > 0:
+            labels = drop_unconfident_components(labels, back[1:].sum(dim=0).numpy(), self.min_peak)
         t3 = time.perf_counter()
         return Prediction(
             labels=labels,

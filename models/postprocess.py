@@ -1,0 +1,107 @@
+"""Label-map rules after the decision: connected components kept or dropped.
+
+Both rules work on 26-connected components of the foreground (every tumour label together),
+on the reference grid, after :func:`models.engine.decide_labels`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.bundle import BundleError
+
+__all__ = ["component_peak", "drop_small_components", "drop_unconfident_components", "min_component_peak"]
+
+
+def _components(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    from scipy import ndimage
+
+    comp, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    return comp, int(n)
+
+
+def drop_small_components(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Remove connected components of the foreground smaller than ``fraction`` of the largest.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label map (0 background).
+    fraction : float
+        0 keeps everything; 0.2 drops every (26-connected) foreground component under 20 %
+        of the largest one's voxel count.
+
+    Returns
+    -------
+    numpy.ndarray
+        The label map with small components set to 0.
+    """
+    if fraction <= 0 or not labels.any():
+        return labels
+    comp, n = _components(labels)
+    if n <= 1:
+        return labels
+    sizes = np.bincount(comp.ravel())[1:]
+    keep = np.flatnonzero(sizes >= fraction * sizes.max()) + 1
+    out = labels.copy()
+    out[~np.isin(comp, keep)] = 0
+    return out
+
+
+def drop_unconfident_components(labels: np.ndarray, foreground_prob: np.ndarray, min_peak: float) -> np.ndarray:
+    """Remove connected components whose highest foreground probability stays under ``min_peak``.
+
+    A hysteresis rule: a voxel is reported where the decision says so, but only in a component
+    that the network is sure of *somewhere* (its peak). A lukewarm patch of bright cortex is
+    dropped whole; a tumour keeps its uncertain rim, since its core is sure.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label map (0 background).
+    foreground_prob : numpy.ndarray
+        The probability of any foreground label (1 − background), same shape as ``labels``.
+    min_peak : float
+        0 keeps everything.
+
+    Returns
+    -------
+    numpy.ndarray
+        The label map with unconfident components set to 0.
+    """
+    if labels.shape != foreground_prob.shape:
+        raise ValueError(f"labels {labels.shape} and probabilities {foreground_prob.shape} differ in shape.")
+    if min_peak <= 0 or not labels.any():
+        return labels
+    comp, n = _components(labels)
+    peaks = component_peak(comp, n, foreground_prob)
+    # compared in the probabilities' own precision: a peak of float32 0.9 is 'at' a rule of 0.9
+    drop = np.concatenate([[False], peaks < float(np.asarray(min_peak, dtype=foreground_prob.dtype))])
+    if not drop.any():
+        return labels
+    out = labels.copy()
+    out[drop[comp]] = 0
+    return out
+
+
+def component_peak(comp: np.ndarray, n: int, prob: np.ndarray) -> np.ndarray:
+    """The highest ``prob`` in each of components ``1..n`` of ``comp`` (a ``(n,)`` array)."""
+    from scipy import ndimage
+
+    return np.asarray(ndimage.maximum(prob, comp, index=np.arange(1, n + 1)), dtype=np.float64).reshape(n)
+
+
+def min_component_peak(name: str, value: Any) -> float:
+    """Check a card's ``preprocessing.min_component_peak``: a probability from 0 (keep all) to below 1.
+
+    Raises
+    ------
+    BundleError
+        With a sentence naming the bundle and the key.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) < 1.0:
+        raise BundleError(f"bundle {name!r}: card preprocessing.min_component_peak {value!r} is not a probability "
+                          "from 0 (keep every component) to below 1.")
+    return float(value)
