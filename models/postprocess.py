@@ -90,7 +90,9 @@ def component_peak(comp: np.ndarray, n: int, prob: np.ndarray) -> np.ndarray:
     """The highest ``prob`` in each of components ``1..n`` of ``comp`` (a ``(n,)`` array)."""
     from scipy import ndimage
 
-    return np.asarray(ndimage.maximum(prob, comp, index=np.arange(1, n + 1)), dtype=np.float64).reshape(n)
+    inside = comp > 0  # only the components' voxels: a few mL of a whole head
+    return np.asarray(ndimage.maximum(prob[inside], comp[inside], index=np.arange(1, n + 1)),
+                      dtype=np.float64).reshape(n)
 
 
 def min_component_peak(name: str, value: Any) -> float:
