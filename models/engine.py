@@ -200,6 +200,12 @@ class Prediction:
     not_assessed : dict of int to list of str
         Labels the card's ``preprocessing.label_requires`` withheld, with the sequences any one
         of which they need (none of them was present).
+    before_peak_rule : numpy.ndarray or None
+        With ``predict(keep_probability=True)``: the labels before the card's
+        ``min_component_peak`` rule (:func:`models.postprocess.drop_unconfident_components`).
+    foreground_probability : numpy.ndarray or None
+        With ``predict(keep_probability=True)``: the tumour probability (1 − background) on the
+        reference grid, float32, which that rule reads.
     """
 
     labels: np.ndarray
@@ -210,6 +216,8 @@ class Prediction:
     ood_score: float | None = None
     ood_threshold: float | None = None
     not_assessed: dict[int, list[str]] = field(default_factory=dict)
+    before_peak_rule: np.ndarray | None = None
+    foreground_probability: np.ndarray | None = None
 
     @property
     def out_of_distribution(self) -> bool:
@@ -440,6 +448,8 @@ class InferenceEngine:
         affine: np.ndarray,
         affines: Mapping[str, np.ndarray] | None = None,
         shape: Sequence[int] | None = None,
+        *,
+        keep_probability: bool = False,
     ) -> Prediction:
         """Segment a study's volumes; labels come back on the reference grid.
 
@@ -455,6 +465,9 @@ class InferenceEngine:
             resampled once, straight onto the model grid). Default: all on the reference grid.
         shape : sequence of int, optional
             The reference grid's shape; required with ``affines`` unless every volume has it.
+        keep_probability : bool
+            Also return the tumour probability and the labels before the peak rule (a choice of
+            ``min_component_peak`` on a selection set: ``python -m training.peak_sweep``).
 
         Returns
         -------
@@ -485,8 +498,9 @@ class InferenceEngine:
         back = resample(probs.cpu(), grid_affine, ref_shape, np.asarray(affine), device="cpu")
         labels = decide_labels(back, str(self.bundle.card.preprocessing.get("decision", "argmax"))).numpy()
         labels = drop_small_components(labels, float(self.bundle.card.preprocessing.get("min_component_fraction", 0.0)))
+        unfiltered, fg_prob = labels, back[1:].sum(dim=0).numpy()
         if self.min_peak > 0:
-            labels = drop_unconfident_components(labels, back[1:].sum(dim=0).numpy(), self.min_peak)
+            labels = drop_unconfident_components(labels, fg_prob, self.min_peak)
         t3 = time.perf_counter()
         return Prediction(
             labels=labels,
@@ -498,6 +512,8 @@ class InferenceEngine:
             ood_score=score,
             ood_threshold=threshold,
             not_assessed=withheld,
+            before_peak_rule=unfiltered if keep_probability else None,
+            foreground_probability=fg_prob.astype(np.float32) if keep_probability else None,
         )
 
 

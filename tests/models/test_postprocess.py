@@ -75,9 +75,10 @@ def test_the_engine_refuses_a_bad_card_value_before_it_serves() -> None:
         InferenceEngine(bundle, device="cpu", threads=1)
 
 
-def test_the_engine_drops_whole_components_by_the_card(monkeypatch) -> None:
+def test_the_engine_drops_whole_components_by_the_card() -> None:
     """Through ``predict``: a rule of 0.5 changes nothing under argmax (a foreground voxel has
-    foreground probability > 0.5); a rule near 1 leaves only whole components of the plain result."""
+    foreground probability > 0.5); a rule near 1 leaves only whole components of the plain result,
+    exactly those the rule keeps on the probabilities ``keep_probability`` returns."""
     from training.synth import generate_subject
 
     s = generate_subject(9101, voxel_mm=4.0, tumour=True)
@@ -86,15 +87,19 @@ def test_the_engine_drops_whole_components_by_the_card(monkeypatch) -> None:
     engine = InferenceEngine(load_bundle("brain-tumour-demo"), device="cpu", threads=2)
     flair = {"FLAIR": images["FLAIR"]}
     engine.min_peak = 0.0
-    plain = engine.predict(flair, affine).labels
-    assert plain.any()
+    first = engine.predict(flair, affine, keep_probability=True)
+    plain, prob = first.labels, first.foreground_probability
+    assert plain.any() and prob is not None and prob.shape == plain.shape
+    assert first.before_peak_rule is not None and (first.before_peak_rule == plain).all()
     engine.min_peak = 0.5
     assert (engine.predict(flair, affine).labels == plain).all()
     engine.min_peak = 0.9999
-    strict = engine.predict(flair, affine).labels
+    strict = engine.predict(flair, affine)
+    assert strict.foreground_probability is None          # kept only when asked
     comp, _ = ndimage.label(plain > 0, structure=np.ones((3, 3, 3)))
-    kept = set(np.unique(comp[strict > 0])) - {0}
-    assert (strict > 0).sum() < (plain > 0).sum()
+    kept = set(np.unique(comp[strict.labels > 0])) - {0}
+    assert (strict.labels > 0).sum() < (plain > 0).sum()
     for c in kept:                       # kept components are whole and keep their labels
-        assert (strict[comp == c] == plain[comp == c]).all()
-    assert not strict[~np.isin(comp, list(kept))].any()
+        assert (strict.labels[comp == c] == plain[comp == c]).all()
+    assert not strict.labels[~np.isin(comp, list(kept))].any()
+    assert (strict.labels == drop_unconfident_components(plain, prob, 0.9999)).all()
