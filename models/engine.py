@@ -29,7 +29,12 @@ import torch.nn.functional as F
 
 from models.bias import BIAS_CORRECTIONS, N4Cache
 from models.bundle import Bundle, BundleError, load_bundle
-from models.postprocess import drop_small_components, drop_unconfident_components, min_component_peak
+from models.postprocess import (
+    drop_small_components,
+    drop_unconfident_components,
+    min_component_peak,
+    min_component_peak_scope,
+)
 from models.preprocess import (
     NORMALIZATIONS,
     foreground_mask,
@@ -283,6 +288,7 @@ class InferenceEngine:
                               f"{', '.join(NORMALIZATIONS)}.")
         self.shifts = shift_average(bundle.name, pre.get("shift_average", [0]))
         self.min_peak = min_component_peak(bundle.name, pre.get("min_component_peak", 0.0))
+        self.peak_scope = min_component_peak_scope(bundle.name, pre.get("min_component_peak_scope", "component"))
         self.bias_correction = str(pre.get("bias_correction", "none"))
         if self.bias_correction not in BIAS_CORRECTIONS:
             raise BundleError(f"bundle {bundle.name!r}: card preprocessing.bias_correction {self.bias_correction!r} "
@@ -500,7 +506,7 @@ class InferenceEngine:
         labels = drop_small_components(labels, float(self.bundle.card.preprocessing.get("min_component_fraction", 0.0)))
         unfiltered, fg_prob = labels, back[1:].sum(dim=0).numpy()
         if self.min_peak > 0:
-            labels = drop_unconfident_components(labels, fg_prob, self.min_peak)
+            labels = drop_unconfident_components(labels, fg_prob, self.min_peak, self.peak_scope)
         t3 = time.perf_counter()
         return Prediction(
             labels=labels,

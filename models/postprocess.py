@@ -12,7 +12,11 @@ import numpy as np
 
 from models.bundle import BundleError
 
-__all__ = ["component_peak", "drop_small_components", "drop_unconfident_components", "min_component_peak"]
+__all__ = ["PEAK_SCOPES", "component_peak", "drop_small_components", "drop_unconfident_components", "min_component_peak",
+           "min_component_peak_scope"]
+
+#: What one component's peak decides for (card ``preprocessing.min_component_peak_scope``).
+PEAK_SCOPES = ("component", "study")
 
 
 def _components(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -50,12 +54,17 @@ def drop_small_components(labels: np.ndarray, fraction: float) -> np.ndarray:
     return out
 
 
-def drop_unconfident_components(labels: np.ndarray, foreground_prob: np.ndarray, min_peak: float) -> np.ndarray:
-    """Remove connected components whose highest foreground probability stays under ``min_peak``.
+def drop_unconfident_components(labels: np.ndarray, foreground_prob: np.ndarray, min_peak: float,
+                                scope: str = "component") -> np.ndarray:
+    """Remove foreground that the network is nowhere sure of: a hysteresis rule on component peaks.
 
-    A hysteresis rule: a voxel is reported where the decision says so, but only in a component
-    that the network is sure of *somewhere* (its peak). A lukewarm patch of bright cortex is
-    dropped whole; a tumour keeps its uncertain rim, since its core is sure.
+    A voxel is reported where the decision says so, but only where the network is sure of the
+    tumour *somewhere* (a component's peak probability at or over ``min_peak``). With
+    ``scope="component"`` each connected component is judged alone: a lukewarm patch of bright
+    cortex is dropped whole, a tumour keeps its unsure rim since its core is sure — and a small
+    unsure satellite of a sure tumour is dropped too. With ``scope="study"`` the label map is kept
+    whole when any component is sure and emptied when none is: a head where the network is sure
+    of nothing gets no tumour, and a study with a sure tumour is left as decided.
 
     Parameters
     ----------
@@ -65,6 +74,8 @@ def drop_unconfident_components(labels: np.ndarray, foreground_prob: np.ndarray,
         The probability of any foreground label (1 − background), same shape as ``labels``.
     min_peak : float
         0 keeps everything.
+    scope : {"component", "study"}
+        What one peak decides for.
 
     Returns
     -------
@@ -73,12 +84,17 @@ def drop_unconfident_components(labels: np.ndarray, foreground_prob: np.ndarray,
     """
     if labels.shape != foreground_prob.shape:
         raise ValueError(f"labels {labels.shape} and probabilities {foreground_prob.shape} differ in shape.")
+    if scope not in PEAK_SCOPES:
+        raise ValueError(f"peak rule scope {scope!r} is not one of {', '.join(PEAK_SCOPES)}.")
     if min_peak <= 0 or not labels.any():
         return labels
+    # compared in the probabilities' own precision: a peak of float32 0.9 is 'at' a rule of 0.9
+    rule = float(np.asarray(min_peak, dtype=foreground_prob.dtype))
+    if scope == "study":
+        return labels if float(foreground_prob[labels > 0].max()) >= rule else np.zeros_like(labels)
     comp, n = _components(labels)
     peaks = component_peak(comp, n, foreground_prob)
-    # compared in the probabilities' own precision: a peak of float32 0.9 is 'at' a rule of 0.9
-    drop = np.concatenate([[False], peaks < float(np.asarray(min_peak, dtype=foreground_prob.dtype))])
+    drop = np.concatenate([[False], peaks < rule])
     if not drop.any():
         return labels
     out = labels.copy()
@@ -107,3 +123,17 @@ def min_component_peak(name: str, value: Any) -> float:
         raise BundleError(f"bundle {name!r}: card preprocessing.min_component_peak {value!r} is not a probability "
                           "from 0 (keep every component) to below 1.")
     return float(value)
+
+
+def min_component_peak_scope(name: str, value: Any) -> str:
+    """Check a card's ``preprocessing.min_component_peak_scope``: one of :data:`PEAK_SCOPES`.
+
+    Raises
+    ------
+    BundleError
+        With a sentence naming the bundle and the key.
+    """
+    if value not in PEAK_SCOPES:
+        raise BundleError(f"bundle {name!r}: card preprocessing.min_component_peak_scope {value!r} is not one of "
+                          f"{', '.join(PEAK_SCOPES)}.")
+    return str(value)

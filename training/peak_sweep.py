@@ -50,8 +50,10 @@ class Case:
     voxel_ml: float
 
 
-def sweep(cases: Sequence[Case], peaks: Sequence[float]) -> list[dict[str, object]]:
+def sweep(cases: Sequence[Case], peaks: Sequence[float], scope: str = "component") -> list[dict[str, object]]:
     """Per rule value: mean and lowest Dice WT over the tumour cases, false tumour (mL) per tumour-free case.
+
+    ``scope`` is the card's ``min_component_peak_scope`` (``"component"`` or ``"study"``).
 
     Returns
     -------
@@ -66,7 +68,7 @@ def sweep(cases: Sequence[Case], peaks: Sequence[float]) -> list[dict[str, objec
         scores: list[float] = []
         false_ml: dict[str, float] = {}
         for c in cases:
-            wt = drop_unconfident_components(c.labels, c.probability, float(peak)) > 0
+            wt = drop_unconfident_components(c.labels, c.probability, float(peak), scope) > 0
             if c.truth is None:
                 false_ml[c.name] = float(wt.sum() * c.voxel_ml)
             else:
@@ -99,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tumour", nargs="*", default=[], help="selection subject folders with a tumour")
     ap.add_argument("--tumour-free", nargs="*", default=[], help="tumour-free selection subject folders")
     ap.add_argument("--peaks", nargs="+", type=float, default=[0.0, 0.8, 0.9, 0.95, 0.97, 0.98])
+    ap.add_argument("--scope", nargs="+", default=["component", "study"], choices=["component", "study"])
     args = ap.parse_args(argv)
     import torch
 
@@ -110,18 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = InferenceEngine(load_bundle(args.bundle), device="cpu")
         cases = [predict_case(engine, Path(f), args.sequences, True) for f in args.tumour]
         cases += [predict_case(engine, Path(f), args.sequences, False) for f in args.tumour_free]
-        rows = sweep(cases, args.peaks)
+        rows = {scope: sweep(cases, args.peaks, scope) for scope in args.scope}
     except (ValueError, FileNotFoundError) as exc:
         print(f"training.peak_sweep: {exc}", file=sys.stderr)
         return 2
     names = [c.name for c in cases if c.truth is None]
-    print("| min_component_peak | Dice WT (mean, lowest) | false tumour mL: " + " / ".join(names) + " |")
-    print("|---|---|---|")
-    for r in rows:
-        ml = r["false_ml"]
-        assert isinstance(ml, dict)
-        print(f"| {r['peak']:.2f} | {r['dice_wt']:.3f}, {r['dice_wt_min']:.3f} | "
-              + " / ".join(f"{ml[n]:.2f}" for n in names) + " |")
+    print("| scope | min_component_peak | Dice WT (mean, lowest) | false tumour mL: " + " / ".join(names) + " |")
+    print("|---|---|---|---|")
+    for scope, table in rows.items():
+        for r in table:
+            ml = r["false_ml"]
+            assert isinstance(ml, dict)
+            print(f"| {scope} | {r['peak']:.2f} | {r['dice_wt']:.3f}, {r['dice_wt_min']:.3f} | "
+                  + " / ".join(f"{ml[n]:.2f}" for n in names) + " |")
     return 0
 
 

@@ -49,6 +49,16 @@ def test_touching_labels_are_one_component() -> None:
     assert ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))[1] == 1
 
 
+def test_the_study_scope_empties_a_head_sure_of_nothing_and_keeps_a_sure_one_whole() -> None:
+    labels, prob = _two_blobs()
+    assert (drop_unconfident_components(labels, prob, 0.95, "study") == labels).all()   # the lukewarm patch stays
+    unsure = np.where(prob > 0.95, 0.9, prob).astype(np.float32)
+    assert not drop_unconfident_components(labels, unsure, 0.95, "study").any()
+    assert (drop_unconfident_components(labels, unsure, 0.0, "study") == labels).all()
+    with pytest.raises(ValueError, match="scope 'head'"):
+        drop_unconfident_components(labels, prob, 0.95, "head")
+
+
 def test_shapes_must_agree() -> None:
     labels, prob = _two_blobs()
     with pytest.raises(ValueError, match="differ in shape"):
@@ -68,10 +78,11 @@ def test_a_bad_min_component_peak_is_a_sentence_naming_the_key(value) -> None:
         min_component_peak("x", value)
 
 
-def test_the_engine_refuses_a_bad_card_value_before_it_serves() -> None:
+@pytest.mark.parametrize(("key", "value"), [("min_component_peak", 1.5), ("min_component_peak_scope", "head")])
+def test_the_engine_refuses_a_bad_card_value_before_it_serves(key, value) -> None:
     bundle = load_bundle("brain-tumour-demo")
-    bundle.card.preprocessing["min_component_peak"] = 1.5
-    with pytest.raises(BundleError, match=r"'brain-tumour-demo'.*min_component_peak 1\.5"):
+    bundle.card.preprocessing[key] = value
+    with pytest.raises(BundleError, match=rf"'brain-tumour-demo'.*{key} {value!r}"):
         InferenceEngine(bundle, device="cpu", threads=1)
 
 
@@ -86,7 +97,7 @@ def test_the_engine_drops_whole_components_by_the_card() -> None:
     affine = np.asarray(s.affine)
     engine = InferenceEngine(load_bundle("brain-tumour-demo"), device="cpu", threads=2)
     flair = {"FLAIR": images["FLAIR"]}
-    engine.min_peak = 0.0
+    engine.min_peak, engine.peak_scope = 0.0, "component"
     first = engine.predict(flair, affine, keep_probability=True)
     plain, prob = first.labels, first.foreground_probability
     assert plain.any() and prob is not None and prob.shape == plain.shape

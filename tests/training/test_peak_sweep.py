@@ -29,3 +29,16 @@ def test_each_value_is_applied_to_the_same_predictions() -> None:
     assert rows[1]["dice_wt"] == 1.0 and rows[1]["false_ml"] == {"f": 0.0}
     assert rows[2]["dice_wt"] == 0.0 and rows[2]["dice_wt_min"] == 0.0 and rows[2]["false_ml"] == {"f": 0.0}
     assert cases[1].labels.sum() == 16                                   # the predictions are not changed
+
+
+def test_the_study_scope_keeps_a_study_with_a_sure_component_whole() -> None:
+    shape = (16, 16, 16)
+    labels, prob = _blob(shape, (slice(2, 8),) * 3, 0.96)
+    satellite = (slice(11, 13),) * 3                                    # unsure, but true tumour
+    labels[satellite], prob[satellite] = 2, 0.7
+    truth = labels > 0
+    free_labels, free_prob = _blob(shape, (slice(3, 5),) * 3, 0.9)
+    cases = [Case("t", truth, labels, prob, 1.0), Case("f", None, free_labels, free_prob, 1.0)]
+    per_study, per_component = sweep(cases, [0.95], "study")[0], sweep(cases, [0.95], "component")[0]
+    assert per_study["dice_wt"] == 1.0 and per_study["false_ml"] == {"f": 0.0}
+    assert per_component["dice_wt"] < 1.0 and per_component["false_ml"] == {"f": 0.0}
