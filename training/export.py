@@ -13,9 +13,10 @@ __all__ = ["CARRIED_PREPROCESSING", "brats_labels", "carried_preprocessing", "ex
 
 #: Card decisions that a warm start from a bundle keeps: chosen on that bundle's selection runs (what the
 #: SR calls not assessed, the out-of-distribution reference, the shifted tilings averaged, the bias-field
-#: correction), not set by the training config.
+#: correction, the components too unsure to report), not set by the training config.
 CARRIED_PREPROCESSING = ("ood", "label_requires", "label_requires_note", "shift_average", "bias_correction",
-                         "bias_correction_channels", "bias_correction_note")
+                         "bias_correction_channels", "bias_correction_note", "min_component_peak",
+                         "min_component_peak_scope", "min_component_peak_note")
 
 
 def brats_labels() -> list[LabelInfo]:

@@ -25,7 +25,7 @@ def test_the_demo_card_is_the_brats_table_and_names_its_algorithm() -> None:
     bundle = load_bundle("brain-tumour-demo")  # weights' SHA-256 still matches the card
     assert segments_from_card(bundle.card) == list(BRATS_SEGMENTS)
     algorithm = algorithm_from_card(bundle.card)
-    assert (algorithm.name, algorithm.version, algorithm.source) == ("brain-tumour-demo", "0.5.2", "mrinode")
+    assert (algorithm.name, algorithm.version, algorithm.source) == ("brain-tumour-demo", "0.5.3", "mrinode")
     assert algorithm.version == bundle.card.version  # the SEG's algorithm version is the card's
     assert algorithm.family.value == "123110"
 

@@ -21,14 +21,13 @@ TEST_HEADS = real_heads("test")
 # three of the 20 tumour-free test seeds (the worst of the shipped stage-2 bundle's among them)
 SYNTHETIC_SEEDS = [90202, 90207, 90215]
 
-#: Where the shipped model (0.5.2: stage 9's weights, four shifted tilings, N4 on FLAIR) does not meet the target
-#: yet (issue 14, part 4 is open): measured with ``python -m training.healthy --synthetic 90200 90219`` (the card's
-#: label_requires on; synthetic generator 1.3). 90202 (stage 2: T2 alone 136.9 mL) and dipy's b=0 as T2 (129.9 mL) pass
-#: since 0.2.0, 90215 (FLAIR alone 1.7 mL in 0.4.1: orbital fat) since 0.5.0. Strict: a model that meets the target
-#: turns these into failures until the mark is removed.
-NOT_YET: dict[str, str] = {
-    "90207": "FLAIR alone 3.3 mL, all four 0.0 mL (0.4.1: 7.1, 0.0; 0.4.0: 8.4, 0.0)",
-}
+#: Where the shipped model does not meet the target yet (strict: a model that meets it turns these into failures until
+#: the mark is removed). Empty since 0.5.3 (issue 14, part 4): the card's min_component_peak took 90207's FLAIR-alone
+#: false tumour from 3.26 mL (0.5.1/0.5.2; 0.4.1: 7.1; 0.4.0: 8.4) to 0.00 mL, measured with
+#: ``mrinode train evaluate --config training/configs/evaluate-brain-tumour-demo.toml`` (synthetic generator 1.3).
+#: 90202 (stage 2: T2 alone 136.9 mL) and dipy's b=0 as T2 (129.9 mL) pass since 0.2.0, 90215 (FLAIR alone 1.7 mL in
+#: 0.4.1: orbital fat) since 0.5.0.
+NOT_YET: dict[str, str] = {}
 
 
 def _params(items: list, key) -> list:  # type: ignore[no-untyped-def]

@@ -148,7 +148,7 @@ def test_cli_models_list_shows_both_kinds_with_sequences_labels_and_invalid_bund
     (tmp_path / "broken" / "configs" / "metadata.json").write_text("{")
     assert main(["models", "list", "--models-dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "brain-tumour-demo 0.5.2  [native]" in out
+    assert "brain-tumour-demo 0.5.3  [native]" in out
     assert "flair-lesion 0.1.0  [monai]" in out
     assert "sequences: required FLAIR; optional none" in out
     assert "labels: 1 FLAIR hyperintensity (SCT 52988006, #ff00ff)" in out
@@ -172,7 +172,7 @@ def test_cli_models_check_runs_a_bundle_once_and_reports_seconds_and_memory(tmp_
     assert out["voxels_per_label"]["1"] > 0  # the synthetic lesion is found
     assert main(["models", "check", "brain-tumour-demo", "--device", "cpu", "--shape", "24", "24", "16"]) == 0
     text = capsys.readouterr().out
-    assert "brain-tumour-demo 0.5.2 [native] on cpu" in text and "predict" in text and "peak" in text
+    assert "brain-tumour-demo 0.5.3 [native] on cpu" in text and "predict" in text and "peak" in text
     assert main(["models", "check", "flair-lesoin", "--models-dir", str(tmp_path)]) == 2
     assert "Did you mean 'flair-lesion'" in capsys.readouterr().err
 
